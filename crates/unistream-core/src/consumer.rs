@@ -1,0 +1,677 @@
+//! The consumer engine (SPEC §7).
+//!
+//! [`Consumer::process_batch`] does one step of the loop:
+//! 1. if the checkpoint's batch is finished, commit it and fetch the next one
+//!    at `start_pointer` (at most `limit` records), decode it, and save the
+//!    checkpoint together with the raw records — otherwise resume the
+//!    unfinished batch from the checkpoint;
+//! 2. for each record not done, run [`Processor::process`] up to
+//!    `max_attempts` times, waiting between attempts as the [`RetryPolicy`]
+//!    says; every attempt is saved as `in_progress` (and synced) *before* the
+//!    processor runs, and its result right after;
+//! 3. send an exhausted record to the [`DeadLetterQueue`] (retried with its
+//!    own policy), then continue or halt as [`OnExhausted`] says;
+//! 4. commit.
+//!
+//! A record that cannot be decoded is exhausted at once (no attempt) and goes
+//! to the dead-letter queue with its raw bytes and the decode error; it never
+//! stops the loop.
+//!
+//! **Delivery is at-least-once.** A crash after the processor finished but
+//! before its result was saved makes the record run again after the restart;
+//! a crash after the dead-letter queue accepted a record but before that was
+//! saved sends it again. Make processing idempotent, keyed by the record id,
+//! to get effectively-once results.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::checkpoint::{Checkpoint, CheckpointStore, ErrorInfo, Status, StoredCheckpoint};
+use crate::clock::{Clock, SharedClock, SystemClock};
+use crate::dlq::{DeadLetter, DeadLetterQueue};
+use crate::error::{BoxError, Error, Result};
+use crate::record::{Codec, JsonCodec, Record};
+use crate::retry::{RetryPolicy, retry};
+use crate::source::{Pointer, Source, SourceRecord};
+
+/// What a successful [`Processor::process`] call decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Processed.
+    Succeeded,
+    /// Processed; keep this value in the tracker's `data`.
+    SucceededWith(serde_json::Value),
+    /// Deliberately skipped (final, not sent to the dead-letter queue).
+    Ignored,
+}
+
+/// Facts about the attempt in progress, given to the processor.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Attempt<'a> {
+    /// 1-based attempt number, counted across restarts.
+    pub number: u32,
+    /// The most attempts the record gets.
+    pub max_attempts: u32,
+    /// Where the record is in the stream.
+    pub pointer: &'a Pointer,
+    /// The batch it belongs to.
+    pub batch_sequence: u64,
+}
+
+/// The user's processing code (the seed's `process_record`).
+///
+/// Contract: `process` MAY fail (any error; it is recorded with its cause
+/// chain and retried); it MUST NOT assume it runs once per record — delivery
+/// is at-least-once. `on_dead_letter` is told after the dead-letter queue has
+/// accepted an exhausted record.
+///
+/// ```
+/// use chrono::{DateTime, Utc};
+/// use serde::{Deserialize, Serialize};
+/// use unistream_core::consumer::{Attempt, Outcome, Processor};
+/// use unistream_core::record::{iso8601, Record};
+/// use unistream_core::BoxError;
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Order { id: String, #[serde(with = "iso8601")] create_at: DateTime<Utc>, amount: u64 }
+/// impl Record for Order {
+///     fn id(&self) -> &str { &self.id }
+///     fn create_at(&self) -> DateTime<Utc> { self.create_at }
+/// }
+///
+/// struct Totals { sum: u64 }
+/// impl Processor for Totals {
+///     type Record = Order;
+///     async fn process(&mut self, order: &Order, _: &Attempt<'_>) -> Result<Outcome, BoxError> {
+///         if order.amount == 0 {
+///             return Ok(Outcome::Ignored);
+///         }
+///         self.sum = self.sum.checked_add(order.amount).ok_or("overflow")?;
+///         Ok(Outcome::Succeeded)
+///     }
+/// }
+/// ```
+pub trait Processor: Send {
+    /// The record type, decoded by the consumer's codec.
+    type Record: Record;
+
+    /// Processes one record.
+    fn process(
+        &mut self,
+        record: &Self::Record,
+        attempt: &Attempt<'_>,
+    ) -> impl Future<Output = std::result::Result<Outcome, BoxError>> + Send;
+
+    /// Called after an exhausted record was accepted by the dead-letter queue.
+    fn on_dead_letter(&mut self, letter: &DeadLetter) {
+        let _ = letter;
+    }
+}
+
+/// What to do after a record is exhausted and sent to the dead-letter queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnExhausted {
+    /// Go on with the next record (default).
+    #[default]
+    Continue,
+    /// Strict ordering: stop and return [`Error::Halted`] so an operator is
+    /// alerted. The record stays exhausted (it is in the dead-letter queue);
+    /// a restarted consumer goes on after it.
+    Halt,
+}
+
+/// Settings of a [`Consumer`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConsumerConfig {
+    /// Names the consumer in its checkpoint, locks and dead letters.
+    pub consumer_id: String,
+    /// Most records per batch.
+    pub limit: usize,
+    /// Attempts and waits for processing one record.
+    pub retry: RetryPolicy,
+    /// Attempts and waits for handing a record to the dead-letter queue.
+    pub dlq_retry: RetryPolicy,
+    /// How long a record's lock lives (whole seconds, at least 1).
+    pub lock_expire: Duration,
+    /// Wait before pulling again after a pull that found nothing new.
+    pub delay: Duration,
+    /// Continue or halt after an exhausted record.
+    pub on_exhausted: OnExhausted,
+    /// Make [`Consumer::run`] return when it has caught up with the stream
+    /// instead of polling for more.
+    pub stop_at_end: bool,
+}
+
+impl ConsumerConfig {
+    /// Defaults: `limit` 100, 3 attempts waiting 1 s then 2 s, the DLQ
+    /// retried 5 times (1, 2, 4, 8 s), locks of 15 minutes, 1 s idle delay,
+    /// continue after exhausted records, poll forever.
+    pub fn new(consumer_id: impl Into<String>) -> Self {
+        ConsumerConfig {
+            consumer_id: consumer_id.into(),
+            limit: 100,
+            retry: RetryPolicy::default(),
+            dlq_retry: RetryPolicy::waits([1, 2, 4, 8].map(Duration::from_secs)),
+            lock_expire: Duration::from_secs(900),
+            delay: Duration::from_secs(1),
+            on_exhausted: OnExhausted::Continue,
+            stop_at_end: false,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.limit == 0 {
+            return Err(Error::Config("limit must be at least 1".into()));
+        }
+        if self.consumer_id.is_empty() {
+            return Err(Error::Config("consumer_id must not be empty".into()));
+        }
+        Ok(())
+    }
+}
+
+/// What one [`Consumer::process_batch`] call did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchReport {
+    /// The batch worked on (0 if none yet).
+    pub batch_sequence: u64,
+    /// Records in the batch.
+    pub records: usize,
+    /// Records newly fetched by this call (0 when an unfinished batch was
+    /// resumed).
+    pub fetched: usize,
+    /// Attempts run.
+    pub attempts: u32,
+    /// Attempts that failed.
+    pub failures: u32,
+    /// Records that succeeded in this call.
+    pub succeeded: usize,
+    /// Records ignored in this call.
+    pub ignored: usize,
+    /// Records handed to the dead-letter queue in this call.
+    pub dead_lettered: usize,
+    /// The pull found nothing new.
+    pub caught_up: bool,
+    /// The stream is closed and fully processed.
+    pub closed: bool,
+    /// Shutdown was requested; the state is saved and the batch unfinished.
+    pub interrupted: bool,
+    /// How far behind the stream's tip the pull was, if the source knows.
+    pub millis_behind: Option<u64>,
+}
+
+/// Totals of a [`Consumer::run`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunSummary {
+    /// `process_batch` calls.
+    pub pulls: u64,
+    /// Records fetched.
+    pub fetched: u64,
+    /// Attempts run.
+    pub attempts: u64,
+    /// Attempts that failed.
+    pub failures: u64,
+    /// Records that succeeded.
+    pub succeeded: u64,
+    /// Records ignored.
+    pub ignored: u64,
+    /// Records sent to the dead-letter queue.
+    pub dead_lettered: u64,
+    /// The run ended because the stream is closed.
+    pub closed: bool,
+    /// The run ended on a shutdown request.
+    pub interrupted: bool,
+}
+
+impl RunSummary {
+    fn add(&mut self, r: &BatchReport) {
+        self.pulls += 1;
+        self.fetched += r.fetched as u64;
+        self.attempts += u64::from(r.attempts);
+        self.failures += u64::from(r.failures);
+        self.succeeded += r.succeeded as u64;
+        self.ignored += r.ignored as u64;
+        self.dead_lettered += r.dead_lettered as u64;
+        self.closed = r.closed;
+        self.interrupted = r.interrupted;
+    }
+}
+
+struct BatchState<R> {
+    checkpoint: Checkpoint,
+    records: Vec<SourceRecord>,
+    decoded: Vec<std::result::Result<R, ErrorInfo>>,
+}
+
+/// A reliable consumer: a [`Source`], a [`Processor`], a [`CheckpointStore`]
+/// and a [`DeadLetterQueue`], with a [`Codec`] in between (JSON by default).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> unistream_core::Result<()> {
+/// use chrono::{DateTime, Utc};
+/// use serde::{Deserialize, Serialize};
+/// use unistream_core::consumer::{Attempt, Consumer, ConsumerConfig, Outcome, Processor};
+/// use unistream_core::memory::{MemoryCheckpointStore, MemoryDeadLetterQueue, MemorySource};
+/// use unistream_core::record::{iso8601, Record};
+/// use unistream_core::BoxError;
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Event { id: String, #[serde(with = "iso8601")] create_at: DateTime<Utc> }
+/// impl Record for Event {
+///     fn id(&self) -> &str { &self.id }
+///     fn create_at(&self) -> DateTime<Utc> { self.create_at }
+/// }
+///
+/// struct Print;
+/// impl Processor for Print {
+///     type Record = Event;
+///     async fn process(&mut self, e: &Event, _: &Attempt<'_>) -> Result<Outcome, BoxError> {
+///         println!("{}", e.id);
+///         Ok(Outcome::Succeeded)
+///     }
+/// }
+///
+/// let source = MemorySource::new(vec![
+///     br#"{"id": "1", "create_at": "2024-01-09T06:24:06.759449+00:00"}"#.to_vec(),
+///     b"not json".to_vec(),
+/// ]);
+/// source.close();
+/// let dlq = MemoryDeadLetterQueue::default();
+/// let mut consumer = Consumer::new(
+///     ConsumerConfig::new("demo"), source, Print, MemoryCheckpointStore::default(), dlq.clone(),
+/// )?;
+/// let summary = consumer.run().await?;
+/// assert_eq!((summary.succeeded, summary.dead_lettered, summary.closed), (1, 1, true));
+/// assert_eq!(dlq.letters()[0].data, b"not json");
+/// # Ok(()) }
+/// ```
+pub struct Consumer<S, P: Processor, K, D, C = JsonCodec> {
+    config: ConsumerConfig,
+    source: S,
+    processor: P,
+    store: K,
+    dlq: D,
+    codec: C,
+    clock: SharedClock,
+    shutdown: CancellationToken,
+    instance: String,
+    lock_counter: u64,
+    state: Option<BatchState<P::Record>>,
+}
+
+impl<S, P, K, D> Consumer<S, P, K, D, JsonCodec>
+where
+    S: Source,
+    P: Processor,
+    K: CheckpointStore,
+    D: DeadLetterQueue,
+    JsonCodec: Codec<P::Record>,
+{
+    /// A consumer decoding JSON records, on the system clock.
+    pub fn new(config: ConsumerConfig, source: S, processor: P, store: K, dlq: D) -> Result<Self> {
+        config.validate()?;
+        Ok(Consumer {
+            config,
+            source,
+            processor,
+            store,
+            dlq,
+            codec: JsonCodec::default(),
+            clock: std::sync::Arc::new(SystemClock),
+            shutdown: CancellationToken::new(),
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+            lock_counter: 0,
+            state: None,
+        })
+    }
+}
+
+impl<S, P, K, D, C> Consumer<S, P, K, D, C>
+where
+    S: Source,
+    P: Processor,
+    K: CheckpointStore,
+    D: DeadLetterQueue,
+    C: Codec<P::Record>,
+{
+    /// Uses another codec.
+    pub fn with_codec<C2: Codec<P::Record>>(self, codec: C2) -> Consumer<S, P, K, D, C2> {
+        Consumer {
+            config: self.config,
+            source: self.source,
+            processor: self.processor,
+            store: self.store,
+            dlq: self.dlq,
+            codec,
+            clock: self.clock,
+            shutdown: self.shutdown,
+            instance: self.instance,
+            lock_counter: self.lock_counter,
+            state: None,
+        }
+    }
+
+    /// Uses another clock (e.g. a [`VirtualClock`](crate::clock::VirtualClock) in tests).
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = std::sync::Arc::new(clock);
+        self
+    }
+
+    /// Stops gracefully when `token` is cancelled: the record in hand is
+    /// finished and saved, a pending backoff wait is cut short, and
+    /// `process_batch` / `run` return with `interrupted` set.
+    pub fn with_shutdown(mut self, token: CancellationToken) -> Self {
+        self.shutdown = token;
+        self
+    }
+
+    /// The token that stops this consumer.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ConsumerConfig {
+        &self.config
+    }
+
+    /// The processor.
+    pub fn processor(&self) -> &P {
+        &self.processor
+    }
+
+    /// The checkpoint in memory (`None` before the first `process_batch`).
+    pub fn checkpoint(&self) -> Option<&Checkpoint> {
+        self.state.as_ref().map(|s| &s.checkpoint)
+    }
+
+    /// Loops over [`process_batch`](Self::process_batch) until the stream
+    /// is closed, shutdown is requested, or (with `stop_at_end`) nothing new
+    /// is left; waits `delay` after a pull that found nothing.
+    pub async fn run(&mut self) -> Result<RunSummary> {
+        let mut summary = RunSummary::default();
+        while !self.shutdown.is_cancelled() {
+            let report = self.process_batch().await?;
+            summary.add(&report);
+            if report.interrupted || report.closed {
+                break;
+            }
+            if report.caught_up {
+                if self.config.stop_at_end {
+                    break;
+                }
+                tokio::select! {
+                    _ = self.clock.sleep(self.config.delay) => {}
+                    _ = self.shutdown.cancelled() => { summary.interrupted = true; }
+                }
+            }
+        }
+        summary.interrupted |= self.shutdown.is_cancelled();
+        info!(consumer = %self.config.consumer_id, ?summary, "consumer stopped");
+        Ok(summary)
+    }
+
+    /// Does one step: resume or fetch a batch, process it, commit it.
+    pub async fn process_batch(&mut self) -> Result<BatchReport> {
+        let Consumer {
+            config,
+            source,
+            processor,
+            store,
+            dlq,
+            codec,
+            clock,
+            shutdown,
+            instance,
+            lock_counter,
+            state,
+        } = self;
+        let st = match state {
+            Some(st) => st,
+            None => state.insert(load(config, source, store, codec, clock.now()).await?),
+        };
+        let cp = &mut st.checkpoint;
+        let mut report = BatchReport::default();
+
+        if cp.is_batch_finished() {
+            if cp.is_closed() {
+                report.closed = true;
+                report.batch_sequence = cp.batch_sequence();
+                return Ok(report);
+            }
+            if !cp.is_committed() {
+                cp.commit()?;
+                store.save_commit(cp).await?;
+            }
+            let from = cp.start_pointer().clone();
+            let fetched = source.fetch(&from, config.limit).await?;
+            report.millis_behind = fetched.millis_behind;
+            if fetched.records.is_empty() && fetched.next_pointer.as_ref() == Some(&from) {
+                report.caught_up = true;
+                report.batch_sequence = cp.batch_sequence();
+                return Ok(report);
+            }
+            let decoded: Vec<_> = fetched.records.iter().map(|r| decode(codec, r)).collect();
+            let ids = decoded.iter().zip(&fetched.records).map(|(d, r)| record_id(d, r));
+            cp.start_batch(ids, fetched.next_pointer, clock.now())?;
+            store.save_batch(cp, &fetched.records).await?;
+            report.fetched = fetched.records.len();
+            st.records = fetched.records;
+            st.decoded = decoded;
+            debug!(consumer = %config.consumer_id, batch = cp.batch_sequence(), records = report.fetched, from = %from, "started batch");
+        }
+        report.batch_sequence = cp.batch_sequence();
+        report.records = st.records.len();
+
+        for index in 0..st.records.len() {
+            loop {
+                let Some(t) = cp.trackers().get(index) else {
+                    break;
+                };
+                if t.is_done() {
+                    break;
+                }
+                if shutdown.is_cancelled() {
+                    store.sync().await?;
+                    report.interrupted = true;
+                    return Ok(report);
+                }
+                if t.status == Status::Exhausted {
+                    let letter = dead_letter(config, cp, &st.records, index, clock.now());
+                    store.sync().await?;
+                    let sent = retry(&config.dlq_retry, clock, || dlq.send(&letter), |e, wait| {
+                        warn!(consumer = %config.consumer_id, record_id = %letter.record_id, error = %e, ?wait, "dead-letter queue failed; retrying");
+                    })
+                    .await;
+                    if let Err(e) = sent {
+                        return Err(Error::DeadLetter {
+                            record_id: letter.record_id,
+                            source: Box::new(e),
+                        });
+                    }
+                    cp.mark_dead_lettered(index, clock.now())?;
+                    store.save_tracker(cp, index).await?;
+                    report.dead_lettered += 1;
+                    info!(consumer = %config.consumer_id, record_id = %letter.record_id, attempts = letter.attempts, "record sent to the dead-letter queue");
+                    processor.on_dead_letter(&letter);
+                    if config.on_exhausted == OnExhausted::Halt {
+                        store.sync().await?;
+                        return Err(Error::Halted {
+                            record_id: letter.record_id,
+                            attempts: letter.attempts,
+                        });
+                    }
+                    continue;
+                }
+                let record = match &st.decoded[index] {
+                    Ok(record) => record,
+                    Err(error) => {
+                        cp.exhaust(index, error.clone(), clock.now())?;
+                        store.save_tracker(cp, index).await?;
+                        continue;
+                    }
+                };
+                let number = t.attempts + 1;
+                let wait = config.retry.delay_before(number);
+                if !wait.is_zero() {
+                    // The failure is made durable before a possibly long wait.
+                    store.sync().await?;
+                    tokio::select! {
+                        _ = clock.sleep(wait) => {}
+                        _ = shutdown.cancelled() => continue,
+                    }
+                }
+                *lock_counter += 1;
+                let lock = format!("{instance}-{lock_counter}");
+                cp.begin_attempt(index, &lock, clock.now())?;
+                store.save_tracker(cp, index).await?;
+                store.sync().await?;
+                let attempt = Attempt {
+                    number,
+                    max_attempts: cp.max_attempts(),
+                    pointer: &st.records[index].pointer,
+                    batch_sequence: cp.batch_sequence(),
+                };
+                let result = processor.process(record, &attempt).await;
+                report.attempts += 1;
+                let now = clock.now();
+                match result {
+                    Ok(Outcome::Succeeded) => {
+                        cp.succeed(index, &lock, None, now)?;
+                        report.succeeded += 1;
+                    }
+                    Ok(Outcome::SucceededWith(data)) => {
+                        cp.succeed(index, &lock, Some(data), now)?;
+                        report.succeeded += 1;
+                    }
+                    Ok(Outcome::Ignored) => {
+                        cp.ignore(index, &lock, now)?;
+                        report.ignored += 1;
+                    }
+                    Err(e) => {
+                        report.failures += 1;
+                        let t = cp.fail(index, &lock, ErrorInfo::from_error(&*e), now)?;
+                        debug!(consumer = %config.consumer_id, record_id = %t.record_id, attempt = number, status = ?t.status, error = %e, "attempt failed");
+                    }
+                }
+                store.save_tracker(cp, index).await?;
+            }
+        }
+        cp.commit()?;
+        store.save_commit(cp).await?;
+        report.closed = cp.is_closed();
+        Ok(report)
+    }
+}
+
+fn decode<R, C: Codec<R>>(codec: &C, r: &SourceRecord) -> std::result::Result<R, ErrorInfo> {
+    codec.decode(&r.data).map_err(|e| ErrorInfo::from_error(&e))
+}
+
+fn record_id<R: Record>(d: &std::result::Result<R, ErrorInfo>, r: &SourceRecord) -> String {
+    match d {
+        Ok(record) => record.id().to_owned(),
+        Err(_) => format!("undecodable@{}", r.pointer),
+    }
+}
+
+fn dead_letter(
+    config: &ConsumerConfig,
+    cp: &Checkpoint,
+    records: &[SourceRecord],
+    index: usize,
+    now: chrono::DateTime<chrono::Utc>,
+) -> DeadLetter {
+    let t = &cp.trackers()[index];
+    let r = &records[index];
+    let mut letter = DeadLetter::new(
+        config.consumer_id.clone(),
+        t.record_id.clone(),
+        r.data.clone(),
+        r.pointer.clone(),
+        now,
+    );
+    letter.attempts = t.attempts;
+    letter.error = t.errors.clone();
+    letter.first_attempt_time = t.first_attempt_time;
+    letter.last_attempt_time = t.update_time;
+    letter
+}
+
+async fn load<S: Source, K: CheckpointStore, R: Record, C: Codec<R>>(
+    config: &ConsumerConfig,
+    source: &S,
+    store: &mut K,
+    codec: &C,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<BatchState<R>> {
+    let max_attempts = config.retry.max_attempts();
+    let Some(StoredCheckpoint {
+        mut checkpoint,
+        records,
+    }) = store.load().await?
+    else {
+        let checkpoint = Checkpoint::new(
+            config.consumer_id.clone(),
+            source.initial_pointer(),
+            max_attempts,
+            config.lock_expire,
+        );
+        return Ok(BatchState {
+            checkpoint,
+            records: Vec::new(),
+            decoded: Vec::new(),
+        });
+    };
+    if checkpoint.consumer_id() != config.consumer_id {
+        return Err(Error::Config(format!(
+            "the checkpoint store holds the checkpoint of consumer {:?}, not {:?}",
+            checkpoint.consumer_id(),
+            config.consumer_id
+        )));
+    }
+    if records.len() != checkpoint.trackers().len() {
+        return Err(Error::CheckpointUnreadable {
+            store: "checkpoint store".into(),
+            key: config.consumer_id.clone(),
+            reason: format!(
+                "{} trackers but {} batch records",
+                checkpoint.trackers().len(),
+                records.len()
+            ),
+        });
+    }
+    checkpoint.set_limits(max_attempts, config.lock_expire);
+    let recovered = checkpoint.recover(now, store.is_exclusive());
+    for &i in &recovered {
+        store.save_tracker(&checkpoint, i).await?;
+    }
+    store.sync().await?;
+    if !recovered.is_empty() {
+        warn!(consumer = %config.consumer_id, records = recovered.len(), "retrying records whose attempt was interrupted by a stop");
+    }
+    let decoded = records.iter().map(|r| decode(codec, r)).collect();
+    info!(consumer = %config.consumer_id, batch = checkpoint.batch_sequence(), start = %checkpoint.start_pointer(), "loaded checkpoint");
+    Ok(BatchState {
+        checkpoint,
+        records,
+        decoded,
+    })
+}
+
+/// Cancels `token` on Ctrl-C (SIGINT), for a graceful stop of `run`.
+pub fn cancel_on_ctrl_c(token: CancellationToken) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            info!("Ctrl-C: stopping after the record in hand");
+            token.cancel();
+        }
+    });
+}

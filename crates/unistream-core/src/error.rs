@@ -1,0 +1,145 @@
+//! The error type of `unistream-core`.
+//!
+//! Every variant carries the context a user needs to act on it: which file and
+//! byte offset, which checkpoint store and key, which record id.
+
+use std::path::PathBuf;
+
+/// A boxed error from user code or a backend (processor, sink, AWS SDK, ...).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the engines and the local backends.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O call on a local file failed.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A file holds bytes that are not what this library wrote there.
+    #[error("corrupt data in {} at byte offset {offset}: {reason}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the first bad byte (start of the bad frame or line).
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A stored checkpoint exists but cannot be read. Never silently reset.
+    #[error("cannot read the checkpoint in {store} (key {key:?}): {reason}")]
+    CheckpointUnreadable {
+        /// Which store (e.g. a directory, a table).
+        store: String,
+        /// Which key inside the store (e.g. a file name, a partition key value).
+        key: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// Another live consumer owns this checkpoint.
+    #[error("the checkpoint {key:?} in {store} is owned by another consumer: {detail}")]
+    CheckpointOwned {
+        /// Which store.
+        store: String,
+        /// Which key.
+        key: String,
+        /// Who holds it, if known.
+        detail: String,
+    },
+
+    /// A checkpoint transition was asked for that the state machine forbids.
+    #[error("invalid checkpoint transition: {0}")]
+    InvalidTransition(String),
+
+    /// A record's lock is held by someone else and has not expired.
+    #[error("record {record_id:?} is locked by {lock:?} until {until}")]
+    RecordLocked {
+        /// The record.
+        record_id: String,
+        /// The lock id that holds it.
+        lock: String,
+        /// When that lock expires.
+        until: chrono::DateTime<chrono::Utc>,
+    },
+
+    /// A pointer does not fit the source (file truncated, wrong format, ...).
+    #[error("invalid pointer {pointer:?} for {source_name}: {reason}")]
+    InvalidPointer {
+        /// The pointer.
+        pointer: String,
+        /// Which source.
+        source_name: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// A backend (stream, store, queue) reported an error.
+    #[error("{backend}: {source}")]
+    Backend {
+        /// Which backend and operation.
+        backend: String,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The dead-letter queue kept rejecting a record; it stays exhausted and
+    /// is sent again on the next `process_batch`.
+    #[error("dead-letter queue rejected record {record_id:?}: {source}")]
+    DeadLetter {
+        /// The record.
+        record_id: String,
+        /// The last error of the queue.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// Strict-ordering mode stopped the consumer after a record was exhausted
+    /// (it is in the dead-letter queue).
+    #[error(
+        "consumer halted: record {record_id:?} failed {attempts} attempts and was sent to the dead-letter queue"
+    )]
+    Halted {
+        /// The exhausted record.
+        record_id: String,
+        /// How many attempts it had.
+        attempts: u32,
+    },
+
+    /// A record could not be encoded or decoded.
+    #[error(transparent)]
+    Codec(#[from] crate::record::CodecError),
+
+    /// A configuration value is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it happened on.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Wraps a backend error with the name of the backend and operation.
+    pub fn backend(backend: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Backend {
+            backend: backend.into(),
+            source: source.into(),
+        }
+    }
+}

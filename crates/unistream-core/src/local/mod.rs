@@ -1,0 +1,25 @@
+//! Local-file backends, the embedded default: no server needed.
+//!
+//! - [`FileSource`]: a JSON-lines stream file, read from a line/byte pointer
+//!   without rescanning the file.
+//! - [`FileCheckpointStore`]: a checksummed, append-only journal per batch;
+//!   a `kill -9` at any instant leaves it readable and correct.
+//! - [`FileDeadLetterQueue`]: a JSON-lines file of failed records with their
+//!   failure metadata.
+//!
+//! These backends do small blocking writes on the calling task (a `write(2)`
+//! of a few hundred bytes); in [`Durability::PowerLoss`] mode they also wait
+//! for `fdatasync`. They are meant for a runtime where that is acceptable
+//! (one consumer per task, as the engines run).
+
+mod append;
+mod checkpoint;
+mod dlq;
+mod stream;
+
+pub use append::AppendFile;
+pub use checkpoint::FileCheckpointStore;
+pub use dlq::{FileDeadLetterQueue, dead_letter_line};
+pub use stream::{FilePosition, FileSource};
+
+use crate::Durability;

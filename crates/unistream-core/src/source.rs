@@ -1,0 +1,114 @@
+//! Where a consumer reads records from.
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// A position in a stream, opaque to the engine: a line and byte offset for a
+/// local file, a sequence number for Kinesis. Never a short-lived handle such
+/// as a shard iterator.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Pointer(String);
+
+impl Pointer {
+    /// A pointer from its text.
+    pub fn new(s: impl Into<String>) -> Self {
+        Pointer(s.into())
+    }
+    /// The text of the pointer.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Pointer {
+    fn from(s: &str) -> Self {
+        Pointer(s.to_owned())
+    }
+}
+
+impl From<String> for Pointer {
+    fn from(s: String) -> Self {
+        Pointer(s)
+    }
+}
+
+impl std::fmt::Display for Pointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One record as read from a stream: its position and its bytes, not yet
+/// decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRecord {
+    /// Where this record is in the stream.
+    pub pointer: Pointer,
+    /// The encoded record.
+    pub data: Vec<u8>,
+}
+
+impl SourceRecord {
+    /// A record read at `pointer`.
+    pub fn new(pointer: Pointer, data: Vec<u8>) -> Self {
+        SourceRecord { pointer, data }
+    }
+}
+
+/// The answer of [`Source::fetch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Fetched {
+    /// The records, in stream order (at most the `limit` asked for).
+    pub records: Vec<SourceRecord>,
+    /// Where the next fetch starts; `None` if the stream (or shard) is closed
+    /// and these are its last records.
+    pub next_pointer: Option<Pointer>,
+    /// How far behind the tip of the stream the reader is, if the source
+    /// knows (Kinesis `MillisBehindLatest`).
+    pub millis_behind: Option<u64>,
+}
+
+impl Fetched {
+    /// Records followed by `next_pointer`.
+    pub fn new(records: Vec<SourceRecord>, next_pointer: Option<Pointer>) -> Self {
+        Fetched {
+            records,
+            next_pointer,
+            millis_behind: None,
+        }
+    }
+}
+
+/// A stream to read from.
+///
+/// Contract: `fetch(p, n)` returns at most `n` records starting at `p`, in
+/// order, and the pointer right after them. Calling it again with the same
+/// pointer returns the same records (that is how a consumer resumes). An empty
+/// answer whose `next_pointer` is `p` means "nothing new yet"; a `None`
+/// `next_pointer` means the stream is closed after these records.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> unistream_core::Result<()> {
+/// use unistream_core::memory::MemorySource;
+/// use unistream_core::source::Source;
+///
+/// let mut source = MemorySource::new(vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+/// let start = source.initial_pointer();
+/// let first = source.fetch(&start, 2).await?;
+/// assert_eq!(first.records.len(), 2);
+/// let rest = source.fetch(first.next_pointer.as_ref().unwrap(), 2).await?;
+/// assert_eq!(rest.records[0].data, b"c");
+/// # Ok(()) }
+/// ```
+pub trait Source: Send {
+    /// Where a consumer without a checkpoint starts.
+    fn initial_pointer(&self) -> Pointer;
+
+    /// Reads up to `limit` records starting at `from`.
+    fn fetch(&mut self, from: &Pointer, limit: usize) -> impl Future<Output = Result<Fetched>> + Send;
+}
