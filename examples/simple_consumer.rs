@@ -1,1 +1,274 @@
-fn main(){}
+//! The seed's consumer demo on local files: reads `DIR/stream.jsonl`, keeps
+//! its checkpoint in `DIR/checkpoint/`, appends processed records to
+//! `DIR/target.jsonl` and exhausted ones to `DIR/dlq.jsonl`.
+//!
+//! ```text
+//! cargo run --release --example simple_consumer -- --dir demo --sample 18 \
+//!     --fail-rate 0.5 --poison 17 --backoff-ms 100,200 --until-end --verbose
+//! ```
+//!
+//! Kill it at any moment (`kill -9` included) and start it again with the
+//! same arguments: it resumes where it stopped, retries the record it was
+//! processing, and never exceeds `--max-attempts` attempts per record.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use unistream::consumer::{
+    Attempt, Consumer, ConsumerConfig, OnExhausted, Outcome, Processor, cancel_on_ctrl_c,
+};
+use unistream::dlq::{DeadLetter, DeadLetterQueue};
+use unistream::local::{AppendFile, FileCheckpointStore, FileDeadLetterQueue, FileSource};
+use unistream::retry::RetryPolicy;
+use unistream::{BoxError, Durability, Error};
+use unistream_examples::{MyRecord, banner, chance, write_sample_stream};
+
+#[derive(Parser, Debug)]
+#[command(about = "Consume DIR/stream.jsonl reliably: retries, checkpoint, dead-letter queue")]
+struct Args {
+    /// Working directory: stream.jsonl, checkpoint/, target.jsonl, dlq.jsonl.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Consumer id (names the checkpoint).
+    #[arg(long, default_value = "simple_consumer")]
+    consumer_id: String,
+    /// Records per batch.
+    #[arg(long, default_value_t = 3)]
+    limit: usize,
+    /// Attempts per record before it goes to the dead-letter queue.
+    #[arg(long, default_value_t = 3)]
+    max_attempts: u32,
+    /// Probability that a processing attempt fails.
+    #[arg(long, default_value_t = 0.0)]
+    fail_rate: f64,
+    /// Record ids that fail every attempt (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    poison: Vec<String>,
+    /// Seed of the random failures (and of --sample values).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Waits between attempts, in milliseconds (the last one repeats).
+    #[arg(long, value_delimiter = ',', default_value = "1000,2000")]
+    backoff_ms: Vec<u64>,
+    /// Strict ordering: exit non-zero after the first exhausted record.
+    #[arg(long)]
+    halt: bool,
+    /// Exit 0 once the stream has no more records (else keep polling).
+    #[arg(long)]
+    until_end: bool,
+    /// Print the seed's demo output.
+    #[arg(long)]
+    verbose: bool,
+    /// Milliseconds to wait before polling again when there is nothing new.
+    #[arg(long, default_value_t = 1000)]
+    delay_ms: u64,
+    /// Create DIR/stream.jsonl with this many sample records if it is missing.
+    #[arg(long)]
+    sample: Option<u64>,
+    /// Delete DIR before starting.
+    #[arg(long)]
+    reset: bool,
+    /// Power-loss durability (fsync) for checkpoint, target and DLQ.
+    #[arg(long)]
+    fsync: bool,
+    /// Append "<id> <attempt>" to DIR/attempts.log before each attempt.
+    #[arg(long)]
+    attempt_log: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("random error at record_id = {0}")]
+struct RandomError(String);
+
+struct DemoProcessor {
+    target: AppendFile,
+    attempt_log: Option<AppendFile>,
+    poison: HashSet<String>,
+    fail_rate: f64,
+    seed: u64,
+    verbose: bool,
+}
+
+impl Processor for DemoProcessor {
+    type Record = MyRecord;
+
+    async fn process(
+        &mut self,
+        record: &MyRecord,
+        attempt: &Attempt<'_>,
+    ) -> Result<Outcome, BoxError> {
+        if let Some(log) = &self.attempt_log {
+            log.append(format!("{} {}\n", record.id, attempt.number).as_bytes())?;
+        }
+        let s = record.to_json();
+        let fails = self.poison.contains(&record.id)
+            || chance(self.seed, &record.id, attempt.number) < self.fail_rate;
+        if fails {
+            if self.verbose {
+                println!("❌ {s}");
+            }
+            return Err(RandomError(record.id.clone()).into());
+        }
+        self.target.append(format!("{s}\n").as_bytes())?;
+        if self.verbose {
+            println!("✅ {s}");
+        }
+        Ok(Outcome::Succeeded)
+    }
+}
+
+/// The file DLQ, announcing each letter like the seed's `process_failed_record`.
+struct AnnouncedDlq {
+    inner: FileDeadLetterQueue,
+    verbose: bool,
+}
+
+impl DeadLetterQueue for AnnouncedDlq {
+    async fn send(&self, letter: &DeadLetter) -> unistream::Result<()> {
+        self.inner.send(letter).await?;
+        if self.verbose {
+            println!("✅ DLQ: {}", String::from_utf8_lossy(&letter.data));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Halted {
+            record_id,
+            attempts,
+        }) => {
+            eprintln!(
+                "halted: record {record_id} failed {attempts} attempts and is in the dead-letter queue"
+            );
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> unistream::Result<()> {
+    let dir = &args.dir;
+    if args.reset && dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let stream = dir.join("stream.jsonl");
+    if let Some(n) = args.sample
+        && !stream.exists()
+    {
+        write_sample_stream(&stream, 1, n, args.seed).map_err(|e| Error::io(&stream, e))?;
+    }
+    if !(0.0..=1.0).contains(&args.fail_rate) {
+        return Err(Error::Config("--fail-rate must be between 0 and 1".into()));
+    }
+    let durability = if args.fsync {
+        Durability::PowerLoss
+    } else {
+        Durability::Process
+    };
+
+    let mut config = ConsumerConfig::new(&args.consumer_id);
+    config.limit = args.limit;
+    config.retry = RetryPolicy::waits(args.backoff_ms.iter().map(|ms| Duration::from_millis(*ms)))
+        .with_max_attempts(args.max_attempts);
+    config.dlq_retry = RetryPolicy::waits([Duration::from_millis(100), Duration::from_millis(500)])
+        .with_max_attempts(5);
+    config.delay = Duration::from_millis(args.delay_ms);
+    config.on_exhausted = if args.halt {
+        OnExhausted::Halt
+    } else {
+        OnExhausted::Continue
+    };
+    config.stop_at_end = args.until_end;
+
+    let processor = DemoProcessor {
+        target: AppendFile::open(dir.join("target.jsonl"), durability)?,
+        attempt_log: if args.attempt_log {
+            Some(AppendFile::open(dir.join("attempts.log"), durability)?)
+        } else {
+            None
+        },
+        poison: args.poison.iter().cloned().collect(),
+        fail_rate: args.fail_rate,
+        seed: args.seed,
+        verbose: args.verbose,
+    };
+    let dlq = AnnouncedDlq {
+        inner: FileDeadLetterQueue::open(dir.join("dlq.jsonl"), durability)?,
+        verbose: args.verbose,
+    };
+    let store = FileCheckpointStore::open(dir.join("checkpoint"), &args.consumer_id, durability)?;
+    let mut consumer = Consumer::new(config, FileSource::new(&stream), processor, store, dlq)?;
+    cancel_on_ctrl_c(consumer.shutdown_token());
+
+    if !args.verbose {
+        let started = Instant::now();
+        let s = consumer.run().await?;
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "done: {} records fetched in {} pulls, {} succeeded, {} ignored, {} dead-lettered, {} failed attempts; {:.3} s ({:.0} records/s)",
+            s.fetched,
+            s.pulls,
+            s.succeeded,
+            s.ignored,
+            s.dead_lettered,
+            s.failures,
+            secs,
+            s.fetched as f64 / secs.max(1e-9)
+        );
+        return Ok(());
+    }
+
+    // The seed's "method 2": one block per pull.
+    let token = consumer.shutdown_token();
+    let mut pull = 0u64;
+    while !token.is_cancelled() {
+        pull += 1;
+        println!("--- {pull} th pull ---");
+        println!("{}", banner("⏱ ⏳ Start 'process batch'"));
+        println!("⏳");
+        let started = Instant::now();
+        let result = consumer.process_batch().await;
+        println!("⏳");
+        println!(
+            "{}",
+            banner(&format!(
+                "⏰ ✅ ⏳ End 'process batch', elapsed = {:.2} sec",
+                started.elapsed().as_secs_f64()
+            ))
+        );
+        let report = result?;
+        if report.closed || report.interrupted || (report.caught_up && args.until_end) {
+            break;
+        }
+        if report.caught_up {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(args.delay_ms)) => {}
+                _ = token.cancelled() => {}
+            }
+        }
+    }
+    Ok(())
+}

@@ -83,7 +83,10 @@ impl Status {
 
     /// Whether no more attempts will be made.
     pub fn is_final(self) -> bool {
-        matches!(self, Status::Exhausted | Status::Succeeded | Status::Ignored)
+        matches!(
+            self,
+            Status::Exhausted | Status::Succeeded | Status::Ignored
+        )
     }
 }
 
@@ -479,7 +482,12 @@ impl Checkpoint {
 
     /// Marks a record that can never succeed (e.g. it cannot be decoded) as
     /// exhausted without an attempt.
-    pub fn exhaust(&mut self, index: usize, error: ErrorInfo, now: DateTime<Utc>) -> Result<&Tracker> {
+    pub fn exhaust(
+        &mut self,
+        index: usize,
+        error: ErrorInfo,
+        now: DateTime<Utc>,
+    ) -> Result<&Tracker> {
         let t = self.tracker_mut(index)?;
         if t.status.is_final() || t.is_locked(now) {
             return Err(Error::InvalidTransition(format!(
@@ -641,9 +649,18 @@ mod tests {
     }
 
     fn batch(n: usize, max_attempts: u32) -> Checkpoint {
-        let mut cp = Checkpoint::new("c", Pointer::from("p0"), max_attempts, Duration::from_secs(30));
-        cp.start_batch((0..n).map(|i| format!("r{i}")), Some(Pointer::from("p1")), t0())
-            .unwrap();
+        let mut cp = Checkpoint::new(
+            "c",
+            Pointer::from("p0"),
+            max_attempts,
+            Duration::from_secs(30),
+        );
+        cp.start_batch(
+            (0..n).map(|i| format!("r{i}")),
+            Some(Pointer::from("p1")),
+            t0(),
+        )
+        .unwrap();
         cp
     }
 
@@ -706,7 +723,10 @@ mod tests {
         let mut cp = batch(1, 3);
         cp.begin_attempt(0, "A", t0()).unwrap();
         let err = cp.begin_attempt(0, "B", t0() + secs(29)).unwrap_err();
-        assert!(matches!(err, Error::RecordLocked { ref lock, .. } if lock == "A"), "{err}");
+        assert!(
+            matches!(err, Error::RecordLocked { ref lock, .. } if lock == "A"),
+            "{err}"
+        );
         // Once expired, another owner may take it; the attempt counts.
         let t = cp.begin_attempt(0, "B", t0() + secs(30)).unwrap();
         assert_eq!((t.attempts, t.lock.as_deref()), (2, Some("B")));
@@ -772,7 +792,10 @@ mod tests {
             cp.fail(0, lock, ErrorInfo::new("x"), t0()).unwrap();
         }
         assert_eq!(cp.trackers()[0].status, Status::Exhausted);
-        assert!(matches!(cp.begin_attempt(0, "C", t0()), Err(Error::InvalidTransition(_))));
+        assert!(matches!(
+            cp.begin_attempt(0, "C", t0()),
+            Err(Error::InvalidTransition(_))
+        ));
         // Exhausted but not delivered: the batch is not finished.
         assert!(!cp.is_batch_finished());
         assert!(cp.commit().is_err());
@@ -818,7 +841,8 @@ mod tests {
         assert!(cp.start_batch(["x".into()], None, t0()).is_err());
         cp.begin_attempt(0, "A", t0()).unwrap();
         cp.succeed(0, "A", None, t0()).unwrap();
-        cp.start_batch(["x".into()], Some(Pointer::from("p2")), t0()).unwrap();
+        cp.start_batch(["x".into()], Some(Pointer::from("p2")), t0())
+            .unwrap();
         assert_eq!(cp.start_pointer().as_str(), "p1");
         assert_eq!(cp.batch_sequence(), 2);
     }
@@ -835,7 +859,12 @@ mod tests {
         let t = &cp.trackers()[0];
         assert_eq!((t.status, t.attempts), (Status::Failed, 1));
         assert!(t.errors.as_ref().unwrap().message.contains("interrupted"));
-        assert_eq!(cp.begin_attempt(0, "new", t0() + secs(31)).unwrap().attempts, 2);
+        assert_eq!(
+            cp.begin_attempt(0, "new", t0() + secs(31))
+                .unwrap()
+                .attempts,
+            2
+        );
     }
 
     #[test]

@@ -459,7 +459,10 @@ where
                 return Ok(report);
             }
             let decoded: Vec<_> = fetched.records.iter().map(|r| decode(codec, r)).collect();
-            let ids = decoded.iter().zip(&fetched.records).map(|(d, r)| record_id(d, r));
+            let ids = decoded
+                .iter()
+                .zip(&fetched.records)
+                .map(|(d, r)| record_id(d, r));
             cp.start_batch(ids, fetched.next_pointer, clock.now())?;
             store.save_batch(cp, &fetched.records).await?;
             report.fetched = fetched.records.len();

@@ -94,7 +94,10 @@ struct MemoryCheckpoint {
 impl MemoryCheckpointStore {
     /// The stored checkpoint, if any.
     pub fn checkpoint(&self) -> Option<Checkpoint> {
-        lock(&self.state).stored.as_ref().map(|s| s.checkpoint.clone())
+        lock(&self.state)
+            .stored
+            .as_ref()
+            .map(|s| s.checkpoint.clone())
     }
 
     /// How many writes (batch, tracker, commit) the store received.
@@ -108,7 +111,11 @@ impl CheckpointStore for MemoryCheckpointStore {
         Ok(lock(&self.state).stored.clone())
     }
 
-    async fn save_batch(&mut self, checkpoint: &Checkpoint, records: &[SourceRecord]) -> Result<()> {
+    async fn save_batch(
+        &mut self,
+        checkpoint: &Checkpoint,
+        records: &[SourceRecord],
+    ) -> Result<()> {
         let mut s = lock(&self.state);
         s.writes += 1;
         s.stored = Some(StoredCheckpoint {
@@ -138,7 +145,9 @@ impl CheckpointStore for MemoryCheckpointStore {
                 stored.checkpoint = checkpoint.clone();
                 Ok(())
             }
-            None => Err(Error::InvalidTransition("commit saved before any batch".into())),
+            None => Err(Error::InvalidTransition(
+                "commit saved before any batch".into(),
+            )),
         }
     }
 }

@@ -204,7 +204,9 @@ pub mod iso8601 {
         DateTime::parse_from_rfc3339(&s)
             .map(|t| t.with_timezone(&Utc))
             .map_err(|e| {
-                serde::de::Error::custom(format!("invalid timestamp {s:?}: {e} (need RFC 3339 with an offset)"))
+                serde::de::Error::custom(format!(
+                    "invalid timestamp {s:?}: {e} (need RFC 3339 with an offset)"
+                ))
             })
     }
 }
@@ -247,7 +249,10 @@ mod tests {
         let r: R = JsonCodec::default()
             .decode(br#"{"id":"x","create_at":"2024-01-09T08:24:06+02:00","value":1}"#)
             .unwrap();
-        assert_eq!(iso8601::format(&r.create_at), "2024-01-09T06:24:06.000000+00:00");
+        assert_eq!(
+            iso8601::format(&r.create_at),
+            "2024-01-09T06:24:06.000000+00:00"
+        );
     }
 
     #[test]

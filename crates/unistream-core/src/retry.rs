@@ -297,7 +297,10 @@ mod tests {
             .with_jitter()
             .with_max_attempts(200);
         for d in p.delays() {
-            assert!(d >= Duration::from_secs(4) && d <= Duration::from_secs(8), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(4) && d <= Duration::from_secs(8),
+                "{d:?}"
+            );
         }
     }
 
@@ -326,7 +329,10 @@ mod tests {
         .await;
         assert_eq!(r, Err(3));
         assert_eq!(calls, 3);
-        assert_eq!(notified, vec![(1, Duration::from_secs(5)), (2, Duration::from_secs(10))]);
+        assert_eq!(
+            notified,
+            vec![(1, Duration::from_secs(5)), (2, Duration::from_secs(10))]
+        );
         assert_eq!(clock.sleeps(), secs(&[5, 10]));
     }
 }

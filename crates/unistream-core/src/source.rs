@@ -110,5 +110,9 @@ pub trait Source: Send {
     fn initial_pointer(&self) -> Pointer;
 
     /// Reads up to `limit` records starting at `from`.
-    fn fetch(&mut self, from: &Pointer, limit: usize) -> impl Future<Output = Result<Fetched>> + Send;
+    fn fetch(
+        &mut self,
+        from: &Pointer,
+        limit: usize,
+    ) -> impl Future<Output = Result<Fetched>> + Send;
 }

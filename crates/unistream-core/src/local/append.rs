@@ -47,7 +47,9 @@ impl AppendFile {
             .write_all(chunk)
             .map_err(|e| Error::io(&self.path, e))?;
         if self.durability == Durability::PowerLoss {
-            self.file.sync_data().map_err(|e| Error::io(&self.path, e))?;
+            self.file
+                .sync_data()
+                .map_err(|e| Error::io(&self.path, e))?;
         }
         Ok(())
     }

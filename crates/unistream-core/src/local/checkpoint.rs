@@ -154,7 +154,11 @@ impl FileCheckpointStore {
     /// Opens the store of `consumer_id` in `dir` (created if needed) and
     /// takes its exclusive lock; fails with [`Error::CheckpointOwned`] if a
     /// live process holds it.
-    pub fn open(dir: impl Into<PathBuf>, consumer_id: &str, durability: Durability) -> Result<Self> {
+    pub fn open(
+        dir: impl Into<PathBuf>,
+        consumer_id: &str,
+        durability: Durability,
+    ) -> Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let stem = file_stem(consumer_id);
@@ -273,14 +277,22 @@ impl FileCheckpointStore {
             let parsed = parse_entry(line);
             let entry = match parsed {
                 Ok(e) => e,
-                Err(reason) if is_last && state.as_ref().is_some_and(|(_, n)| records.len() == *n) => {
+                Err(reason)
+                    if is_last && state.as_ref().is_some_and(|(_, n)| records.len() == *n) =>
+                {
                     warn!(path = %path.display(), offset, %reason, "truncating a torn last journal entry");
                     break;
                 }
                 Err(reason) => return Err(corrupt(offset, reason)),
             };
             match (entry, &mut state) {
-                (Entry::Batch { checkpoint, records: n }, None) => state = Some((*checkpoint, n)),
+                (
+                    Entry::Batch {
+                        checkpoint,
+                        records: n,
+                    },
+                    None,
+                ) => state = Some((*checkpoint, n)),
                 (Entry::Record { p, d, b }, Some((_, n))) if records.len() < *n => {
                     let data = match (d, b) {
                         (Some(d), None) => d.into_bytes(),
@@ -303,9 +315,13 @@ impl FileCheckpointStore {
             offset += nl + 1;
         }
         match state {
-            Some((checkpoint, n)) if records.len() == n => {
-                Ok((StoredCheckpoint { checkpoint, records }, offset as u64))
-            }
+            Some((checkpoint, n)) if records.len() == n => Ok((
+                StoredCheckpoint {
+                    checkpoint,
+                    records,
+                },
+                offset as u64,
+            )),
             Some((_, n)) => Err(self.unreadable(
                 path,
                 format!("the journal holds {} of its {n} records", records.len()),
@@ -326,7 +342,9 @@ fn parse_entry(line: &[u8]) -> std::result::Result<Entry, String> {
     let json = &line[9..];
     let actual = crc32c::crc32c(json);
     if crc != actual {
-        return Err(format!("checksum mismatch (stored {crc:08x}, computed {actual:08x})"));
+        return Err(format!(
+            "checksum mismatch (stored {crc:08x}, computed {actual:08x})"
+        ));
     }
     serde_json::from_slice(json).map_err(|e| format!("bad entry: {e}"))
 }
@@ -352,7 +370,8 @@ impl CheckpointStore for FileCheckpointStore {
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(|e| Error::io(&path, e))?;
+        file.read_to_end(&mut bytes)
+            .map_err(|e| Error::io(&path, e))?;
         let (stored, good_len) = self.replay(&path, &bytes)?;
         if good_len < bytes.len() as u64 {
             file.set_len(good_len).map_err(|e| Error::io(&path, e))?;
@@ -368,7 +387,11 @@ impl CheckpointStore for FileCheckpointStore {
         Ok(Some(stored))
     }
 
-    async fn save_batch(&mut self, checkpoint: &Checkpoint, records: &[SourceRecord]) -> Result<()> {
+    async fn save_batch(
+        &mut self,
+        checkpoint: &Checkpoint,
+        records: &[SourceRecord],
+    ) -> Result<()> {
         self.pending.clear();
         let mut out = Vec::with_capacity(512 + records.len() * 160);
         let batch = BatchRef {
@@ -417,9 +440,15 @@ impl CheckpointStore for FileCheckpointStore {
 
     async fn save_tracker(&mut self, checkpoint: &Checkpoint, index: usize) -> Result<()> {
         let Some(k) = checkpoint.trackers().get(index) else {
-            return Err(Error::InvalidTransition(format!("no tracker at index {index}")));
+            return Err(Error::InvalidTransition(format!(
+                "no tracker at index {index}"
+            )));
         };
-        Self::encode_entry(&mut self.scratch, &mut self.pending, &TrackerRef { i: index, k });
+        Self::encode_entry(
+            &mut self.scratch,
+            &mut self.pending,
+            &TrackerRef { i: index, k },
+        );
         Ok(())
     }
 
@@ -460,7 +489,12 @@ mod tests {
 
     fn records(n: usize) -> Vec<SourceRecord> {
         (0..n)
-            .map(|i| SourceRecord::new(Pointer::new(i.to_string()), format!("{{\"id\": \"{i}\"}}").into_bytes()))
+            .map(|i| {
+                SourceRecord::new(
+                    Pointer::new(i.to_string()),
+                    format!("{{\"id\": \"{i}\"}}").into_bytes(),
+                )
+            })
             .collect()
     }
 
@@ -468,8 +502,12 @@ mod tests {
         let mut store = FileCheckpointStore::open(dir, "c/1 ü", Durability::Process).unwrap();
         assert!(store.load().await.unwrap().is_none());
         let mut cp = Checkpoint::new("c/1 ü", Pointer::from("0"), 3, Duration::from_secs(60));
-        cp.start_batch((0..n).map(|i| i.to_string()), Some(Pointer::new(n.to_string())), now())
-            .unwrap();
+        cp.start_batch(
+            (0..n).map(|i| i.to_string()),
+            Some(Pointer::new(n.to_string())),
+            now(),
+        )
+        .unwrap();
         store.save_batch(&cp, &records(n)).await.unwrap();
         (store, cp)
     }
@@ -496,11 +534,16 @@ mod tests {
         store.save_tracker(&cp, 1).await.unwrap();
         store.sync().await.unwrap();
         drop(store);
-        let mut store = FileCheckpointStore::open(dir.path(), "c/1 ü", Durability::Process).unwrap();
+        let mut store =
+            FileCheckpointStore::open(dir.path(), "c/1 ü", Durability::Process).unwrap();
         let loaded = store.load().await.unwrap().unwrap();
         assert_eq!(loaded.checkpoint, cp);
         assert_eq!(loaded.records, records(3));
-        assert!(journal_of(dir.path()).to_string_lossy().contains("c%2F1%20%C3%BC."));
+        assert!(
+            journal_of(dir.path())
+                .to_string_lossy()
+                .contains("c%2F1%20%C3%BC.")
+        );
     }
 
     #[tokio::test]
@@ -529,10 +572,15 @@ mod tests {
         let path = journal_of(dir.path());
         let bytes = std::fs::read(&path).unwrap();
         // Cut the last entry in half, as a crash mid-write would.
-        let last_start = bytes[..bytes.len() - 1].iter().rposition(|&b| b == b'\n').unwrap() + 1;
+        let last_start = bytes[..bytes.len() - 1]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .unwrap()
+            + 1;
         let cut = last_start + (bytes.len() - last_start) / 2;
         std::fs::write(&path, &bytes[..cut]).unwrap();
-        let mut store = FileCheckpointStore::open(dir.path(), "c/1 ü", Durability::Process).unwrap();
+        let mut store =
+            FileCheckpointStore::open(dir.path(), "c/1 ü", Durability::Process).unwrap();
         let loaded = store.load().await.unwrap().unwrap();
         assert_eq!(loaded.checkpoint, expected);
         assert_eq!(loaded.checkpoint.trackers()[0].status, Status::InProgress);
@@ -543,7 +591,8 @@ mod tests {
         store.save_tracker(&cp, 0).await.unwrap();
         store.sync().await.unwrap();
         drop(store);
-        let mut store = FileCheckpointStore::open(dir.path(), "c/1 ü", Durability::Process).unwrap();
+        let mut store =
+            FileCheckpointStore::open(dir.path(), "c/1 ü", Durability::Process).unwrap();
         assert_eq!(store.load().await.unwrap().unwrap().checkpoint, cp);
     }
 
@@ -559,14 +608,24 @@ mod tests {
         drop(store);
         let path = journal_of(dir.path());
         let mut bytes = std::fs::read(&path).unwrap();
-        let lines: Vec<usize> = bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i).collect();
+        let lines: Vec<usize> = bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .map(|(i, _)| i)
+            .collect();
         // Entry 3 (first tracker) starts after the header and the 2 records.
         let offset = lines[2] + 1;
         bytes[offset + 20] ^= 0x01;
         std::fs::write(&path, &bytes).unwrap();
-        let mut store = FileCheckpointStore::open(dir.path(), "c/1 ü", Durability::Process).unwrap();
+        let mut store =
+            FileCheckpointStore::open(dir.path(), "c/1 ü", Durability::Process).unwrap();
         match store.load().await {
-            Err(Error::Corrupt { path: p, offset: o, reason }) => {
+            Err(Error::Corrupt {
+                path: p,
+                offset: o,
+                reason,
+            }) => {
                 assert_eq!(p, path);
                 assert_eq!(o, offset as u64);
                 assert!(reason.contains("checksum"), "{reason}");
@@ -582,9 +641,16 @@ mod tests {
         drop(store);
         let path = journal_of(dir.path());
         let bytes = std::fs::read(&path).unwrap();
-        let second_nl = bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(1).unwrap().0;
+        let second_nl = bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .nth(1)
+            .unwrap()
+            .0;
         std::fs::write(&path, &bytes[..=second_nl]).unwrap();
-        let mut store = FileCheckpointStore::open(dir.path(), "c/1 ü", Durability::Process).unwrap();
+        let mut store =
+            FileCheckpointStore::open(dir.path(), "c/1 ü", Durability::Process).unwrap();
         let err = store.load().await.unwrap_err();
         assert!(matches!(err, Error::CheckpointUnreadable { .. }), "{err}");
         assert!(err.to_string().contains("1 of its 3 records"), "{err}");
@@ -601,9 +667,12 @@ mod tests {
         store.save_commit(&cp).await.unwrap();
         drop(store);
         // A half-written next journal, as a crash during save_batch leaves it.
-        let tmp = dir.path().join(format!("{}.{:020}.journal.tmp", file_stem("c/1 ü"), 2));
+        let tmp = dir
+            .path()
+            .join(format!("{}.{:020}.journal.tmp", file_stem("c/1 ü"), 2));
         std::fs::write(&tmp, b"0000").unwrap();
-        let mut store = FileCheckpointStore::open(dir.path(), "c/1 ü", Durability::Process).unwrap();
+        let mut store =
+            FileCheckpointStore::open(dir.path(), "c/1 ü", Durability::Process).unwrap();
         let loaded = store.load().await.unwrap().unwrap();
         assert_eq!(loaded.checkpoint, cp);
         assert!(loaded.checkpoint.is_committed());
@@ -616,14 +685,18 @@ mod tests {
         let (mut store, mut cp) = store_with_batch(dir.path(), 1).await;
         cp.begin_attempt(0, "L", now()).unwrap();
         cp.succeed(0, "L", None, now()).unwrap();
-        cp.start_batch(["x".into()], Some(Pointer::from("2")), now()).unwrap();
+        cp.start_batch(["x".into()], Some(Pointer::from("2")), now())
+            .unwrap();
         store.save_batch(&cp, &records(1)).await.unwrap();
         let journals: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n.ends_with(".journal"))
             .collect();
-        assert_eq!(journals, vec![format!("{}.{:020}.journal", file_stem("c/1 ü"), 2)]);
+        assert_eq!(
+            journals,
+            vec![format!("{}.{:020}.journal", file_stem("c/1 ü"), 2)]
+        );
     }
 
     #[tokio::test]
@@ -631,8 +704,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = FileCheckpointStore::open(dir.path(), "b", Durability::PowerLoss).unwrap();
         let mut cp = Checkpoint::new("b", Pointer::from("0"), 3, Duration::from_secs(60));
-        cp.start_batch(["x".into()], Some(Pointer::from("1")), now()).unwrap();
-        let recs = vec![SourceRecord::new(Pointer::from("0"), vec![0xff, 0x00, b'\n', 0x80])];
+        cp.start_batch(["x".into()], Some(Pointer::from("1")), now())
+            .unwrap();
+        let recs = vec![SourceRecord::new(
+            Pointer::from("0"),
+            vec![0xff, 0x00, b'\n', 0x80],
+        )];
         store.save_batch(&cp, &recs).await.unwrap();
         drop(store);
         let mut store = FileCheckpointStore::open(dir.path(), "b", Durability::Process).unwrap();

@@ -99,7 +99,13 @@ mod tests {
     use crate::source::Pointer;
 
     fn letter(data: &[u8]) -> DeadLetter {
-        let mut l = DeadLetter::new("c1", "17", data.to_vec(), Pointer::from("16@1190"), Utc::now());
+        let mut l = DeadLetter::new(
+            "c1",
+            "17",
+            data.to_vec(),
+            Pointer::from("16@1190"),
+            Utc::now(),
+        );
         l.attempts = 3;
         l.error = Some(ErrorInfo {
             message: "random error".into(),
@@ -126,7 +132,9 @@ mod tests {
         let line = dead_letter_line(&letter(b"\xffnot json"));
         let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
         let b64 = v["record_base64"].as_str().unwrap();
-        let bytes = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
         assert_eq!(bytes, b"\xffnot json");
         assert!(v["record"].as_str().unwrap().ends_with("not json"));
     }

@@ -1,0 +1,221 @@
+//! Kills the `simple_consumer` example with SIGKILL at random points, many
+//! times, restarting it with the same arguments, and checks the invariants
+//! the example promises: it always starts again, no record is lost (each one
+//! ends in the target or the DLQ), and no record gets more than
+//! `--max-attempts` attempts in total.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use unistream_examples::write_sample_stream;
+
+const MAX_ATTEMPTS: usize = 3;
+
+/// Builds the example (a no-op when it is up to date, so the binary is never
+/// stale even when only this test target was built) and returns its path.
+fn example_bin(name: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--quiet",
+        "--package",
+        "unistream-examples",
+        "--example",
+        name,
+    ]);
+    if !cfg!(debug_assertions) {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("run cargo build");
+    assert!(status.success(), "cargo build --example {name} failed");
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let bin = profile_dir.join("examples").join(name);
+    assert!(bin.exists(), "{} is missing after the build", bin.display());
+    bin
+}
+
+fn append_records(stream: &Path, ids: std::ops::Range<u64>) {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(stream)
+        .unwrap();
+    let mut out = String::new();
+    for id in ids {
+        out.push_str(&format!(
+            "{{\"id\": \"{id}\", \"create_at\": \"2024-01-09T06:24:06.759449+00:00\", \"value\": {}}}\n",
+            id % 100
+        ));
+    }
+    f.write_all(out.as_bytes()).unwrap();
+}
+
+fn ids_in(path: &Path, field: impl Fn(&serde_json::Value) -> String) -> Vec<String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => s
+            .lines()
+            .map(|l| {
+                field(
+                    &serde_json::from_str(l)
+                        .unwrap_or_else(|e| panic!("bad line {l:?} in {}: {e}", path.display())),
+                )
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn kill_9_at_random_points_never_loses_a_record_nor_exceeds_max_attempts() {
+    let bin = example_bin("simple_consumer");
+    let dir = tempfile::tempdir().unwrap();
+    let stream = dir.path().join("stream.jsonl");
+    write_sample_stream(&stream, 1, 300, 1).unwrap();
+    let mut next_id = 301;
+    let args = [
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--limit",
+        "7",
+        "--max-attempts",
+        "3",
+        "--fail-rate",
+        "0.4",
+        "--poison",
+        "13,77,150",
+        "--seed",
+        "42",
+        "--backoff-ms",
+        "0",
+        "--until-end",
+        "--attempt-log",
+    ];
+    let seed: u64 = std::env::var("KILL_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed);
+    eprintln!("kill test seed {seed} (set KILL_TEST_SEED to replay)");
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let attempts_log = dir.path().join("attempts.log");
+    let log_len = || {
+        std::fs::metadata(&attempts_log)
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    // A kill counts when it lands while the consumer is working: the run had
+    // started attempts (the attempt log grew) and had not finished.
+    let mut kills = 0;
+    let mut runs = 0;
+    while kills < 25 {
+        assert!(
+            runs < 400,
+            "only {kills} kills landed mid-work in {runs} runs"
+        );
+        runs += 1;
+        let before = log_len();
+        let mut child = Command::new(&bin)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(rng.random_range(1_000..30_000)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            if log_len() > before {
+                kills += 1;
+            }
+        } else {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "run {runs} failed to start or finish: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // Keep the stream growing so the next run has work to be killed in.
+        append_records(&stream, next_id..next_id + 40);
+        next_id += 40;
+    }
+    let out = Command::new(&bin).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "final run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let stream_ids: HashSet<String> = ids_in(&stream, |v| v["id"].as_str().unwrap().to_owned())
+        .into_iter()
+        .collect();
+    assert_eq!(stream_ids.len() as u64, next_id - 1);
+    let target: HashSet<String> = ids_in(&dir.path().join("target.jsonl"), |v| {
+        v["id"].as_str().unwrap().to_owned()
+    })
+    .into_iter()
+    .collect();
+    let dlq = ids_in(&dir.path().join("dlq.jsonl"), |v| {
+        assert!(
+            v["attempts"].as_u64().unwrap() <= MAX_ATTEMPTS as u64,
+            "DLQ entry over max attempts: {v}"
+        );
+        assert!(v["error"].is_string(), "DLQ entry without error: {v}");
+        v["record"]["id"].as_str().unwrap().to_owned()
+    });
+    let dlq: HashSet<String> = dlq.into_iter().collect();
+    let lost: Vec<_> = stream_ids
+        .iter()
+        .filter(|id| !target.contains(*id) && !dlq.contains(*id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "records lost after {kills} kills: {lost:?}"
+    );
+    for poison in ["13", "77", "150"] {
+        assert!(
+            dlq.contains(poison),
+            "poison record {poison} not in the DLQ"
+        );
+    }
+
+    // Each line is "<id> <attempt number>". The number is saved before the
+    // attempt runs, so a restart never reuses it: a pair seen twice means an
+    // attempt count was lost in a crash.
+    let mut attempts: HashMap<String, usize> = HashMap::new();
+    let mut seen = HashSet::new();
+    for line in std::fs::read_to_string(&attempts_log).unwrap().lines() {
+        let (id, n) = line.split_once(' ').unwrap();
+        let n: usize = n.parse().unwrap();
+        assert!(
+            (1..=MAX_ATTEMPTS).contains(&n),
+            "attempt number out of range: {line}"
+        );
+        assert!(
+            seen.insert((id.to_owned(), n)),
+            "attempt {n} of record {id} ran twice"
+        );
+        *attempts.entry(id.to_owned()).or_default() += 1;
+    }
+    let over: Vec<_> = attempts
+        .iter()
+        .filter(|(_, n)| **n > MAX_ATTEMPTS)
+        .collect();
+    assert!(
+        over.is_empty(),
+        "records attempted more than {MAX_ATTEMPTS} times: {over:?}"
+    );
+    eprintln!(
+        "{kills} kills mid-work in {runs} runs; {} records: {} in target, {} in DLQ",
+        stream_ids.len(),
+        target.len(),
+        dlq.len()
+    );
+}
