@@ -474,10 +474,7 @@ where
         report.records = st.records.len();
 
         for index in 0..st.records.len() {
-            loop {
-                let Some(t) = cp.trackers().get(index) else {
-                    break;
-                };
+            while let Some(t) = cp.trackers().get(index) {
                 if t.is_done() {
                     break;
                 }

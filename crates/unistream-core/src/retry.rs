@@ -4,7 +4,7 @@
 //! - the **decision** — [`RetryPolicy::max_attempts`]: may attempt `n` run?
 //! - the **schedule** — [`Schedule`]: how long to wait before attempt `n`;
 //! - the **execution** — [`retry`] runs an async operation with
-//!   [`backon`](https://docs.rs/backon) and a [`Clock`](crate::clock::Clock)
+//!   [`backon`](https://docs.rs/backon) and a [`Clock`]
 //!   as its sleeper. The consumer engine runs its own loop instead, because it
 //!   must persist the checkpoint around every attempt and resume the attempt
 //!   count after a restart; it asks the same schedule for its waits. The

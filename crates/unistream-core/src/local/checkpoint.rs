@@ -84,6 +84,14 @@ pub struct FileCheckpointStore {
     scratch: Vec<u8>,
 }
 
+/// The files of one consumer in the store's directory.
+struct Listing {
+    /// Journals by batch sequence, oldest first.
+    journals: Vec<(u64, PathBuf)>,
+    /// Leftovers of a crash during `save_batch`.
+    temps: Vec<PathBuf>,
+}
+
 #[derive(Debug)]
 struct Journal {
     path: PathBuf,
@@ -201,7 +209,7 @@ impl FileCheckpointStore {
     }
 
     /// Journals and leftover temporary files of this consumer, by sequence.
-    fn list(&self) -> Result<(Vec<(u64, PathBuf)>, Vec<PathBuf>)> {
+    fn list(&self) -> Result<Listing> {
         let mut journals = Vec::new();
         let mut temps = Vec::new();
         let prefix = format!("{}.", self.stem);
@@ -221,7 +229,7 @@ impl FileCheckpointStore {
             }
         }
         journals.sort();
-        Ok((journals, temps))
+        Ok(Listing { journals, temps })
     }
 
     fn encode_entry(scratch: &mut Vec<u8>, out: &mut Vec<u8>, entry: &impl Serialize) {
@@ -357,7 +365,7 @@ impl CheckpointStore for FileCheckpointStore {
     async fn load(&mut self) -> Result<Option<StoredCheckpoint>> {
         self.pending.clear();
         self.journal = None;
-        let (journals, temps) = self.list()?;
+        let Listing { journals, temps } = self.list()?;
         for t in temps {
             std::fs::remove_file(&t).map_err(|e| Error::io(&t, e))?;
         }
