@@ -159,20 +159,34 @@ pub struct Tracker {
     /// Attempts started so far, across restarts.
     pub attempts: u32,
     /// When the batch holding the record was started.
+    #[serde(with = "crate::timefmt")]
     pub create_time: DateTime<Utc>,
     /// Last change.
+    #[serde(with = "crate::timefmt")]
     pub update_time: DateTime<Utc>,
     /// Id of the lock of the running attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<String>,
     /// When the lock was taken.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::timefmt::option"
+    )]
     pub lock_time: Option<DateTime<Utc>>,
     /// When the lock expires.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::timefmt::option"
+    )]
     pub lock_expire_time: Option<DateTime<Utc>>,
     /// When the first attempt started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::timefmt::option"
+    )]
     pub first_attempt_time: Option<DateTime<Utc>>,
     /// Data the processor returned on success.
     #[serde(default, skip_serializing_if = "Option::is_none")]

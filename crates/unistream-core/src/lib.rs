@@ -29,6 +29,7 @@ pub mod memory;
 pub mod record;
 pub mod retry;
 pub mod source;
+mod timefmt;
 
 pub use error::{BoxError, Error, Result};
 pub use tokio_util::sync::CancellationToken;

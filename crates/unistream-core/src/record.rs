@@ -188,14 +188,24 @@ pub mod iso8601 {
     use chrono::{DateTime, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
 
+    const SHAPE: &str = "%Y-%m-%dT%H:%M:%S%.6f+00:00";
+
     /// Formats a time in the seed's shape.
     pub fn format(time: &DateTime<Utc>) -> String {
-        time.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
+        let mut buf = [0u8; 32];
+        match crate::timefmt::format_seed(time, &mut buf) {
+            Some(s) => s.to_owned(),
+            None => time.format(SHAPE).to_string(),
+        }
     }
 
     /// Serializes a time in the seed's shape.
     pub fn serialize<S: Serializer>(time: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&time.format("%Y-%m-%dT%H:%M:%S%.6f+00:00"))
+        let mut buf = [0u8; 32];
+        match crate::timefmt::format_seed(time, &mut buf) {
+            Some(text) => s.serialize_str(text),
+            None => s.collect_str(&time.format(SHAPE)),
+        }
     }
 
     /// Parses an RFC 3339 time with an offset.
