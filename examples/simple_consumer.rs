@@ -138,10 +138,13 @@ impl DeadLetterQueue for AnnouncedDlq {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    // RUST_LOG=info|debug|trace shows the engine's events (default: warnings).
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing_subscriber::filter::LevelFilter>().ok())
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::WARN);
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_max_level(level)
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
