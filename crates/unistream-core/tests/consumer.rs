@@ -443,6 +443,45 @@ async fn shutdown_during_a_backoff_saves_state_and_a_restart_resumes() {
 }
 
 #[tokio::test]
+async fn shutdown_during_processing_finishes_and_saves_the_record_in_hand() {
+    let store = MemoryCheckpointStore::default();
+    let token = CancellationToken::new();
+    let p = Scripted {
+        cancel_on: Some(("1".into(), token.clone())),
+        ..Default::default()
+    };
+    let mut c = Consumer::new(
+        config(10, &[0], 3),
+        memory_source(4),
+        p.clone(),
+        store.clone(),
+        MemoryDeadLetterQueue::default(),
+    )
+    .unwrap()
+    .with_clock(VirtualClock::default())
+    .with_shutdown(token);
+    let r = c.process_batch().await.unwrap();
+    assert!(r.interrupted);
+    assert_eq!(
+        p.succeeded(),
+        vec!["0", "1"],
+        "the record in hand was finished, no other started"
+    );
+    let cp = store.checkpoint().unwrap();
+    let statuses: Vec<Status> = cp.trackers().iter().map(|t| t.status).collect();
+    assert_eq!(
+        statuses,
+        vec![
+            Status::Succeeded,
+            Status::Succeeded,
+            Status::Pending,
+            Status::Pending
+        ]
+    );
+    assert!(!cp.is_committed());
+}
+
+#[tokio::test]
 async fn a_closed_stream_ends_run_and_stays_closed() {
     let source = memory_source(5);
     source.close();
