@@ -117,6 +117,45 @@ pub enum Error {
         attempts: u32,
     },
 
+    /// The buffer holds as many bytes as it may (`max_total_bytes`); the
+    /// record was NOT accepted. Nothing was dropped.
+    #[error(
+        "buffer full: {buffered} bytes buffered, {incoming} more would exceed the cap of {cap} bytes"
+    )]
+    BufferFull {
+        /// Bytes held now.
+        buffered: u64,
+        /// Bytes of the refused record(s).
+        incoming: u64,
+        /// The cap.
+        cap: u64,
+    },
+
+    /// Sending a batch failed. Its records are still in the buffer and will
+    /// be sent again: this error never means a record was lost.
+    #[error(
+        "sending {records} records failed after {failures} consecutive failures (they stay buffered): {source}"
+    )]
+    SendFailed {
+        /// Records of the batch that were not accepted.
+        records: usize,
+        /// Consecutive failed sends so far.
+        failures: u32,
+        /// The sink's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A record cannot be stored as given (e.g. an id longer than the
+    /// buffer's format allows).
+    #[error("record {record_id:?} rejected: {reason}")]
+    InvalidRecord {
+        /// The record.
+        record_id: String,
+        /// Why.
+        reason: String,
+    },
+
     /// A record could not be encoded or decoded.
     #[error(transparent)]
     Codec(#[from] crate::record::CodecError),

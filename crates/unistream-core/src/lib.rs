@@ -19,6 +19,7 @@
 
 #![warn(missing_docs)]
 
+pub mod buffer;
 pub mod checkpoint;
 pub mod clock;
 pub mod consumer;
@@ -26,8 +27,10 @@ pub mod dlq;
 mod error;
 pub mod local;
 pub mod memory;
+pub mod producer;
 pub mod record;
 pub mod retry;
+pub mod sink;
 pub mod source;
 mod timefmt;
 

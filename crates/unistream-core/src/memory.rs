@@ -2,11 +2,14 @@
 //! crash. Handles are cheap clones sharing one state, so a test can "restart"
 //! a consumer by building a new one over the same handles.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::checkpoint::{Checkpoint, CheckpointStore, StoredCheckpoint};
+use crate::buffer::{Batch, Buffer, BufferLimits, BufferStats};
+use crate::checkpoint::{Checkpoint, CheckpointStore, ErrorInfo, StoredCheckpoint};
 use crate::dlq::{DeadLetter, DeadLetterQueue};
-use crate::error::{Error, Result};
+use crate::error::{BoxError, Error, Result};
+use crate::sink::{Delivery, EncodedRecord, Sink};
 use crate::source::{Fetched, Pointer, Source, SourceRecord};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -188,5 +191,211 @@ impl DeadLetterQueue for MemoryDeadLetterQueue {
         }
         s.letters.push(letter.clone());
         Ok(())
+    }
+}
+
+/// A buffer in memory, with the behaviour of the file write-ahead log but
+/// no durability.
+#[derive(Debug, Default)]
+pub struct MemoryBuffer {
+    state: Mutex<MemoryBufferState>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryBufferState {
+    limits: BufferLimits,
+    sealed: VecDeque<Batch>,
+    active: Vec<EncodedRecord>,
+    active_bytes: u64,
+    bytes: u64,
+    next_id: u64,
+}
+
+impl MemoryBufferState {
+    fn seal(&mut self) {
+        if self.active.is_empty() {
+            return;
+        }
+        let records = std::mem::take(&mut self.active);
+        self.active_bytes = 0;
+        self.sealed.push_back(Batch {
+            id: self.next_id,
+            records: Arc::new(records),
+        });
+        self.next_id += 1;
+    }
+
+    fn oldest(&mut self, batch: &Batch) -> Result<&mut Batch> {
+        match self.sealed.front_mut() {
+            Some(b) if b.id == batch.id => Ok(b),
+            _ => Err(Error::InvalidTransition(format!(
+                "batch {} is not the oldest sealed batch",
+                batch.id
+            ))),
+        }
+    }
+}
+
+impl MemoryBuffer {
+    /// An empty buffer with these limits.
+    pub fn new(limits: BufferLimits) -> Self {
+        MemoryBuffer {
+            state: Mutex::new(MemoryBufferState {
+                limits,
+                next_id: 1,
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn append(&self, records: &[EncodedRecord]) -> Result<()> {
+        let mut s = lock(&self.state);
+        let incoming: u64 = records.iter().map(|r| r.data.len() as u64).sum();
+        if s.bytes + incoming > s.limits.max_total_bytes {
+            return Err(Error::BufferFull {
+                buffered: s.bytes,
+                incoming,
+                cap: s.limits.max_total_bytes,
+            });
+        }
+        for r in records {
+            s.active.push(r.clone());
+            s.active_bytes += r.data.len() as u64;
+            s.bytes += r.data.len() as u64;
+            if s.limits.is_full(s.active.len(), s.active_bytes) {
+                s.seal();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Buffer for MemoryBuffer {
+    async fn put(&self, record: &EncodedRecord) -> Result<()> {
+        self.append(std::slice::from_ref(record))
+    }
+
+    async fn put_many(&self, records: &[EncodedRecord]) -> Result<()> {
+        self.append(records)
+    }
+
+    fn seal(&self) -> Result<()> {
+        lock(&self.state).seal();
+        Ok(())
+    }
+
+    fn should_emit(&self) -> bool {
+        !lock(&self.state).sealed.is_empty()
+    }
+
+    fn emit(&self) -> Result<Option<Batch>> {
+        Ok(lock(&self.state).sealed.front().cloned())
+    }
+
+    fn commit(&self, batch: &Batch) -> Result<()> {
+        let mut s = lock(&self.state);
+        s.oldest(batch)?;
+        if let Some(b) = s.sealed.pop_front() {
+            s.bytes -= b.records.iter().map(|r| r.data.len() as u64).sum::<u64>();
+        }
+        Ok(())
+    }
+
+    fn narrow(&self, batch: &Batch, keep: &[usize]) -> Result<()> {
+        let mut s = lock(&self.state);
+        let b = s.oldest(batch)?;
+        let kept: Vec<EncodedRecord> = keep
+            .iter()
+            .filter_map(|&i| b.records.get(i).cloned())
+            .collect();
+        let dropped: u64 = b.records.iter().map(|r| r.data.len() as u64).sum::<u64>()
+            - kept.iter().map(|r| r.data.len() as u64).sum::<u64>();
+        if kept.is_empty() {
+            s.sealed.pop_front();
+        } else {
+            b.records = Arc::new(kept);
+        }
+        s.bytes -= dropped;
+        Ok(())
+    }
+
+    fn stats(&self) -> BufferStats {
+        let s = lock(&self.state);
+        let sealed: u64 = s.sealed.iter().map(|b| b.records.len() as u64).sum();
+        BufferStats {
+            records: sealed + s.active.len() as u64,
+            bytes: s.bytes,
+            sealed_batches: s.sealed.len() as u64,
+            active_records: s.active.len() as u64,
+        }
+    }
+}
+
+/// A sink that keeps what it receives, and fails on demand: for tests.
+#[derive(Debug, Clone, Default)]
+pub struct MemorySink {
+    state: Arc<Mutex<MemorySinkState>>,
+}
+
+#[derive(Debug, Default)]
+struct MemorySinkState {
+    records: Vec<EncodedRecord>,
+    fail_next: u32,
+    reject_next: Option<Vec<usize>>,
+    calls: u64,
+}
+
+impl MemorySink {
+    /// Every record accepted, in order.
+    pub fn records(&self) -> Vec<EncodedRecord> {
+        lock(&self.state).records.clone()
+    }
+
+    /// The ids of every record accepted, in order.
+    pub fn ids(&self) -> Vec<String> {
+        lock(&self.state)
+            .records
+            .iter()
+            .map(|r| r.id.clone())
+            .collect()
+    }
+
+    /// Makes the next `n` sends fail entirely.
+    pub fn fail_next(&self, n: u32) {
+        lock(&self.state).fail_next = n;
+    }
+
+    /// Makes the next send accept all but the records at these indexes.
+    pub fn reject_next(&self, indexes: Vec<usize>) {
+        lock(&self.state).reject_next = Some(indexes);
+    }
+
+    /// How many times `send` was called.
+    pub fn calls(&self) -> u64 {
+        lock(&self.state).calls
+    }
+}
+
+impl Sink for MemorySink {
+    async fn send(&self, batch: &[EncodedRecord]) -> std::result::Result<Delivery, BoxError> {
+        let mut s = lock(&self.state);
+        s.calls += 1;
+        if s.fail_next > 0 {
+            s.fail_next -= 1;
+            return Err("injected send failure".into());
+        }
+        if let Some(rejected) = s.reject_next.take() {
+            for (i, r) in batch.iter().enumerate() {
+                if !rejected.contains(&i) {
+                    s.records.push(r.clone());
+                }
+            }
+            return Ok(Delivery::Partial {
+                rejected,
+                error: ErrorInfo::new("injected partial failure"),
+            });
+        }
+        s.records.extend_from_slice(batch);
+        Ok(Delivery::All)
     }
 }

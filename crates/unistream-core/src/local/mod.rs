@@ -6,6 +6,8 @@
 //!   a `kill -9` at any instant leaves it readable and correct.
 //! - [`FileDeadLetterQueue`]: a JSON-lines file of failed records with their
 //!   failure metadata.
+//! - [`FileSink`]: the producer's side of the stream file: whole lines, one
+//!   write per batch, a torn tail repaired on open.
 //!
 //! These backends do small blocking writes on the calling task (a `write(2)`
 //! of a few hundred bytes); in [`Durability::PowerLoss`] mode they also wait
@@ -15,11 +17,13 @@
 mod append;
 mod checkpoint;
 mod dlq;
+mod sink;
 mod stream;
 
 pub use append::AppendFile;
 pub use checkpoint::FileCheckpointStore;
 pub use dlq::{FileDeadLetterQueue, dead_letter_line};
+pub use sink::FileSink;
 pub use stream::{FilePosition, FileSource};
 
 use crate::Durability;

@@ -1,0 +1,484 @@
+//! The producer engine (SPEC §5).
+//!
+//! [`Producer::put`] encodes a record and appends it to the [`Buffer`]; only
+//! then does it return (so a record `put` accepted survives a crash, to the
+//! buffer's durability). Then, if a sealed batch is ready and the producer is
+//! not *on hold*, it sends the oldest batch to the [`Sink`]:
+//! - success: the batch is committed and the retry state reset;
+//! - failure: the batch stays, and the producer is on hold until the wait the
+//!   [`RetryPolicy`] gives for the next attempt has passed. **`put` never
+//!   sleeps**: while on hold, further puts only append;
+//! - partial acceptance: the batch is narrowed to the rejected records
+//!   (accepted ones are never sent again) and the producer holds as for a
+//!   failure.
+//!
+//! [`Producer::flush`] seals the active batch and sends everything,
+//! honouring the waits (it does sleep), until the buffer is empty or the
+//! policy's `max_attempts` consecutive failures.
+//!
+//! Dropping a producer never loses a record `put` accepted: what was not sent
+//! stays in the buffer for the next start.
+//!
+//! Every step is a `tracing` event and is also returned as a [`SendStep`], so
+//! a program can print the seed's demo output.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tracing::{debug, info, warn};
+
+use crate::buffer::Buffer;
+use crate::checkpoint::ErrorInfo;
+use crate::clock::{Clock, SharedClock, SystemClock};
+use crate::error::{Error, Result};
+use crate::record::{Codec, JsonCodec, Record};
+use crate::retry::RetryPolicy;
+use crate::sink::{Delivery, EncodedRecord, Sink};
+
+/// What happens to a failed send as seen by `put`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SendErrors {
+    /// Log it and return `Ok` with a [`SendStep::Failed`] (default): the
+    /// records stay buffered and are retried.
+    #[default]
+    Log,
+    /// Return [`Error::SendFailed`] from `put` (the record put *was*
+    /// accepted and stays buffered).
+    Return,
+}
+
+/// What `put` does when the buffer is at its byte cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Return [`Error::BufferFull`]; the record was not accepted (default).
+    #[default]
+    Error,
+    /// Send batches (waiting out backoffs) until there is room.
+    Wait,
+}
+
+/// Settings of a [`Producer`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ProducerConfig {
+    /// Waits between failed sends; `max_attempts` bounds `flush` (and a
+    /// `put` that waits for room), never the buffering itself.
+    pub retry: RetryPolicy,
+    /// Seal a non-full active batch once its first record is this old, so a
+    /// trickle of records is still delivered. Checked on `put` and `tick`.
+    pub linger: Option<Duration>,
+    /// Whether `put` returns send errors.
+    pub send_errors: SendErrors,
+    /// What `put` does when the buffer is full.
+    pub when_full: WhenFull,
+}
+
+impl Default for ProducerConfig {
+    /// The seed's waits (1, 2, 4, 8, 15, 30, 60 s, then 60 s, no limit), a
+    /// linger of 1 s, send errors logged, `BufferFull` returned.
+    fn default() -> Self {
+        ProducerConfig {
+            retry: RetryPolicy::seed_producer(),
+            linger: Some(Duration::from_secs(1)),
+            send_errors: SendErrors::Log,
+            when_full: WhenFull::Error,
+        }
+    }
+}
+
+/// What the producer did about sending, after a `put` or `tick`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum SendStep {
+    /// No sealed batch ("we should not emit").
+    NotReady,
+    /// A batch is ready but a failed send's wait has not passed ("on hold
+    /// due to exponential backoff").
+    OnHold {
+        /// When the next send may happen.
+        until: DateTime<Utc>,
+    },
+    /// Another task is sending right now.
+    Busy,
+    /// A batch was sent and committed.
+    Sent {
+        /// The ids sent.
+        ids: Vec<String>,
+    },
+    /// A batch failed; it stays buffered.
+    Failed {
+        /// The ids of the batch.
+        ids: Vec<String>,
+        /// The sink's error.
+        error: ErrorInfo,
+        /// Consecutive failed sends.
+        failures: u32,
+        /// When the next send may happen.
+        retry_at: DateTime<Utc>,
+    },
+    /// A batch was partly accepted; the rest stays buffered.
+    Partial {
+        /// The ids of the batch.
+        ids: Vec<String>,
+        /// The ids not accepted.
+        rejected: Vec<String>,
+        /// The sink's error.
+        error: ErrorInfo,
+        /// Consecutive failed sends.
+        failures: u32,
+        /// When the next send may happen.
+        retry_at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Default)]
+struct SenderState {
+    failures: u32,
+    hold_until: Option<DateTime<Utc>>,
+}
+
+/// A reliable producer over a [`Buffer`] and a [`Sink`]. Share it between
+/// tasks with an `Arc`: every method takes `&self`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> unistream_core::Result<()> {
+/// use chrono::{DateTime, Utc};
+/// use serde::{Deserialize, Serialize};
+/// use unistream_core::buffer::BufferLimits;
+/// use unistream_core::clock::VirtualClock;
+/// use unistream_core::memory::{MemoryBuffer, MemorySink};
+/// use unistream_core::producer::{Producer, ProducerConfig, SendStep};
+/// use unistream_core::record::{iso8601, Record};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Event { id: String, #[serde(with = "iso8601")] create_at: DateTime<Utc> }
+/// impl Record for Event {
+///     fn id(&self) -> &str { &self.id }
+///     fn create_at(&self) -> DateTime<Utc> { self.create_at }
+/// }
+///
+/// let sink = MemorySink::default();
+/// let producer = Producer::new(ProducerConfig::default(), MemoryBuffer::new(BufferLimits::records(2)), sink.clone())
+///     .with_clock(VirtualClock::default());
+/// let e = |id: &str| Event { id: id.into(), create_at: Utc::now() };
+/// assert_eq!(producer.put(&e("1")).await?, SendStep::NotReady);
+/// sink.fail_next(1);
+/// assert!(matches!(producer.put(&e("2")).await?, SendStep::Failed { .. }));
+/// assert!(matches!(producer.put(&e("3")).await?, SendStep::OnHold { .. })); // put never sleeps
+/// producer.flush().await?; // waits out the backoff (here in virtual time)
+/// assert_eq!(sink.ids(), ["1", "2", "3"]);
+/// # Ok(()) }
+/// ```
+pub struct Producer<B, S, C = JsonCodec> {
+    config: ProducerConfig,
+    buffer: B,
+    sink: S,
+    codec: C,
+    clock: SharedClock,
+    sender: tokio::sync::Mutex<SenderState>,
+    active_since: Mutex<Option<DateTime<Utc>>>,
+}
+
+impl<B: Buffer, S: Sink> Producer<B, S, JsonCodec> {
+    /// A producer encoding records as JSON, on the system clock.
+    pub fn new(config: ProducerConfig, buffer: B, sink: S) -> Self {
+        Producer {
+            config,
+            buffer,
+            sink,
+            codec: JsonCodec::default(),
+            clock: std::sync::Arc::new(SystemClock),
+            sender: tokio::sync::Mutex::new(SenderState::default()),
+            active_since: Mutex::new(None),
+        }
+    }
+}
+
+impl<B: Buffer, S: Sink, C> Producer<B, S, C> {
+    /// Uses another codec.
+    pub fn with_codec<C2>(self, codec: C2) -> Producer<B, S, C2> {
+        Producer {
+            config: self.config,
+            buffer: self.buffer,
+            sink: self.sink,
+            codec,
+            clock: self.clock,
+            sender: self.sender,
+            active_since: self.active_since,
+        }
+    }
+
+    /// Uses another clock (a [`VirtualClock`](crate::clock::VirtualClock) in tests).
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = std::sync::Arc::new(clock);
+        self
+    }
+
+    /// The buffer.
+    pub fn buffer(&self) -> &B {
+        &self.buffer
+    }
+
+    /// The sink.
+    pub fn sink(&self) -> &S {
+        &self.sink
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ProducerConfig {
+        &self.config
+    }
+
+    fn encode<R: Record>(&self, record: &R) -> Result<EncodedRecord>
+    where
+        C: Codec<R>,
+    {
+        let encoded = EncodedRecord::new(
+            record.id(),
+            record.partition_key(),
+            self.codec.encode(record)?,
+        );
+        self.sink
+            .validate(&encoded)
+            .map_err(|reason| Error::InvalidRecord {
+                record_id: encoded.id.clone(),
+                reason,
+            })?;
+        Ok(encoded)
+    }
+
+    /// Encodes `record`, stores it in the buffer (durably, before
+    /// returning), then sends the oldest ready batch unless on hold. The
+    /// record is accepted iff this returns `Ok` — or
+    /// [`Error::SendFailed`], which only reports a failed send.
+    pub async fn put<R: Record>(&self, record: &R) -> Result<SendStep>
+    where
+        C: Codec<R>,
+    {
+        let encoded = self.encode(record)?;
+        self.store(std::slice::from_ref(&encoded)).await?;
+        self.after_put().await
+    }
+
+    /// [`put`](Self::put) for many records at once: one write (and one sync)
+    /// for all of them. Either all are accepted or none.
+    pub async fn put_many<R: Record>(&self, records: &[R]) -> Result<SendStep>
+    where
+        C: Codec<R>,
+    {
+        let encoded = records
+            .iter()
+            .map(|r| self.encode(r))
+            .collect::<Result<Vec<_>>>()?;
+        self.store(&encoded).await?;
+        self.after_put().await
+    }
+
+    /// Seals a lingering active batch and sends a ready one unless on hold:
+    /// call it on a timer when puts are rare.
+    pub async fn tick(&self) -> Result<SendStep> {
+        self.after_put().await
+    }
+
+    /// Seals the active batch and sends everything, waiting out backoffs;
+    /// returns when the buffer is empty, or with [`Error::SendFailed`] after
+    /// `max_attempts` consecutive failures.
+    pub async fn flush(&self) -> Result<()> {
+        let mut st = self.sender.lock().await;
+        self.buffer.seal()?;
+        self.set_active_since(None);
+        loop {
+            if !self.buffer.should_emit() {
+                return Ok(());
+            }
+            self.wait_hold(&st).await;
+            let step = self.send_one(&mut st).await?;
+            if st.failures >= self.config.retry.max_attempts()
+                && let Some(e) = send_error(&step, st.failures)
+            {
+                return Err(e);
+            }
+        }
+    }
+
+    async fn store(&self, records: &[EncodedRecord]) -> Result<()> {
+        loop {
+            let stored = match records {
+                [one] => self.buffer.put(one).await,
+                many => self.buffer.put_many(many).await,
+            };
+            match stored {
+                Err(Error::BufferFull { .. }) if self.config.when_full == WhenFull::Wait => {
+                    self.make_room().await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends one batch, waiting out a hold, to free room in a full buffer.
+    async fn make_room(&self) -> Result<()> {
+        let mut st = self.sender.lock().await;
+        self.buffer.seal()?;
+        self.set_active_since(None);
+        if !self.buffer.should_emit() {
+            return Ok(());
+        }
+        self.wait_hold(&st).await;
+        let step = self.send_one(&mut st).await?;
+        if st.failures >= self.config.retry.max_attempts()
+            && let Some(e) = send_error(&step, st.failures)
+        {
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn wait_hold(&self, st: &SenderState) {
+        if let Some(until) = st.hold_until {
+            let wait = (until - self.clock.now())
+                .to_std()
+                .unwrap_or(Duration::ZERO);
+            if !wait.is_zero() {
+                debug!(?wait, "waiting out the backoff before sending");
+                self.clock.sleep(wait).await;
+            }
+        }
+    }
+
+    fn set_active_since(&self, t: Option<DateTime<Utc>>) {
+        *self
+            .active_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = t;
+    }
+
+    /// Seals the active batch if it has lingered too long.
+    fn check_linger(&self) -> Result<()> {
+        let Some(linger) = self.config.linger else {
+            return Ok(());
+        };
+        let active = self.buffer.stats().active_records;
+        let now = self.clock.now();
+        let mut since = self
+            .active_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *since {
+            _ if active == 0 => *since = None,
+            None => *since = Some(now),
+            Some(t) if (now - t).to_std().unwrap_or(Duration::ZERO) >= linger => {
+                debug!(records = active, ?linger, "sealing a lingering batch");
+                self.buffer.seal()?;
+                *since = None;
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    async fn after_put(&self) -> Result<SendStep> {
+        self.check_linger()?;
+        let Ok(mut st) = self.sender.try_lock() else {
+            return Ok(SendStep::Busy);
+        };
+        let step = self.send_one(&mut st).await?;
+        match (self.config.send_errors, send_error(&step, st.failures)) {
+            (SendErrors::Return, Some(e)) => Err(e),
+            _ => Ok(step),
+        }
+    }
+
+    async fn send_one(&self, st: &mut SenderState) -> Result<SendStep> {
+        if !self.buffer.should_emit() {
+            debug!("we should not emit");
+            return Ok(SendStep::NotReady);
+        }
+        let now = self.clock.now();
+        if let Some(until) = st.hold_until
+            && now < until
+        {
+            debug!(%until, "on hold due to exponential backoff");
+            return Ok(SendStep::OnHold { until });
+        }
+        let Some(batch) = self.buffer.emit()? else {
+            return Ok(SendStep::NotReady);
+        };
+        let ids: Vec<String> = batch.records.iter().map(|r| r.id.clone()).collect();
+        debug!(batch = batch.id, records = ids.len(), "send records");
+        match self.sink.send(&batch.records).await {
+            Ok(Delivery::All) => {
+                self.buffer.commit(&batch)?;
+                *st = SenderState::default();
+                info!(batch = batch.id, records = ids.len(), "batch sent");
+                Ok(SendStep::Sent { ids })
+            }
+            Ok(Delivery::Partial {
+                mut rejected,
+                error,
+            }) => {
+                rejected.retain(|&i| i < ids.len());
+                rejected.sort_unstable();
+                rejected.dedup();
+                if rejected.is_empty() {
+                    self.buffer.commit(&batch)?;
+                    *st = SenderState::default();
+                    return Ok(SendStep::Sent { ids });
+                }
+                self.buffer.narrow(&batch, &rejected)?;
+                let retry_at = self.hold(st);
+                let rejected: Vec<String> = rejected.iter().map(|&i| ids[i].clone()).collect();
+                warn!(batch = batch.id, rejected = rejected.len(), of = ids.len(), %error, failures = st.failures, %retry_at, "batch partly accepted; the rest stays buffered");
+                Ok(SendStep::Partial {
+                    ids,
+                    rejected,
+                    error,
+                    failures: st.failures,
+                    retry_at,
+                })
+            }
+            Err(e) => {
+                let error = ErrorInfo::from_error(&*e);
+                let retry_at = self.hold(st);
+                warn!(batch = batch.id, records = ids.len(), %error, failures = st.failures, %retry_at, "send failed; the batch stays buffered");
+                Ok(SendStep::Failed {
+                    ids,
+                    error,
+                    failures: st.failures,
+                    retry_at,
+                })
+            }
+        }
+    }
+
+    fn hold(&self, st: &mut SenderState) -> DateTime<Utc> {
+        st.failures = st.failures.saturating_add(1);
+        let wait = self
+            .config
+            .retry
+            .delay_before(st.failures.saturating_add(1));
+        let until =
+            self.clock.now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+        st.hold_until = Some(until);
+        until
+    }
+}
+
+fn send_error(step: &SendStep, failures: u32) -> Option<Error> {
+    match step {
+        SendStep::Failed { ids, error, .. } => Some(Error::SendFailed {
+            records: ids.len(),
+            failures,
+            source: error.to_string().into(),
+        }),
+        SendStep::Partial {
+            rejected, error, ..
+        } => Some(Error::SendFailed {
+            records: rejected.len(),
+            failures,
+            source: error.to_string().into(),
+        }),
+        _ => None,
+    }
+}
