@@ -58,6 +58,16 @@ pub enum Error {
         detail: String,
     },
 
+    /// A file another process holds an exclusive lock on (a running
+    /// producer's write-ahead log or stream file).
+    #[error("{} is locked by another process ({what})", path.display())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// What it protects.
+        what: String,
+    },
+
     /// A checkpoint transition was asked for that the state machine forbids.
     #[error("invalid checkpoint transition: {0}")]
     InvalidTransition(String),

@@ -47,11 +47,10 @@ impl FileSink {
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::Config(format!(
-                    "another producer writes {} (its lock {} is held)",
-                    path.display(),
-                    lock_path.display()
-                )));
+                return Err(Error::Locked {
+                    path: lock_path,
+                    what: format!("another producer writes {}", path.display()),
+                });
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
         }
@@ -157,7 +156,7 @@ mod tests {
         let path = dir.path().join("s.jsonl");
         let sink = FileSink::open(&path, Durability::Process).unwrap();
         let err = FileSink::open(&path, Durability::Process).unwrap_err();
-        assert!(err.to_string().contains("another producer"), "{err}");
+        assert!(matches!(err, Error::Locked { .. }), "{err}");
         assert!(
             sink.validate(&EncodedRecord::new("1", "1", b"a\nb".to_vec()))
                 .is_err()
