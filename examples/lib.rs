@@ -1,12 +1,24 @@
-//! Shared pieces of the example programs: the seed's record type and its
-//! demo output blocks.
+//! Shared pieces of the example programs: the seed's record type, its demo
+//! processor, sink and dead-letter queue with their seed-style output, and
+//! the demo output blocks.
 
+use std::collections::HashSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use unistream::record::{JsonCodec, Record, iso8601};
+use unistream::BoxError;
+use unistream::checkpoint::CheckpointStore;
+use unistream::consumer::{Attempt, Consumer, Outcome, Processor};
+use unistream::dlq::{DeadLetter, DeadLetterQueue};
+use unistream::local::{AppendFile, FileDeadLetterQueue};
+use unistream::producer::SendStep;
+use unistream::record::{Codec, JsonCodec, Record, iso8601};
+use unistream::sink::{Delivery, EncodedRecord, Sink};
+use unistream::source::Source;
 
 /// The seed's `MyRecord`: an id, a creation time and a random value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,6 +92,205 @@ pub fn chance(seed: u64, key: &str, n: u32) -> f64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^= z >> 31;
     (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The error of a failed processing attempt.
+#[derive(Debug, thiserror::Error)]
+#[error("random error at record_id = {0}")]
+pub struct RandomError(pub String);
+
+/// The seed's consumer `process_record`: fails at random (or always, for a
+/// poisoned id), else appends the record to a target file. Prints `❌`/`✅`
+/// lines when verbose.
+pub struct DemoProcessor {
+    /// Where processed records go, one JSON line each.
+    pub target: AppendFile,
+    /// If set, `"<id> <attempt>"` is appended here before each attempt.
+    pub attempt_log: Option<AppendFile>,
+    /// Ids that fail every attempt.
+    pub poison: HashSet<String>,
+    /// Probability that an attempt fails.
+    pub fail_rate: f64,
+    /// Seed of the failures.
+    pub seed: u64,
+    /// Print the seed's lines.
+    pub verbose: bool,
+    /// Failed attempts so far.
+    pub failures: u64,
+}
+
+impl Processor for DemoProcessor {
+    type Record = MyRecord;
+
+    async fn process(
+        &mut self,
+        record: &MyRecord,
+        attempt: &Attempt<'_>,
+    ) -> Result<Outcome, BoxError> {
+        if let Some(log) = &self.attempt_log {
+            log.append(format!("{} {}\n", record.id, attempt.number).as_bytes())?;
+        }
+        let s = record.to_json();
+        let fails = self.poison.contains(&record.id)
+            || chance(self.seed, &record.id, attempt.number) < self.fail_rate;
+        if fails {
+            self.failures += 1;
+            if self.verbose {
+                println!("❌ {s}");
+            }
+            return Err(RandomError(record.id.clone()).into());
+        }
+        self.target.append(format!("{s}\n").as_bytes())?;
+        if self.verbose {
+            println!("✅ {s}");
+        }
+        Ok(Outcome::Succeeded)
+    }
+}
+
+/// The file DLQ, announcing each letter like the seed's
+/// `process_failed_record` (`✅ DLQ: ...`) when verbose.
+pub struct AnnouncedDlq {
+    /// The queue.
+    pub inner: FileDeadLetterQueue,
+    /// Print the seed's line.
+    pub verbose: bool,
+}
+
+impl DeadLetterQueue for AnnouncedDlq {
+    async fn send(&self, letter: &DeadLetter) -> unistream::Result<()> {
+        self.inner.send(letter).await?;
+        if self.verbose {
+            println!("✅ DLQ: {}", String::from_utf8_lossy(&letter.data));
+        }
+        Ok(())
+    }
+}
+
+/// The seed's producer send error.
+#[derive(Debug, thiserror::Error)]
+#[error("SendError('randomly failed due to send error')")]
+pub struct SendError;
+
+/// A sink that fails each send with probability `fail_rate` (seeded), else
+/// passes the batch on: the seed's `MyProducer.send`.
+pub struct RandomFailSink<S> {
+    /// The real sink.
+    pub inner: S,
+    /// Probability that a send fails.
+    pub fail_rate: f64,
+    /// Seed of the failures.
+    pub seed: u64,
+    /// Sends so far (the failure choice depends on it).
+    pub calls: AtomicU64,
+}
+
+impl<S> RandomFailSink<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, fail_rate: f64, seed: u64) -> Self {
+        RandomFailSink {
+            inner,
+            fail_rate,
+            seed,
+            calls: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<S: Sink> Sink for RandomFailSink<S> {
+    fn validate(&self, record: &EncodedRecord) -> Result<(), String> {
+        self.inner.validate(record)
+    }
+
+    async fn send(&self, batch: &[EncodedRecord]) -> Result<Delivery, BoxError> {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        if chance(self.seed, "send", n as u32) < self.fail_rate {
+            return Err(SendError.into());
+        }
+        self.inner.send(batch).await
+    }
+}
+
+/// The seed's consumer "method 2": one block per pull, until the stream is
+/// closed, shutdown is requested, or (with `until_end`) nothing new is left.
+pub async fn run_verbose<S, P, K, D, C>(
+    consumer: &mut Consumer<S, P, K, D, C>,
+    until_end: bool,
+    delay: Duration,
+) -> unistream::Result<()>
+where
+    S: Source,
+    P: Processor,
+    K: CheckpointStore,
+    D: DeadLetterQueue,
+    C: Codec<P::Record>,
+{
+    let token = consumer.shutdown_token();
+    let mut pull = 0u64;
+    while !token.is_cancelled() {
+        pull += 1;
+        println!("--- {pull} th pull ---");
+        println!("{}", banner("⏱ ⏳ Start 'process batch'"));
+        println!("⏳");
+        let started = Instant::now();
+        let result = consumer.process_batch().await;
+        println!("⏳");
+        println!(
+            "{}",
+            banner(&format!(
+                "⏰ ✅ ⏳ End 'process batch', elapsed = {:.2} sec",
+                started.elapsed().as_secs_f64()
+            ))
+        );
+        let report = result?;
+        if report.closed || report.interrupted || (report.caught_up && until_end) {
+            break;
+        }
+        if report.caught_up {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = token.cancelled() => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints the seed's lines for what a `put` did about sending.
+pub fn print_send_step(step: &SendStep) {
+    let ids = |ids: &[String]| {
+        let quoted: Vec<String> = ids.iter().map(|i| format!("'{i}'")).collect();
+        format!("[{}]", quoted.join(", "))
+    };
+    match step {
+        SendStep::NotReady => println!("📤 🚫 we should not emit"),
+        SendStep::OnHold { .. } => println!("📤 🚫 on hold due to exponential backoff"),
+        SendStep::Busy => println!("📤 🚫 another task is sending"),
+        SendStep::Sent { ids: sent } => {
+            println!("📤 📤 send records: {}", ids(sent));
+            println!("📤 🟢 succeeded");
+        }
+        SendStep::Failed {
+            ids: sent, error, ..
+        } => {
+            println!("📤 📤 send records: {}", ids(sent));
+            println!("📤 🔴 failed, error: {error}");
+        }
+        SendStep::Partial {
+            ids: sent,
+            rejected,
+            error,
+            ..
+        } => {
+            println!("📤 📤 send records: {}", ids(sent));
+            println!(
+                "📤 🔴 partly failed ({} not accepted: {}), error: {error}",
+                rejected.len(),
+                ids(rejected)
+            );
+        }
+        _ => println!("📤 {step:?}"),
+    }
 }
 
 #[cfg(test)]

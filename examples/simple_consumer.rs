@@ -11,20 +11,16 @@
 //! same arguments: it resumes where it stopped, retries the record it was
 //! processing, and never exceeds `--max-attempts` attempts per record.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use unistream::consumer::{
-    Attempt, Consumer, ConsumerConfig, OnExhausted, Outcome, Processor, cancel_on_ctrl_c,
-};
-use unistream::dlq::{DeadLetter, DeadLetterQueue};
+use unistream::consumer::{Consumer, ConsumerConfig, OnExhausted, cancel_on_ctrl_c};
 use unistream::local::{AppendFile, FileCheckpointStore, FileDeadLetterQueue, FileSource};
 use unistream::retry::RetryPolicy;
-use unistream::{BoxError, Durability, Error};
-use unistream_examples::{MyRecord, banner, chance, write_sample_stream};
+use unistream::{Durability, Error};
+use unistream_examples::{AnnouncedDlq, DemoProcessor, run_verbose, write_sample_stream};
 
 #[derive(Parser, Debug)]
 #[command(about = "Consume DIR/stream.jsonl reliably: retries, checkpoint, dead-letter queue")]
@@ -79,70 +75,18 @@ struct Args {
     attempt_log: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("random error at record_id = {0}")]
-struct RandomError(String);
-
-struct DemoProcessor {
-    target: AppendFile,
-    attempt_log: Option<AppendFile>,
-    poison: HashSet<String>,
-    fail_rate: f64,
-    seed: u64,
-    verbose: bool,
-}
-
-impl Processor for DemoProcessor {
-    type Record = MyRecord;
-
-    async fn process(
-        &mut self,
-        record: &MyRecord,
-        attempt: &Attempt<'_>,
-    ) -> Result<Outcome, BoxError> {
-        if let Some(log) = &self.attempt_log {
-            log.append(format!("{} {}\n", record.id, attempt.number).as_bytes())?;
-        }
-        let s = record.to_json();
-        let fails = self.poison.contains(&record.id)
-            || chance(self.seed, &record.id, attempt.number) < self.fail_rate;
-        if fails {
-            if self.verbose {
-                println!("❌ {s}");
-            }
-            return Err(RandomError(record.id.clone()).into());
-        }
-        self.target.append(format!("{s}\n").as_bytes())?;
-        if self.verbose {
-            println!("✅ {s}");
-        }
-        Ok(Outcome::Succeeded)
-    }
-}
-
-/// The file DLQ, announcing each letter like the seed's `process_failed_record`.
-struct AnnouncedDlq {
-    inner: FileDeadLetterQueue,
-    verbose: bool,
-}
-
-impl DeadLetterQueue for AnnouncedDlq {
-    async fn send(&self, letter: &DeadLetter) -> unistream::Result<()> {
-        self.inner.send(letter).await?;
-        if self.verbose {
-            println!("✅ DLQ: {}", String::from_utf8_lossy(&letter.data));
-        }
-        Ok(())
-    }
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     // RUST_LOG=info|debug|trace shows the engine's events (default: warnings).
     let level = std::env::var("RUST_LOG")
         .ok()
         .and_then(|l| l.parse::<tracing_subscriber::filter::LevelFilter>().ok())
-        .unwrap_or(tracing_subscriber::filter::LevelFilter::WARN);
+        // The demo output already shows failures: keep warnings for quiet runs.
+        .unwrap_or(if std::env::args().any(|a| a == "--verbose") {
+            tracing_subscriber::filter::LevelFilter::ERROR
+        } else {
+            tracing_subscriber::filter::LevelFilter::WARN
+        });
     tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
@@ -217,6 +161,7 @@ async fn run(args: Args) -> unistream::Result<()> {
         fail_rate: args.fail_rate,
         seed: args.seed,
         verbose: args.verbose,
+        failures: 0,
     };
     let dlq = AnnouncedDlq {
         inner: FileDeadLetterQueue::open(dir.join("dlq.jsonl"), durability)?,
@@ -245,33 +190,10 @@ async fn run(args: Args) -> unistream::Result<()> {
     }
 
     // The seed's "method 2": one block per pull.
-    let token = consumer.shutdown_token();
-    let mut pull = 0u64;
-    while !token.is_cancelled() {
-        pull += 1;
-        println!("--- {pull} th pull ---");
-        println!("{}", banner("⏱ ⏳ Start 'process batch'"));
-        println!("⏳");
-        let started = Instant::now();
-        let result = consumer.process_batch().await;
-        println!("⏳");
-        println!(
-            "{}",
-            banner(&format!(
-                "⏰ ✅ ⏳ End 'process batch', elapsed = {:.2} sec",
-                started.elapsed().as_secs_f64()
-            ))
-        );
-        let report = result?;
-        if report.closed || report.interrupted || (report.caught_up && args.until_end) {
-            break;
-        }
-        if report.caught_up {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(args.delay_ms)) => {}
-                _ = token.cancelled() => {}
-            }
-        }
-    }
-    Ok(())
+    run_verbose(
+        &mut consumer,
+        args.until_end,
+        Duration::from_millis(args.delay_ms),
+    )
+    .await
 }

@@ -1,16 +1,26 @@
 //! # unistream
 //!
-//! Reliable stream producers and consumers. You write how one record is
-//! processed; unistream tracks every record's status in a checkpoint, retries
-//! with backoff, sends what keeps failing to a dead-letter queue, and resumes
-//! exactly where it stopped after a crash.
+//! Reliable stream producers and consumers. A producer never loses a record
+//! it accepted: `put` appends it to a write-ahead log before returning, and
+//! batches are sent with exponential-backoff retry and recovered after a
+//! crash. A consumer tracks every record's status in a checkpoint, retries,
+//! sends what keeps failing to a dead-letter queue, and resumes exactly where
+//! it stopped.
 //!
 //! This crate is a facade: it re-exports [`unistream_core`] (the engines and
-//! the embedded local-file backends). AWS backends join it behind features
-//! as they land.
+//! the embedded local-file backends) and, behind features, the backends:
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `file-buffer` | yes | [`wal`]: the durable file write-ahead log ([`FileBuffer`]) |
 //!
 //! See the repository's `README.md` and `docs/` for the guarantees
-//! (at-least-once, what a `kill -9` can and cannot cause).
+//! (at-least-once; what a `kill -9` or a power loss can and cannot cause).
 
 pub use unistream_core as core;
 pub use unistream_core::*;
+
+#[cfg(feature = "file-buffer")]
+pub use unistream_buffer as wal;
+#[cfg(feature = "file-buffer")]
+pub use unistream_buffer::{FileBuffer, FileBufferOptions, Recovery};
