@@ -6,42 +6,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
+
+mod common;
+use common::example_bin;
 use unistream_examples::write_sample_stream;
 
 const MAX_ATTEMPTS: usize = 3;
-
-/// Builds the example (a no-op when it is up to date, so the binary is never
-/// stale even when only this test target was built) and returns its path.
-fn example_bin(name: &str) -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "--quiet",
-        "--package",
-        "unistream-examples",
-        "--example",
-        name,
-    ]);
-    if !cfg!(debug_assertions) {
-        cmd.arg("--release");
-    }
-    let status = cmd.status().expect("run cargo build");
-    assert!(status.success(), "cargo build --example {name} failed");
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let bin = profile_dir.join("examples").join(name);
-    assert!(bin.exists(), "{} is missing after the build", bin.display());
-    bin
-}
 
 fn append_records(stream: &Path, ids: std::ops::Range<u64>) {
     let mut f = std::fs::OpenOptions::new()

@@ -1,0 +1,32 @@
+//! Helpers shared by the tests that run the example programs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Builds the example (a no-op when it is up to date, so the binary is never
+/// stale even when only this test target was built) and returns its path.
+pub fn example_bin(name: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--quiet",
+        "--package",
+        "unistream-examples",
+        "--example",
+        name,
+    ]);
+    if !cfg!(debug_assertions) {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("run cargo build");
+    assert!(status.success(), "cargo build --example {name} failed");
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let bin = profile_dir.join("examples").join(name);
+    assert!(bin.exists(), "{} is missing after the build", bin.display());
+    bin
+}
