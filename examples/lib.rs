@@ -183,6 +183,8 @@ pub struct RandomFailSink<S> {
     pub seed: u64,
     /// Sends so far (the failure choice depends on it).
     pub calls: AtomicU64,
+    /// Sends that failed.
+    pub failures: AtomicU64,
 }
 
 impl<S> RandomFailSink<S> {
@@ -193,6 +195,7 @@ impl<S> RandomFailSink<S> {
             fail_rate,
             seed,
             calls: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
         }
     }
 }
@@ -205,10 +208,22 @@ impl<S: Sink> Sink for RandomFailSink<S> {
     async fn send(&self, batch: &[EncodedRecord]) -> Result<Delivery, BoxError> {
         let n = self.calls.fetch_add(1, Ordering::Relaxed);
         if chance(self.seed, "send", n as u32) < self.fail_rate {
+            self.failures.fetch_add(1, Ordering::Relaxed);
             return Err(SendError.into());
         }
         self.inner.send(batch).await
     }
+}
+
+/// What [`run_verbose`] did, in all.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Totals {
+    /// Records processed.
+    pub succeeded: usize,
+    /// Failed attempts.
+    pub failures: u32,
+    /// Records sent to the DLQ.
+    pub dead_lettered: usize,
 }
 
 /// The seed's consumer "method 2": one block per pull, until the stream is
@@ -217,7 +232,7 @@ pub async fn run_verbose<S, P, K, D, C>(
     consumer: &mut Consumer<S, P, K, D, C>,
     until_end: bool,
     delay: Duration,
-) -> unistream::Result<()>
+) -> unistream::Result<Totals>
 where
     S: Source,
     P: Processor,
@@ -227,6 +242,7 @@ where
 {
     let token = consumer.shutdown_token();
     let mut pull = 0u64;
+    let mut totals = Totals::default();
     while !token.is_cancelled() {
         pull += 1;
         println!("--- {pull} th pull ---");
@@ -243,6 +259,9 @@ where
             ))
         );
         let report = result?;
+        totals.succeeded += report.succeeded;
+        totals.failures += report.failures;
+        totals.dead_lettered += report.dead_lettered;
         if report.closed || report.interrupted || (report.caught_up && until_end) {
             break;
         }
@@ -253,7 +272,7 @@ where
             }
         }
     }
-    Ok(())
+    Ok(totals)
 }
 
 /// Prints the seed's lines for what a `put` did about sending.
