@@ -195,5 +195,6 @@ async fn run(args: Args) -> unistream::Result<()> {
         args.until_end,
         Duration::from_millis(args.delay_ms),
     )
-    .await
+    .await?;
+    Ok(())
 }

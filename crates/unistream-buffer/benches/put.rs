@@ -1,0 +1,383 @@
+//! `put` throughput of the write-ahead log against a plain `write()` loop,
+//! in one run on one machine, and memory with a large backlog.
+//!
+//! ```text
+//! cargo bench -p unistream-buffer --bench put -- [--records N] [--fsync-records N]
+//! ```
+//!
+//! Records are ~100 bytes of JSON. Rows:
+//! - `baseline write()/record`: the same bytes, one `write(2)` per record;
+//! - `wal put (process)`: `FileBuffer::put`, process-crash durability;
+//! - `wal put_many 500 (process)`;
+//! - `producer put (process)`: the whole engine: JSON encoding, the WAL,
+//!   batches of 500 sent to a sink that drops them;
+//! - `baseline write()+fdatasync/500` and `wal put_many 500 (power loss)`;
+//! - `wal put, 64 tasks (power loss)`: group commit;
+//! - `wal put, 1 task (power loss)`: one fdatasync per record, for scale.
+//!
+//! Then the resident memory of a log holding N unsent records, at N/10, N/2
+//! and N, and the time to reopen it.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use unistream_buffer::{FileBuffer, FileBufferOptions};
+use unistream_core::buffer::{Buffer, BufferLimits};
+use unistream_core::producer::{Producer, ProducerConfig};
+use unistream_core::record::{JsonCodec, Record, iso8601};
+use unistream_core::sink::{Delivery, EncodedRecord, Sink};
+use unistream_core::{BoxError, Durability};
+
+#[derive(Serialize, Deserialize)]
+struct Rec {
+    id: String,
+    #[serde(with = "iso8601")]
+    create_at: DateTime<Utc>,
+    value: u32,
+    note: String,
+}
+
+impl Record for Rec {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn create_at(&self) -> DateTime<Utc> {
+        self.create_at
+    }
+}
+
+fn rec(i: u64) -> Rec {
+    Rec {
+        id: i.to_string(),
+        create_at: DateTime::from_timestamp(1_704_781_446 + i as i64, 0).unwrap_or_default(),
+        value: (i % 100) as u32,
+        note: "lorem ipsum dolor".into(),
+    }
+}
+
+fn encoded(n: u64) -> Vec<EncodedRecord> {
+    let codec = JsonCodec::default();
+    (0..n)
+        .map(|i| {
+            let r = rec(i);
+            EncodedRecord::new(
+                r.id.clone(),
+                r.id.clone(),
+                codec.to_vec(&r).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+struct Drop;
+impl Sink for Drop {
+    async fn send(&self, _: &[EncodedRecord]) -> Result<Delivery, BoxError> {
+        Ok(Delivery::All)
+    }
+}
+
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)
+                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0)
+}
+
+struct Row {
+    name: String,
+    records: u64,
+    secs: f64,
+    bytes: u64,
+}
+
+fn opts(max_records: usize, durability: Durability) -> FileBufferOptions {
+    FileBufferOptions::new(
+        BufferLimits::records(max_records).with_max_total_bytes(u64::MAX),
+        durability,
+    )
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn run_once(
+    rt: &tokio::runtime::Runtime,
+    records: &[EncodedRecord],
+    nf: u64,
+    dir: &mut impl FnMut() -> std::path::PathBuf,
+) -> Vec<Row> {
+    let n = records.len() as u64;
+    let bytes: u64 = records.iter().map(|r| r.data.len() as u64 + 1).sum();
+    let mut rows = Vec::new();
+    // Baseline: one write() per record.
+    {
+        let d = dir();
+        std::fs::create_dir_all(&d).unwrap_or_default();
+        let mut f = std::fs::File::create(d.join("raw")).unwrap_or_else(|e| panic!("{e}"));
+        let t = Instant::now();
+        let mut line = Vec::with_capacity(256);
+        for r in records {
+            line.clear();
+            line.extend_from_slice(&r.data);
+            line.push(b'\n');
+            f.write_all(&line).unwrap_or_else(|e| panic!("{e}"));
+        }
+        rows.push(Row {
+            name: "baseline write()/record".into(),
+            records: n,
+            secs: t.elapsed().as_secs_f64(),
+            bytes,
+        });
+    }
+    rt.block_on(async {
+        let wal = FileBuffer::open(dir(), opts(500, Durability::Process))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let t = Instant::now();
+        for r in records {
+            wal.put(r).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        rows.push(Row {
+            name: "wal put (process)".into(),
+            records: n,
+            secs: t.elapsed().as_secs_f64(),
+            bytes,
+        });
+
+        let wal = FileBuffer::open(dir(), opts(500, Durability::Process))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let t = Instant::now();
+        for chunk in records.chunks(500) {
+            wal.put_many(chunk).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        rows.push(Row {
+            name: "wal put_many 500 (process)".into(),
+            records: n,
+            secs: t.elapsed().as_secs_f64(),
+            bytes,
+        });
+
+        let mut config = ProducerConfig::default();
+        config.linger = None;
+        let producer = Producer::new(
+            config,
+            FileBuffer::open(dir(), opts(500, Durability::Process))
+                .unwrap_or_else(|e| panic!("{e}")),
+            Drop,
+        );
+        let t = Instant::now();
+        for i in 0..n {
+            producer
+                .put(&rec(i))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        producer.flush().await.unwrap_or_else(|e| panic!("{e}"));
+        rows.push(Row {
+            name: "producer put, encode+send (process)".into(),
+            records: n,
+            secs: t.elapsed().as_secs_f64(),
+            bytes,
+        });
+    });
+
+    // Power loss: baseline write + fdatasync per 500 records.
+    let fbytes: u64 = records[..nf as usize]
+        .iter()
+        .map(|r| r.data.len() as u64 + 1)
+        .sum();
+    {
+        let d = dir();
+        std::fs::create_dir_all(&d).unwrap_or_default();
+        let mut f = std::fs::File::create(d.join("raw")).unwrap_or_else(|e| panic!("{e}"));
+        let t = Instant::now();
+        let mut buf = Vec::new();
+        for chunk in records[..nf as usize].chunks(500) {
+            buf.clear();
+            for r in chunk {
+                buf.extend_from_slice(&r.data);
+                buf.push(b'\n');
+            }
+            f.write_all(&buf).unwrap_or_else(|e| panic!("{e}"));
+            f.sync_data().unwrap_or_else(|e| panic!("{e}"));
+        }
+        rows.push(Row {
+            name: "baseline write()+fdatasync/500".into(),
+            records: nf,
+            secs: t.elapsed().as_secs_f64(),
+            bytes: fbytes,
+        });
+    }
+    rt.block_on(async {
+        let wal = FileBuffer::open(dir(), opts(500, Durability::PowerLoss))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let t = Instant::now();
+        for chunk in records[..nf as usize].chunks(500) {
+            wal.put_many(chunk).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        rows.push(Row {
+            name: "wal put_many 500 (power loss)".into(),
+            records: nf,
+            secs: t.elapsed().as_secs_f64(),
+            bytes: fbytes,
+        });
+
+        let wal = FileBuffer::open(dir(), opts(500, Durability::PowerLoss))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let shared = Arc::new(records[..nf as usize].to_vec());
+        let t = Instant::now();
+        let tasks: Vec<_> = (0..64)
+            .map(|k| {
+                let wal = wal.clone();
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    for r in shared.iter().skip(k).step_by(64) {
+                        wal.put(r).await.unwrap_or_else(|e| panic!("{e}"));
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let secs = t.elapsed().as_secs_f64();
+        rows.push(Row {
+            name: format!(
+                "wal put, 64 tasks (power loss; {} syncs)",
+                wal.group_syncs()
+            ),
+            records: nf,
+            secs,
+            bytes: fbytes,
+        });
+
+        let one = (nf / 20).max(100);
+        let wal = FileBuffer::open(dir(), opts(500, Durability::PowerLoss))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let t = Instant::now();
+        for r in &records[..one as usize] {
+            wal.put(r).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let obytes = records[..one as usize]
+            .iter()
+            .map(|r| r.data.len() as u64 + 1)
+            .sum();
+        rows.push(Row {
+            name: "wal put, 1 task (power loss)".into(),
+            records: one,
+            secs: t.elapsed().as_secs_f64(),
+            bytes: obytes,
+        });
+    });
+
+    rows
+}
+
+fn main() {
+    let n = arg("--records", 1_000_000);
+    let nf = arg("--fsync-records", 20_000);
+    let reps = arg("--reps", 3).max(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let mut case = 0;
+    let mut dir = || {
+        case += 1;
+        tmp.path().join(format!("case{case}"))
+    };
+
+    // Memory with a backlog: nothing is sent, everything stays in the log.
+    rt.block_on(async {
+        let d = tmp.path().join("backlog");
+        let wal =
+            FileBuffer::open(&d, opts(500, Durability::Process)).unwrap_or_else(|e| panic!("{e}"));
+        let before = rss_kib("VmRSS:");
+        let mut marks = vec![n / 10, n / 2, n];
+        marks.reverse();
+        let mut next_mark = marks.pop();
+        let codec = JsonCodec::default();
+        for i in 0..n / 1000 {
+            let chunk: Vec<EncodedRecord> = (i * 1000..(i + 1) * 1000)
+                .map(|j| {
+                    let r = rec(j);
+                    EncodedRecord::new(
+                        r.id.clone(),
+                        r.id.clone(),
+                        codec.to_vec(&r).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            wal.put_many(&chunk).await.unwrap_or_else(|e| panic!("{e}"));
+            let done = (i + 1) * 1000;
+            if Some(done) == next_mark {
+                println!(
+                    "backlog {done:>9} records: RSS {:>7} KiB (+{} KiB over the empty log)",
+                    rss_kib("VmRSS:"),
+                    rss_kib("VmRSS:").saturating_sub(before)
+                );
+                next_mark = marks.pop();
+            }
+        }
+        std::mem::drop(wal);
+        let t = Instant::now();
+        let wal =
+            FileBuffer::open(&d, opts(500, Durability::Process)).unwrap_or_else(|e| panic!("{e}"));
+        println!(
+            "reopen with {} unsent records: {:.3} s, RSS {} KiB",
+            wal.stats().records,
+            t.elapsed().as_secs_f64(),
+            rss_kib("VmRSS:")
+        );
+    });
+
+    let records = encoded(n);
+    let avg = records
+        .iter()
+        .map(|r| r.data.len() as f64 + 1.0)
+        .sum::<f64>()
+        / n as f64;
+    let runs: Vec<Vec<Row>> = (0..reps)
+        .map(|_| run_once(&rt, &records, nf, &mut dir))
+        .collect();
+    println!(
+        "records of {avg:.0} bytes; {n} records ({nf} in power-loss rows); median of {reps} runs"
+    );
+    println!(
+        "{:<48} {:>10} {:>14} {:>9} {:>8}",
+        "case", "records", "records/s", "MB/s", "vs base"
+    );
+    let mut base = 0.0;
+    for i in 0..runs[0].len() {
+        let mut secs: Vec<f64> = runs.iter().map(|r| r[i].secs).collect();
+        secs.sort_by(f64::total_cmp);
+        let r = &runs[runs.len() / 2][i];
+        let med = secs[secs.len() / 2];
+        let rate = r.records as f64 / med;
+        if r.name.starts_with("baseline") {
+            base = rate;
+        }
+        println!(
+            "{:<48} {:>10} {:>14.0} {:>9.1} {:>8.2}",
+            r.name,
+            r.records,
+            rate,
+            r.bytes as f64 / med / 1e6,
+            rate / base
+        );
+    }
+}
