@@ -94,6 +94,36 @@ pub fn chance(seed: u64, key: &str, n: u32) -> f64 {
     (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Logs the engine's events to stderr: at the level `RUST_LOG` names
+/// (`error`, `warn`, `info`, `debug`, `trace`), else warnings — errors only
+/// when the demo output is on, since it already shows the failures.
+pub fn init_logging(verbose: bool) {
+    use tracing_subscriber::filter::LevelFilter;
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|l| l.parse::<LevelFilter>().ok())
+        .unwrap_or(if verbose {
+            LevelFilter::ERROR
+        } else {
+            LevelFilter::WARN
+        });
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Prints an error and its causes to stderr; returns exit code 1.
+pub fn report(e: &unistream::Error) -> std::process::ExitCode {
+    eprintln!("error: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        eprintln!("  caused by: {s}");
+        source = s.source();
+    }
+    std::process::ExitCode::FAILURE
+}
+
 /// The error of a failed processing attempt.
 #[derive(Debug, thiserror::Error)]
 #[error("random error at record_id = {0}")]

@@ -28,7 +28,8 @@ use unistream::producer::{Producer, ProducerConfig};
 use unistream::retry::RetryPolicy;
 use unistream::{Durability, Error, FileBuffer, FileBufferOptions};
 use unistream_examples::{
-    AnnouncedDlq, DemoProcessor, MyRecord, RandomFailSink, banner, print_send_step, run_verbose,
+    AnnouncedDlq, DemoProcessor, MyRecord, RandomFailSink, banner, init_logging, print_send_step,
+    report, run_verbose,
 };
 
 #[derive(Parser, Debug)]
@@ -54,16 +55,10 @@ fn ms(list: &[u64]) -> Vec<Duration> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_max_level(tracing_subscriber::filter::LevelFilter::ERROR)
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(true);
     match run(Args::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => report(&e),
     }
 }
 

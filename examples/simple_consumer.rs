@@ -20,7 +20,9 @@ use unistream::consumer::{Consumer, ConsumerConfig, OnExhausted, cancel_on_ctrl_
 use unistream::local::{AppendFile, FileCheckpointStore, FileDeadLetterQueue, FileSource};
 use unistream::retry::RetryPolicy;
 use unistream::{Durability, Error};
-use unistream_examples::{AnnouncedDlq, DemoProcessor, run_verbose, write_sample_stream};
+use unistream_examples::{
+    AnnouncedDlq, DemoProcessor, init_logging, report, run_verbose, write_sample_stream,
+};
 
 #[derive(Parser, Debug)]
 #[command(about = "Consume DIR/stream.jsonl reliably: retries, checkpoint, dead-letter queue")]
@@ -77,21 +79,8 @@ struct Args {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    // RUST_LOG=info|debug|trace shows the engine's events (default: warnings).
-    let level = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|l| l.parse::<tracing_subscriber::filter::LevelFilter>().ok())
-        // The demo output already shows failures: keep warnings for quiet runs.
-        .unwrap_or(if std::env::args().any(|a| a == "--verbose") {
-            tracing_subscriber::filter::LevelFilter::ERROR
-        } else {
-            tracing_subscriber::filter::LevelFilter::WARN
-        });
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
+    init_logging(args.verbose);
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::Halted {
@@ -103,15 +92,7 @@ async fn main() -> ExitCode {
             );
             ExitCode::from(2)
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                eprintln!("  caused by: {s}");
-                source = s.source();
-            }
-            ExitCode::FAILURE
-        }
+        Err(e) => report(&e),
     }
 }
 

@@ -25,7 +25,7 @@ use unistream::local::FileSink;
 use unistream::producer::{Producer, ProducerConfig};
 use unistream::retry::RetryPolicy;
 use unistream::{Durability, Error, FileBuffer, FileBufferOptions};
-use unistream_examples::{MyRecord, RandomFailSink, banner, print_send_step};
+use unistream_examples::{MyRecord, RandomFailSink, banner, init_logging, print_send_step, report};
 
 #[derive(Parser, Debug)]
 #[command(about = "Produce records reliably to DIR/stream.jsonl through a write-ahead log")]
@@ -68,30 +68,11 @@ struct Args {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let level = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|l| l.parse::<tracing_subscriber::filter::LevelFilter>().ok())
-        // The demo output already shows failures: keep warnings for quiet runs.
-        .unwrap_or(if std::env::args().any(|a| a == "--verbose") {
-            tracing_subscriber::filter::LevelFilter::ERROR
-        } else {
-            tracing_subscriber::filter::LevelFilter::WARN
-        });
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Args::parse()).await {
+    let args = Args::parse();
+    init_logging(args.verbose);
+    match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                eprintln!("  caused by: {s}");
-                source = s.source();
-            }
-            ExitCode::FAILURE
-        }
+        Err(e) => report(&e),
     }
 }
 

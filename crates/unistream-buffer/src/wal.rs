@@ -318,25 +318,15 @@ impl FileBuffer {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let lock_path = dir.join("LOCK");
-        let lock_file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, e))?;
-        match lock_file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::Locked {
-                    path: lock_path,
-                    what: format!(
-                        "a producer is using the write-ahead log in {}",
-                        dir.display()
-                    ),
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
-        }
+        let Some(lock_file) = unistream_core::local::lock_exclusive(&lock_path)? else {
+            return Err(Error::Locked {
+                path: lock_path,
+                what: format!(
+                    "a producer is using the write-ahead log in {}",
+                    dir.display()
+                ),
+            });
+        };
         let sync = Arc::new(GroupSync::default());
         let (sealed, active) = recover(&dir, &options)?;
         let total_records = sealed.iter().map(|s| s.records).sum::<u64>() + active.records;

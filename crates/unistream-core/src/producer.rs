@@ -288,17 +288,20 @@ impl<B: Buffer, S: Sink, C> Producer<B, S, C> {
         let mut st = self.sender.lock().await;
         self.buffer.seal()?;
         self.set_active_since(None);
-        loop {
-            if !self.buffer.should_emit() {
-                return Ok(());
-            }
-            self.wait_hold(&st).await;
-            let step = self.send_one(&mut st).await?;
-            if st.failures >= self.config.retry.max_attempts()
-                && let Some(e) = send_error(&step, st.failures)
-            {
-                return Err(e);
-            }
+        while self.buffer.should_emit() {
+            self.send_waiting(&mut st).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits out a hold and sends the oldest batch; an error once the policy's
+    /// `max_attempts` consecutive sends have failed.
+    async fn send_waiting(&self, st: &mut SenderState) -> Result<()> {
+        self.wait_hold(st).await;
+        let step = self.send_one(st).await?;
+        match send_error(&step, st.failures) {
+            Some(e) if st.failures >= self.config.retry.max_attempts() => Err(e),
+            _ => Ok(()),
         }
     }
 
@@ -322,15 +325,8 @@ impl<B: Buffer, S: Sink, C> Producer<B, S, C> {
         let mut st = self.sender.lock().await;
         self.buffer.seal()?;
         self.set_active_since(None);
-        if !self.buffer.should_emit() {
-            return Ok(());
-        }
-        self.wait_hold(&st).await;
-        let step = self.send_one(&mut st).await?;
-        if st.failures >= self.config.retry.max_attempts()
-            && let Some(e) = send_error(&step, st.failures)
-        {
-            return Err(e);
+        if self.buffer.should_emit() {
+            self.send_waiting(&mut st).await?;
         }
         Ok(())
     }

@@ -54,3 +54,20 @@ impl AppendFile {
         Ok(())
     }
 }
+
+/// Takes an exclusive advisory lock (`flock`) on `path`, creating the file.
+/// `Ok(None)` if another process holds it. The OS releases the lock when the
+/// returned file is dropped or the process dies, even by `kill -9`.
+pub fn lock_exclusive(path: &Path) -> Result<Option<File>> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(path, e)),
+    }
+}

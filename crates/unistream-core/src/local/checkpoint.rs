@@ -171,23 +171,13 @@ impl FileCheckpointStore {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let stem = file_stem(consumer_id);
         let lock_path = dir.join(format!("{stem}.lock"));
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::CheckpointOwned {
-                    store: dir.display().to_string(),
-                    key: consumer_id.to_owned(),
-                    detail: format!("{} is locked by a running process", lock_path.display()),
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
-        }
+        let Some(lock) = super::lock_exclusive(&lock_path)? else {
+            return Err(Error::CheckpointOwned {
+                store: dir.display().to_string(),
+                key: consumer_id.to_owned(),
+                detail: format!("{} is locked by a running process", lock_path.display()),
+            });
+        };
         Ok(FileCheckpointStore {
             dir,
             stem,

@@ -20,7 +20,7 @@ mod dlq;
 mod sink;
 mod stream;
 
-pub use append::AppendFile;
+pub use append::{AppendFile, lock_exclusive};
 pub use checkpoint::FileCheckpointStore;
 pub use dlq::{FileDeadLetterQueue, dead_letter_line};
 pub use sink::FileSink;

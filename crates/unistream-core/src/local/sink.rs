@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
-use super::{AppendFile, Durability};
+use super::{AppendFile, Durability, lock_exclusive};
 use crate::error::{BoxError, Error, Result};
 use crate::sink::{Delivery, EncodedRecord, Sink};
 
@@ -38,22 +38,12 @@ impl FileSink {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
         let lock_path = path.with_extension("jsonl.lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::Locked {
-                    path: lock_path,
-                    what: format!("another producer writes {}", path.display()),
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
-        }
+        let Some(lock) = lock_exclusive(&lock_path)? else {
+            return Err(Error::Locked {
+                path: lock_path,
+                what: format!("another producer writes {}", path.display()),
+            });
+        };
         repair_torn_tail(&path)?;
         Ok(FileSink {
             file: AppendFile::open(path, durability)?,
