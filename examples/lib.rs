@@ -11,11 +11,12 @@ use chrono::{DateTime, Utc};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use unistream::BoxError;
+use unistream::buffer::Buffer;
 use unistream::checkpoint::CheckpointStore;
 use unistream::consumer::{Attempt, Consumer, Outcome, Processor};
 use unistream::dlq::{DeadLetter, DeadLetterQueue};
 use unistream::local::{AppendFile, FileDeadLetterQueue};
-use unistream::producer::SendStep;
+use unistream::producer::{Producer, SendStep};
 use unistream::record::{Codec, JsonCodec, Record, iso8601};
 use unistream::sink::{Delivery, EncodedRecord, Sink};
 use unistream::source::Source;
@@ -303,6 +304,41 @@ where
         }
     }
     Ok(totals)
+}
+
+/// Puts a record, printing the seed's block around it when `verbose`
+/// (`Start 'put record'`, the record, what happened about sending, `End`).
+/// `on_accepted` runs as soon as `put` has returned.
+pub async fn put_verbose<B, S>(
+    producer: &Producer<B, S>,
+    record: &MyRecord,
+    verbose: bool,
+    on_accepted: impl FnOnce(),
+) -> unistream::Result<SendStep>
+where
+    B: Buffer,
+    S: Sink,
+{
+    let started = Instant::now();
+    if verbose {
+        println!("{}", banner("⏱ 📤 Start 'put record'"));
+        println!("📤");
+        println!("📤 record = {}", record.to_json());
+    }
+    let step = producer.put(record).await?;
+    on_accepted();
+    if verbose {
+        print_send_step(&step);
+        println!("📤");
+        println!(
+            "{}",
+            banner(&format!(
+                "⏰ ✅ 📤 End 'put record', elapsed = {:.2} sec",
+                started.elapsed().as_secs_f64()
+            ))
+        );
+    }
+    Ok(step)
 }
 
 /// Prints the seed's lines for what a `put` did about sending.

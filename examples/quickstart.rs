@@ -28,8 +28,8 @@ use unistream::producer::{Producer, ProducerConfig};
 use unistream::retry::RetryPolicy;
 use unistream::{Durability, Error, FileBuffer, FileBufferOptions};
 use unistream_examples::{
-    AnnouncedDlq, DemoProcessor, MyRecord, RandomFailSink, banner, init_logging, print_send_step,
-    report, run_verbose,
+    AnnouncedDlq, DemoProcessor, MyRecord, RandomFailSink, init_logging, put_verbose, report,
+    run_verbose,
 };
 
 #[derive(Parser, Debug)]
@@ -93,20 +93,7 @@ async fn run(args: Args) -> unistream::Result<()> {
             create_at: Utc::now(),
             value: rng.random_range(1..=100),
         };
-        let started = std::time::Instant::now();
-        println!("{}", banner("⏱ 📤 Start 'put record'"));
-        println!("📤");
-        println!("📤 record = {}", record.to_json());
-        let step = producer.put(&record).await?;
-        print_send_step(&step);
-        println!("📤");
-        println!(
-            "{}",
-            banner(&format!(
-                "⏰ ✅ 📤 End 'put record', elapsed = {:.2} sec",
-                started.elapsed().as_secs_f64()
-            ))
-        );
+        put_verbose(&producer, &record, true, || {}).await?;
         // A record every 50 ms, so that backoffs expire between puts.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

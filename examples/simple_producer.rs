@@ -25,7 +25,7 @@ use unistream::local::FileSink;
 use unistream::producer::{Producer, ProducerConfig};
 use unistream::retry::RetryPolicy;
 use unistream::{Durability, Error, FileBuffer, FileBufferOptions};
-use unistream_examples::{MyRecord, RandomFailSink, banner, init_logging, print_send_step, report};
+use unistream_examples::{MyRecord, RandomFailSink, init_logging, put_verbose, report};
 
 #[derive(Parser, Debug)]
 #[command(about = "Produce records reliably to DIR/stream.jsonl through a write-ahead log")]
@@ -116,29 +116,12 @@ async fn run(args: Args) -> unistream::Result<()> {
             create_at: Utc::now(),
             value: rng.random_range(1..=100),
         };
-        let t = Instant::now();
-        if args.verbose {
-            println!("{}", banner("⏱ 📤 Start 'put record'"));
-            println!("📤");
-            println!("📤 record = {}", record.to_json());
-        }
-        let step = producer.put(&record).await?;
-        {
+        put_verbose(&producer, &record, args.verbose, || {
             let mut out = stdout.lock();
             let _ = writeln!(out, "ACK {id}");
             let _ = out.flush();
-        }
-        if args.verbose {
-            print_send_step(&step);
-            println!("📤");
-            println!(
-                "{}",
-                banner(&format!(
-                    "⏰ ✅ 📤 End 'put record', elapsed = {:.2} sec",
-                    t.elapsed().as_secs_f64()
-                ))
-            );
-        }
+        })
+        .await?;
     }
     producer.flush().await?;
     let calls = producer

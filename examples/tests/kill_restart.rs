@@ -10,10 +10,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 
 mod common;
-use common::example_bin;
+use common::{example_bin, kill_test_rng};
 use unistream_examples::write_sample_stream;
 
 const MAX_ATTEMPTS: usize = 3;
@@ -73,12 +73,7 @@ fn kill_9_at_random_points_never_loses_a_record_nor_exceeds_max_attempts() {
         "--until-end",
         "--attempt-log",
     ];
-    let seed: u64 = std::env::var("KILL_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed);
-    eprintln!("kill test seed {seed} (set KILL_TEST_SEED to replay)");
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let mut rng = kill_test_rng();
     let attempts_log = dir.path().join("attempts.log");
     let log_len = || {
         std::fs::metadata(&attempts_log)

@@ -7,23 +7,18 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use unistream_examples::MyRecord;
 
 mod common;
-use common::example_bin;
+use common::{example_bin, kill_test_rng};
 
 #[test]
 fn kill_9_at_random_points_never_loses_an_acknowledged_record() {
     let bin = example_bin("simple_producer");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap().to_owned();
-    let seed: u64 = std::env::var("KILL_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed);
-    eprintln!("kill test seed {seed} (set KILL_TEST_SEED to replay)");
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let mut rng = kill_test_rng();
     let mut acked: HashSet<String> = HashSet::new();
     let (mut kills, mut runs, mut start) = (0, 0, 1u64);
     let count = 2000u64;

@@ -30,3 +30,15 @@ pub fn example_bin(name: &str) -> PathBuf {
     assert!(bin.exists(), "{} is missing after the build", bin.display());
     bin
 }
+
+/// The random generator of a kill test: seeded by `KILL_TEST_SEED` if set,
+/// so that a failing run can be replayed; the seed is printed.
+pub fn kill_test_rng() -> rand::rngs::SmallRng {
+    use rand::SeedableRng;
+    let seed: u64 = std::env::var("KILL_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed);
+    eprintln!("kill test seed {seed} (set KILL_TEST_SEED to replay)");
+    rand::rngs::SmallRng::seed_from_u64(seed)
+}
