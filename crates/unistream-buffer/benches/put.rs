@@ -328,7 +328,7 @@ fn main() {
                 .collect();
             wal.put_many(&chunk).await.unwrap_or_else(|e| panic!("{e}"));
             let done = (i + 1) * 1000;
-            if Some(done) == next_mark {
+            if next_mark.is_some_and(|m| done >= m) {
                 println!(
                     "backlog {done:>9} records: RSS {:>7} KiB (+{} KiB over the empty log)",
                     rss_kib("VmRSS:"),
