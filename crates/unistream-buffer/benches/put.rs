@@ -330,9 +330,10 @@ fn main() {
             let done = (i + 1) * 1000;
             if next_mark.is_some_and(|m| done >= m) {
                 println!(
-                    "backlog {done:>9} records: RSS {:>7} KiB (+{} KiB over the empty log)",
+                    "backlog {done:>9} records: RSS {:>7} KiB (+{} KiB over the empty log), peak {} KiB",
                     rss_kib("VmRSS:"),
-                    rss_kib("VmRSS:").saturating_sub(before)
+                    rss_kib("VmRSS:").saturating_sub(before),
+                    rss_kib("VmHWM:")
                 );
                 next_mark = marks.pop();
             }
@@ -342,10 +343,11 @@ fn main() {
         let wal =
             FileBuffer::open(&d, opts(500, Durability::Process)).unwrap_or_else(|e| panic!("{e}"));
         println!(
-            "reopen with {} unsent records: {:.3} s, RSS {} KiB",
+            "reopen with {} unsent records: {:.3} s, RSS {} KiB, peak {} KiB",
             wal.stats().records,
             t.elapsed().as_secs_f64(),
-            rss_kib("VmRSS:")
+            rss_kib("VmRSS:"),
+            rss_kib("VmHWM:")
         );
     });
 

@@ -1,97 +1,125 @@
-//! Frames and the segment reader.
+//! Frames, and the reader of a segment's bytes.
 
 use unistream_core::sink::EncodedRecord;
 
-/// The first 8 bytes of every segment: magic and format version 1.
-pub const MAGIC: &[u8; 8] = b"USWAL\0\0\x01";
+/// The first 8 bytes of every segment: magic and format version 2.
+pub const MAGIC: &[u8; 8] = b"USWAL\0\0\x02";
 
 /// Bytes before a frame's payload: length (4), checksum (4), kind (1).
 pub const FRAME_HEADER: usize = 9;
 
-/// A record.
-pub const KIND_RECORD: u8 = 1;
-/// The records of the segment still unsent.
-pub const KIND_NARROW: u8 = 2;
+const KIND_RECORD: u8 = 1;
+const KIND_NARROW: u8 = 2;
+const KIND_SEAL: u8 = 3;
+const KIND_COMMIT: u8 = 4;
 
-/// Appends a record frame to `out`. Fails if the id or key is longer than
-/// 65,535 bytes, or the record does not fit a 4 GiB frame.
-pub fn encode_record(out: &mut Vec<u8>, r: &EncodedRecord) -> Result<(), String> {
-    let id_len = u16::try_from(r.id.len())
-        .map_err(|_| format!("the id is {} bytes; at most 65535 fit the WAL", r.id.len()))?;
-    let key_len = u16::try_from(r.partition_key.len()).map_err(|_| {
-        format!(
-            "the partition key is {} bytes; at most 65535 fit the WAL",
-            r.partition_key.len()
-        )
-    })?;
-    let payload = 4 + r.id.len() + r.partition_key.len() + r.data.len();
-    let payload_len = u32::try_from(payload)
-        .map_err(|_| format!("the record is {payload} bytes; at most 4 GiB fit a WAL frame"))?;
-    let start = out.len();
-    out.extend_from_slice(&payload_len.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.push(KIND_RECORD);
-    out.extend_from_slice(&id_len.to_le_bytes());
-    out.extend_from_slice(r.id.as_bytes());
-    out.extend_from_slice(&key_len.to_le_bytes());
-    out.extend_from_slice(r.partition_key.as_bytes());
-    out.extend_from_slice(&r.data);
-    seal_crc(out, start);
-    Ok(())
-}
-
-/// Appends a narrow frame: the original indexes of the records still unsent.
-pub fn encode_narrow(out: &mut Vec<u8>, keep: &[u32]) {
-    let start = out.len();
-    let payload = 4 + 4 * keep.len();
-    out.extend_from_slice(&(payload as u32).to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.push(KIND_NARROW);
-    out.extend_from_slice(&(keep.len() as u32).to_le_bytes());
-    for i in keep {
-        out.extend_from_slice(&i.to_le_bytes());
-    }
-    seal_crc(out, start);
-}
-
-fn seal_crc(out: &mut [u8], start: usize) {
-    let crc = crc32c::crc32c(&out[start + 8..]);
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-}
-
-/// A record as found in a segment.
+/// A frame's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScannedRecord {
-    /// Byte offset of its frame.
-    pub offset: u64,
-    /// The record.
-    pub record: EncodedRecord,
+pub enum Frame<'a> {
+    /// A record of the open batch.
+    Record {
+        /// Its id.
+        id: &'a str,
+        /// Its partition key.
+        key: &'a str,
+        /// Its bytes.
+        data: &'a [u8],
+    },
+    /// The records put since the previous seal form batch `id`.
+    Seal {
+        /// The batch id (ids grow by one, across files and restarts).
+        id: u64,
+    },
+    /// Batch `id` keeps only these records (indexes among its record frames,
+    /// ascending), of `bytes` bytes in all; the last such frame wins.
+    Narrow {
+        /// The batch.
+        id: u64,
+        /// Bytes of the records kept.
+        bytes: u64,
+        /// Their indexes.
+        keep: Vec<u32>,
+    },
+    /// Every batch up to and including `id` is committed.
+    Commit {
+        /// The last committed batch.
+        id: u64,
+    },
 }
 
-/// What a segment holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Scan {
-    /// Every record frame, in order.
-    pub records: Vec<ScannedRecord>,
-    /// The original indexes still unsent, if the segment was narrowed.
-    pub keep: Option<Vec<u32>>,
-    /// Bytes of valid frames from the start of the file (header included).
-    pub valid_len: u64,
-    /// Why the bytes after `valid_len` are not frames, if there are any.
-    pub torn: Option<String>,
-}
-
-impl Scan {
-    /// The indexes (into `records`) of the records still unsent.
-    pub fn unsent(&self) -> Vec<usize> {
-        match &self.keep {
-            Some(keep) => keep.iter().map(|&i| i as usize).collect(),
-            None => (0..self.records.len()).collect(),
+impl Frame<'_> {
+    /// Appends this frame to `out`. Fails if an id or key is longer than
+    /// 65,535 bytes or the frame does not fit 4 GiB.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        if let Frame::Record { id, key, .. } = self {
+            if id.len() > usize::from(u16::MAX) {
+                return Err(format!(
+                    "the id is {} bytes; at most 65535 fit the WAL",
+                    id.len()
+                ));
+            }
+            if key.len() > usize::from(u16::MAX) {
+                return Err(format!(
+                    "the partition key is {} bytes; at most 65535 fit the WAL",
+                    key.len()
+                ));
+            }
         }
+        let start = out.len();
+        out.extend_from_slice(&[0; 8]);
+        match self {
+            Frame::Record { id, key, data } => {
+                let (id_len, key_len) = (id.len() as u16, key.len() as u16);
+                out.push(KIND_RECORD);
+                out.extend_from_slice(&id_len.to_le_bytes());
+                out.extend_from_slice(id.as_bytes());
+                out.extend_from_slice(&key_len.to_le_bytes());
+                out.extend_from_slice(key.as_bytes());
+                out.extend_from_slice(data);
+            }
+            Frame::Seal { id } => {
+                out.push(KIND_SEAL);
+                out.extend_from_slice(&id.to_le_bytes());
+            }
+            Frame::Commit { id } => {
+                out.push(KIND_COMMIT);
+                out.extend_from_slice(&id.to_le_bytes());
+            }
+            Frame::Narrow { id, bytes, keep } => {
+                out.push(KIND_NARROW);
+                out.extend_from_slice(&id.to_le_bytes());
+                out.extend_from_slice(&bytes.to_le_bytes());
+                out.extend_from_slice(&(keep.len() as u32).to_le_bytes());
+                for i in keep {
+                    out.extend_from_slice(&i.to_le_bytes());
+                }
+            }
+        }
+        let payload = out.len() - start - FRAME_HEADER;
+        let Ok(len) = u32::try_from(payload) else {
+            out.truncate(start);
+            return Err(format!(
+                "the frame is {payload} bytes; at most 4 GiB fit the WAL"
+            ));
+        };
+        out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        let crc = crc32c::crc32c(&out[start + 8..]);
+        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        Ok(())
     }
 }
 
-/// A frame in the middle of a segment is bad (not a crash's torn tail).
+/// Appends a record frame.
+pub fn encode_record(out: &mut Vec<u8>, r: &EncodedRecord) -> Result<(), String> {
+    Frame::Record {
+        id: &r.id,
+        key: &r.partition_key,
+        data: &r.data,
+    }
+    .encode(out)
+}
+
+/// A bad frame that is not a crash's torn tail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Corruption {
     /// Byte offset of the bad frame.
@@ -108,131 +136,188 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
-fn parse_record(p: &[u8]) -> Option<EncodedRecord> {
-    let id_len = u16_at(p, 0)? as usize;
-    let id = std::str::from_utf8(p.get(2..2 + id_len)?).ok()?;
-    let key_at = 2 + id_len;
-    let key_len = u16_at(p, key_at)? as usize;
-    let key = std::str::from_utf8(p.get(key_at + 2..key_at + 2 + key_len)?).ok()?;
-    let data = p.get(key_at + 2 + key_len..)?;
-    Some(EncodedRecord::new(id, key, data.to_vec()))
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
-fn parse_narrow(p: &[u8], records: usize) -> Option<Vec<u32>> {
-    let n = u32_at(p, 0)? as usize;
-    if p.len() != 4 + 4 * n {
-        return None;
-    }
-    let keep: Vec<u32> = (0..n)
-        .map(|i| u32_at(p, 4 + 4 * i))
-        .collect::<Option<_>>()?;
-    // Strictly ascending and within the segment's records.
-    let ok = keep.windows(2).all(|w| w[0] < w[1]) && keep.iter().all(|&i| (i as usize) < records);
-    ok.then_some(keep)
-}
-
-/// Reads a segment's bytes. A bad tail — the frames a crash can leave
-/// half-written at the end — is reported in [`Scan::torn`] with the length of
-/// the good prefix; a bad frame followed by more data is a [`Corruption`].
-/// Never panics, whatever the bytes (it is fuzzed).
-pub fn scan_segment(bytes: &[u8]) -> Result<Scan, Corruption> {
-    let mut scan = Scan::default();
-    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-        if bytes.len() < MAGIC.len() && MAGIC.starts_with(bytes) {
-            scan.torn = Some("segment header cut short".into());
-            return Ok(scan);
+fn parse(kind: u8, p: &[u8]) -> Option<Frame<'_>> {
+    match kind {
+        KIND_RECORD => {
+            let id_len = u16_at(p, 0)? as usize;
+            let id = std::str::from_utf8(p.get(2..2 + id_len)?).ok()?;
+            let key_at = 2 + id_len;
+            let key_len = u16_at(p, key_at)? as usize;
+            let key = std::str::from_utf8(p.get(key_at + 2..key_at + 2 + key_len)?).ok()?;
+            let data = p.get(key_at + 2 + key_len..)?;
+            Some(Frame::Record { id, key, data })
         }
-        return Err(Corruption {
-            offset: 0,
-            reason: "not a unistream WAL segment (bad magic or version)".into(),
-        });
+        KIND_SEAL if p.len() == 8 => Some(Frame::Seal { id: u64_at(p, 0)? }),
+        KIND_COMMIT if p.len() == 8 => Some(Frame::Commit { id: u64_at(p, 0)? }),
+        KIND_NARROW => {
+            let id = u64_at(p, 0)?;
+            let bytes = u64_at(p, 8)?;
+            let n = u32_at(p, 16)? as usize;
+            if p.len() != 20 + 4 * n {
+                return None;
+            }
+            let keep: Vec<u32> = (0..n)
+                .map(|i| u32_at(p, 20 + 4 * i))
+                .collect::<Option<_>>()?;
+            keep.windows(2)
+                .all(|w| w[0] < w[1])
+                .then_some(Frame::Narrow { id, bytes, keep })
+        }
+        _ => None,
     }
-    let mut at = MAGIC.len();
-    scan.valid_len = at as u64;
-    while at < bytes.len() {
-        let rest = &bytes[at..];
-        let bad = |reason: String| -> Result<Scan, Corruption> {
-            Err(Corruption {
-                offset: at as u64,
-                reason,
-            })
-        };
-        if rest.len() < FRAME_HEADER {
-            scan.torn = Some("frame header cut short".into());
-            return Ok(scan);
+}
+
+/// Reads the frames of a segment, in order. Iteration stops at the end of
+/// the good frames: [`Frames::torn`] then says why the bytes after
+/// [`Frames::valid_len`] are not frames — what a crash leaves (a frame cut
+/// short, a last frame whose checksum fails, zeros). A bad frame followed by
+/// more data is a [`Corruption`] item. Never panics, whatever the bytes (it
+/// is fuzzed).
+#[derive(Debug)]
+pub struct Frames<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    header: bool,
+    torn: Option<String>,
+    done: bool,
+}
+
+/// The frames of a segment's bytes (header included).
+pub fn frames(bytes: &[u8]) -> Frames<'_> {
+    Frames {
+        bytes,
+        at: 0,
+        header: true,
+        torn: None,
+        done: false,
+    }
+}
+
+/// The frames of a range of a segment that starts on a frame boundary after
+/// the header; offsets are relative to the range.
+pub fn frames_in_range(bytes: &[u8]) -> Frames<'_> {
+    Frames {
+        bytes,
+        at: 0,
+        header: false,
+        torn: None,
+        done: false,
+    }
+}
+
+impl<'a> Frames<'a> {
+    /// Bytes of good frames from the start (header included).
+    pub fn valid_len(&self) -> u64 {
+        self.at as u64
+    }
+
+    /// Why the bytes after `valid_len` are not frames, if there are any.
+    pub fn torn(&self) -> Option<&str> {
+        self.torn.as_deref()
+    }
+
+    fn tear(&mut self, why: impl Into<String>) -> Option<Result<(u64, Frame<'a>), Corruption>> {
+        self.torn = Some(why.into());
+        self.done = true;
+        None
+    }
+
+    fn corrupt(&mut self, reason: String) -> Option<Result<(u64, Frame<'a>), Corruption>> {
+        self.done = true;
+        Some(Err(Corruption {
+            offset: self.at as u64,
+            reason,
+        }))
+    }
+}
+
+impl<'a> Iterator for Frames<'a> {
+    type Item = Result<(u64, Frame<'a>), Corruption>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let bytes = self.bytes;
+        if self.header {
+            self.header = false;
+            if bytes.len() < MAGIC.len() && MAGIC.starts_with(bytes) {
+                return self.tear("segment header cut short");
+            }
+            if bytes.get(..MAGIC.len()) != Some(&MAGIC[..]) {
+                return self.corrupt("not a unistream WAL segment (bad magic or version)".into());
+            }
+            self.at = MAGIC.len();
+        }
+        let rest = &bytes[self.at..];
+        if rest.is_empty() {
+            self.done = true;
+            return None;
+        }
+        if rest.iter().all(|&b| b == 0) {
+            return self.tear("zero-filled tail");
         }
         let (Some(len), Some(crc)) = (u32_at(rest, 0), u32_at(rest, 4)) else {
-            scan.torn = Some("frame header cut short".into());
-            return Ok(scan);
+            return self.tear("frame header cut short");
         };
         let len = len as usize;
-        if rest.iter().all(|&b| b == 0) {
-            scan.torn = Some("zero-filled tail".into());
-            return Ok(scan);
-        }
         let Some(body) = rest.get(8..FRAME_HEADER + len) else {
-            scan.torn = Some(format!("frame of {len} bytes cut short"));
-            return Ok(scan);
+            return self.tear(format!("frame of {len} bytes cut short"));
         };
-        let is_last = at + FRAME_HEADER + len == bytes.len();
+        let is_last = FRAME_HEADER + len == rest.len();
         let actual = crc32c::crc32c(body);
         if actual != crc {
-            if is_last {
-                scan.torn = Some(format!(
-                    "checksum mismatch in the last frame (stored {crc:08x}, computed {actual:08x})"
-                ));
-                return Ok(scan);
+            let why = format!("checksum mismatch (stored {crc:08x}, computed {actual:08x})");
+            return if is_last {
+                self.tear(why)
+            } else {
+                self.corrupt(why)
+            };
+        }
+        match parse(body[0], &body[1..]) {
+            Some(frame) => {
+                let offset = self.at as u64;
+                self.at += FRAME_HEADER + len;
+                Some(Ok((offset, frame)))
             }
-            return bad(format!(
-                "checksum mismatch (stored {crc:08x}, computed {actual:08x})"
-            ));
+            None => self.corrupt(format!("malformed frame of kind {}", body[0])),
         }
-        let payload = &body[1..];
-        match body[0] {
-            KIND_RECORD => match parse_record(payload) {
-                Some(record) => scan.records.push(ScannedRecord {
-                    offset: at as u64,
-                    record,
-                }),
-                None => return bad("malformed record frame".into()),
-            },
-            KIND_NARROW => match parse_narrow(payload, scan.records.len()) {
-                Some(keep) => scan.keep = Some(keep),
-                None => return bad("malformed narrow frame".into()),
-            },
-            k => return bad(format!("unknown frame kind {k}")),
-        }
-        at += FRAME_HEADER + len;
-        scan.valid_len = at as u64;
     }
-    Ok(scan)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn segment(records: &[EncodedRecord]) -> Vec<u8> {
-        let mut out = MAGIC.to_vec();
-        for r in records {
-            encode_record(&mut out, r).unwrap();
-        }
-        out
-    }
-
     #[test]
-    fn round_trip_with_narrowing() {
-        let rs: Vec<_> = (0..3)
-            .map(|i| EncodedRecord::new(format!("id{i}"), "k", vec![i; i as usize * 10]))
-            .collect();
-        let mut bytes = segment(&rs);
-        encode_narrow(&mut bytes, &[0, 2]);
-        let scan = scan_segment(&bytes).unwrap();
-        let got: Vec<_> = scan.records.iter().map(|s| s.record.clone()).collect();
-        assert_eq!(got, rs);
-        assert_eq!(scan.unsent(), vec![0, 2]);
-        assert_eq!(scan.valid_len, bytes.len() as u64);
-        assert_eq!(scan.torn, None);
+    fn every_kind_round_trips() {
+        let mut out = MAGIC.to_vec();
+        let all = vec![
+            Frame::Record {
+                id: "a",
+                key: "k",
+                data: b"xyz",
+            },
+            Frame::Seal { id: 7 },
+            Frame::Narrow {
+                id: 7,
+                bytes: 3,
+                keep: vec![0, 2],
+            },
+            Frame::Commit { id: 7 },
+        ];
+        for f in &all {
+            f.encode(&mut out).unwrap();
+        }
+        let mut it = frames(&out);
+        let got: Vec<Frame> = it.by_ref().map(|r| r.unwrap().1).collect();
+        assert_eq!(got, all);
+        assert_eq!(it.valid_len(), out.len() as u64);
+        assert_eq!(it.torn(), None);
     }
 
     #[test]
@@ -240,5 +325,6 @@ mod tests {
         let mut out = Vec::new();
         let r = EncodedRecord::new("x".repeat(70_000), "k", vec![]);
         assert!(encode_record(&mut out, &r).unwrap_err().contains("65535"));
+        assert!(out.is_empty());
     }
 }

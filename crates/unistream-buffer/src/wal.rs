@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -12,7 +13,7 @@ use unistream_core::buffer::{Batch, Buffer, BufferLimits, BufferStats};
 use unistream_core::sink::EncodedRecord;
 use unistream_core::{Error, Result};
 
-use crate::frame::{self, MAGIC};
+use crate::frame::{self, Frame, MAGIC};
 use crate::sync::GroupSync;
 
 /// What to do with a damaged segment found on open.
@@ -29,7 +30,7 @@ pub enum Recovery {
 }
 
 /// How to open a [`FileBuffer`].
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct FileBufferOptions {
     /// Batch and total size limits (may differ from the last run).
@@ -38,15 +39,26 @@ pub struct FileBufferOptions {
     pub durability: Durability,
     /// What to do with damaged segments.
     pub recovery: Recovery,
+    /// Start a new segment file once the active one holds this many bytes
+    /// (checked when a batch is sealed; a file holds many batches).
+    pub segment_bytes: u64,
+}
+
+impl Default for FileBufferOptions {
+    fn default() -> Self {
+        FileBufferOptions::new(BufferLimits::default(), Durability::Process)
+    }
 }
 
 impl FileBufferOptions {
-    /// Options with these limits and durability, strict recovery.
+    /// Options with these limits and durability, strict recovery, segment
+    /// files of 64 MiB.
     pub fn new(limits: BufferLimits, durability: Durability) -> Self {
         FileBufferOptions {
             limits,
             durability,
             recovery: Recovery::Strict,
+            segment_bytes: 64 * 1024 * 1024,
         }
     }
 
@@ -55,41 +67,69 @@ impl FileBufferOptions {
         self.recovery = recovery;
         self
     }
+
+    /// Sets the size at which a new segment file is started.
+    pub fn with_segment_bytes(mut self, segment_bytes: u64) -> Self {
+        self.segment_bytes = segment_bytes;
+        self
+    }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct SealedMeta {
-    seq: u64,
+/// A sealed batch: where its frames are, and what is left of it.
+#[derive(Debug, Clone)]
+struct BatchMeta {
+    id: u64,
+    /// The segment file holding it.
+    file: u64,
+    /// Byte range from its first record frame to the end of its seal frame.
+    start: u64,
+    end: u64,
+    /// Records it was sealed with.
+    original: u64,
+    /// Records and bytes still unsent.
+    records: u64,
+    bytes: u64,
+    /// Indexes (among `original`) still unsent, if narrowed.
+    keep: Option<Vec<u32>>,
+}
+
+/// The records put since the last seal.
+#[derive(Debug, Clone, Copy, Default)]
+struct OpenBatch {
+    /// Offset of its first record frame in the active file.
+    start: u64,
     records: u64,
     bytes: u64,
 }
 
 #[derive(Debug)]
-struct Active {
+struct ActiveFile {
     seq: u64,
     path: PathBuf,
     file: File,
     /// Bytes in the file.
     len: u64,
-    records: u64,
-    bytes: u64,
 }
 
 #[derive(Debug)]
 struct Emitted {
     batch: Batch,
-    /// Original index (in the segment) of each record of `batch`.
+    /// Original index of each record of `batch`.
     original: Vec<u32>,
 }
 
 #[derive(Debug)]
 struct State {
-    sealed: VecDeque<SealedMeta>,
-    active: Active,
+    /// Every segment file on disk, oldest first; the last is the active one.
+    files: VecDeque<u64>,
+    sealed: VecDeque<BatchMeta>,
+    active: ActiveFile,
+    open: OpenBatch,
+    next_id: u64,
     total_bytes: u64,
     total_records: u64,
     emitted: Option<Emitted>,
-    /// Frames written so far (for group commit).
+    /// Record frames written so far (for group commit).
     written: u64,
     scratch: Vec<u8>,
 }
@@ -136,34 +176,6 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Creates segment `seq` holding only its header (synced with its directory
-/// in power-loss mode).
-fn create_segment(dir: &Path, seq: u64, durability: Durability) -> Result<Active> {
-    let path = dir.join(segment_name(seq));
-    let io = |e| Error::io(&path, e);
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&path)
-        .map_err(io)?;
-    file.write_all(MAGIC).map_err(io)?;
-    if durability == Durability::PowerLoss {
-        file.sync_all().map_err(io)?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io(dir, e))?;
-    }
-    Ok(Active {
-        seq,
-        path,
-        file,
-        len: MAGIC.len() as u64,
-        records: 0,
-        bytes: 0,
-    })
-}
-
 fn segment_name(seq: u64) -> String {
     format!("{seq:020}.wal")
 }
@@ -175,57 +187,43 @@ fn parse_segment_name(name: &str) -> Option<u64> {
         .flatten()
 }
 
-impl Inner {
-    fn io(&self, path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-        let path = path.to_owned();
-        move |e| Error::io(&path, e)
-    }
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
 
+/// Creates segment `seq` holding only its header (synced with its directory
+/// in power-loss mode).
+fn create_segment(dir: &Path, seq: u64, durability: Durability) -> Result<ActiveFile> {
+    let path = dir.join(segment_name(seq));
+    let io = |e| Error::io(&path, e);
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    file.write_all(MAGIC).map_err(io)?;
+    if durability == Durability::PowerLoss {
+        file.sync_all().map_err(io)?;
+        sync_dir(dir)?;
+    }
+    Ok(ActiveFile {
+        seq,
+        path,
+        file,
+        len: MAGIC.len() as u64,
+    })
+}
+
+impl Inner {
     fn power_loss(&self) -> bool {
         self.options.durability == Durability::PowerLoss
     }
 
-    fn sync_dir(&self) -> Result<()> {
-        if self.power_loss() {
-            File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| Error::io(&self.dir, e))?;
-        }
-        Ok(())
-    }
-
-    /// Seals the active segment if it holds records: the next one becomes
-    /// active. In power-loss mode the sealed file is synced first, so every
-    /// sealed segment is on disk.
-    fn seal(&self, st: &mut State, sync: &GroupSync) -> Result<()> {
-        if st.active.records == 0 {
-            return Ok(());
-        }
-        if self.power_loss() {
-            st.active
-                .file
-                .sync_data()
-                .map_err(self.io(&st.active.path))?;
-            sync.mark_synced(st.written);
-        }
-        let next = create_segment(&self.dir, st.active.seq + 1, self.options.durability)?;
-        let old = std::mem::replace(&mut st.active, next);
-        debug!(
-            segment = old.seq,
-            records = old.records,
-            bytes = old.bytes,
-            "sealed segment"
-        );
-        st.sealed.push_back(SealedMeta {
-            seq: old.seq,
-            records: old.records,
-            bytes: old.bytes,
-        });
-        Ok(())
-    }
-
-    /// Writes frames to the active segment; on failure, cuts the segment
-    /// back so that the file never holds part of a frame it reports.
+    /// Writes frames to the active file; on failure, cuts the file back so
+    /// that it never holds part of a frame.
     fn write_active(&self, st: &mut State, chunk: &[u8]) -> Result<()> {
         let a = &mut st.active;
         if let Err(e) = a.file.write_all(chunk) {
@@ -236,9 +234,104 @@ impl Inner {
         Ok(())
     }
 
-    /// Appends records, sealing segments as they fill. Returns the frame
-    /// count after the last one (for group commit). On an I/O error, the
-    /// records of segments sealed before it stay stored.
+    /// Writes a bookkeeping frame (commit, narrow) durably.
+    fn write_meta(&self, st: &mut State, frame: &Frame<'_>) -> Result<()> {
+        let mut buf = Vec::with_capacity(32);
+        frame
+            .encode(&mut buf)
+            .map_err(Error::InvalidTransition)?;
+        self.write_active(st, &buf)?;
+        if self.power_loss() {
+            st.active
+                .file
+                .sync_data()
+                .map_err(|e| Error::io(&st.active.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Seals the open batch if it holds records; starts a new segment file
+    /// when the active one is big enough.
+    fn seal(&self, st: &mut State, sync: &GroupSync) -> Result<()> {
+        if st.open.records == 0 {
+            return Ok(());
+        }
+        let id = st.next_id;
+        let mut buf = Vec::with_capacity(24);
+        Frame::Seal { id }
+            .encode(&mut buf)
+            .map_err(Error::InvalidTransition)?;
+        self.write_active(st, &buf)?;
+        let open = std::mem::take(&mut st.open);
+        st.sealed.push_back(BatchMeta {
+            id,
+            file: st.active.seq,
+            start: open.start,
+            end: st.active.len,
+            original: open.records,
+            records: open.records,
+            bytes: open.bytes,
+            keep: None,
+        });
+        st.next_id += 1;
+        st.open.start = st.active.len;
+        debug!(
+            batch = id,
+            records = open.records,
+            bytes = open.bytes,
+            "sealed batch"
+        );
+        if st.active.len >= self.options.segment_bytes {
+            self.roll(st, sync)?;
+        }
+        Ok(())
+    }
+
+    /// Starts the next segment file. In power-loss mode the finished file is
+    /// synced first, so every file but the active one is on disk.
+    fn roll(&self, st: &mut State, sync: &GroupSync) -> Result<()> {
+        if self.power_loss() {
+            st.active
+                .file
+                .sync_data()
+                .map_err(|e| Error::io(&st.active.path, e))?;
+            sync.mark_synced(st.written);
+        }
+        st.active = create_segment(&self.dir, st.active.seq + 1, self.options.durability)?;
+        st.files.push_back(st.active.seq);
+        st.open = OpenBatch {
+            start: st.active.len,
+            ..OpenBatch::default()
+        };
+        Ok(())
+    }
+
+    /// Deletes the files that hold no unsent batch (never the active one).
+    fn delete_unneeded(&self, st: &mut State) -> Result<()> {
+        let needed = st.sealed.front().map_or(st.active.seq, |b| b.file);
+        let mut deleted = false;
+        while let Some(&seq) = st.files.front() {
+            if seq >= needed {
+                break;
+            }
+            let path = self.dir.join(segment_name(seq));
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+            st.files.pop_front();
+            deleted = true;
+        }
+        if deleted && self.power_loss() {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Appends records, sealing batches as they fill. Returns the record
+    /// frame count after the last one (for group commit). On an I/O error,
+    /// the records of batches sealed before it stay stored.
     fn append(&self, records: &[EncodedRecord], sync: &GroupSync) -> Result<u64> {
         let mut guard = lock(&self.state);
         let st = &mut *guard;
@@ -253,61 +346,108 @@ impl Inner {
         }
         let mut buf = std::mem::take(&mut st.scratch);
         buf.clear();
-        // Encode everything first: a record the format cannot hold refuses
-        // the whole call before anything is written.
-        let mut ends = Vec::with_capacity(records.len());
-        for r in records {
-            if let Err(reason) = frame::encode_record(&mut buf, r) {
-                st.scratch = buf;
-                return Err(Error::InvalidRecord {
-                    record_id: r.id.clone(),
-                    reason,
-                });
-            }
-            ends.push(buf.len());
-        }
-        let mut chunk_start = 0;
-        let (mut n, mut bytes) = (0u64, 0u64);
-        let mut result = Ok(());
-        for (i, (r, end)) in records.iter().zip(&ends).enumerate() {
-            n += 1;
-            bytes += r.data.len() as u64;
-            let full = self
-                .options
-                .limits
-                .is_full((st.active.records + n) as usize, st.active.bytes + bytes);
-            if !full && i + 1 < records.len() {
-                continue;
-            }
-            if let Err(e) = self.write_active(st, &buf[chunk_start..*end]) {
-                result = Err(e);
-                break;
-            }
-            st.active.records += n;
-            st.active.bytes += bytes;
-            st.total_records += n;
-            st.total_bytes += bytes;
-            st.written += n;
-            chunk_start = *end;
-            (n, bytes) = (0, 0);
-            if full && let Err(e) = self.seal(st, sync) {
-                result = Err(e);
-                break;
-            }
-        }
+        let result = self.append_with(st, records, sync, &mut buf);
         st.scratch = buf;
         result.map(|()| st.written)
     }
 
-    fn read_segment(&self, seq: u64) -> Result<frame::Scan> {
-        let path = self.dir.join(segment_name(seq));
-        let bytes = std::fs::read(&path).map_err(self.io(&path))?;
-        let scan = frame::scan_segment(&bytes).map_err(|c| Error::Corrupt {
+    fn append_with(
+        &self,
+        st: &mut State,
+        records: &[EncodedRecord],
+        sync: &GroupSync,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        // Encode everything first: a record the format cannot hold refuses
+        // the whole call before anything is written.
+        for r in records {
+            frame::encode_record(buf, r).map_err(|reason| Error::InvalidRecord {
+                record_id: r.id.clone(),
+                reason,
+            })?;
+        }
+        let (mut chunk_start, mut at) = (0usize, 0usize);
+        let (mut n, mut bytes) = (0u64, 0u64);
+        for (i, r) in records.iter().enumerate() {
+            at += frame::FRAME_HEADER + 4 + r.id.len() + r.partition_key.len() + r.data.len();
+            n += 1;
+            bytes += r.data.len() as u64;
+            let limits = &self.options.limits;
+            let full = limits.is_full((st.open.records + n) as usize, st.open.bytes + bytes);
+            if !full && i + 1 < records.len() {
+                continue;
+            }
+            if st.open.records == 0 {
+                st.open.start = st.active.len;
+            }
+            self.write_active(st, &buf[chunk_start..at])?;
+            st.open.records += n;
+            st.open.bytes += bytes;
+            st.total_records += n;
+            st.total_bytes += bytes;
+            st.written += n;
+            chunk_start = at;
+            (n, bytes) = (0, 0);
+            if full {
+                self.seal(st, sync)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a sealed batch's records back from its file.
+    fn read_batch(&self, meta: &BatchMeta) -> Result<Emitted> {
+        let path = self.dir.join(segment_name(meta.file));
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let mut bytes = vec![0u8; (meta.end - meta.start) as usize];
+        file.read_exact_at(&mut bytes, meta.start)
+            .map_err(|e| Error::io(&path, e))?;
+        let corrupt = |offset: u64, reason: String| Error::Corrupt {
             path: path.clone(),
-            offset: c.offset,
-            reason: c.reason,
-        })?;
-        Ok(scan)
+            offset: meta.start + offset,
+            reason,
+        };
+        let mut all = Vec::with_capacity(meta.original as usize);
+        let mut sealed = false;
+        for item in frame::frames_in_range(&bytes) {
+            let (offset, f) = item.map_err(|c| corrupt(c.offset, c.reason))?;
+            match f {
+                Frame::Record { id, key, data } => {
+                    all.push(Some(EncodedRecord::new(id, key, data.to_vec())));
+                }
+                Frame::Seal { id } if id == meta.id => sealed = true,
+                Frame::Seal { id } => {
+                    return Err(corrupt(
+                        offset,
+                        format!("batch {} ends with the seal of batch {id}", meta.id),
+                    ));
+                }
+                Frame::Narrow { .. } | Frame::Commit { .. } => {}
+            }
+        }
+        if !sealed || all.len() as u64 != meta.original {
+            return Err(corrupt(
+                0,
+                format!("batch {} does not read back as written", meta.id),
+            ));
+        }
+        let keep: Vec<u32> = match &meta.keep {
+            Some(k) => k.clone(),
+            None => (0..meta.original as u32).collect(),
+        };
+        let mut records = Vec::with_capacity(keep.len());
+        for &i in &keep {
+            if let Some(r) = all.get_mut(i as usize).and_then(Option::take) {
+                records.push(r);
+            }
+        }
+        Ok(Emitted {
+            batch: Batch {
+                id: meta.id,
+                records: Arc::new(records),
+            },
+            original: keep,
+        })
     }
 }
 
@@ -328,36 +468,26 @@ impl FileBuffer {
             });
         };
         let sync = Arc::new(GroupSync::default());
-        let (sealed, active) = recover(&dir, &options)?;
-        let total_records = sealed.iter().map(|s| s.records).sum::<u64>() + active.records;
-        let total_bytes = sealed.iter().map(|s| s.bytes).sum::<u64>() + active.bytes;
+        let state = recover(&dir, &options)?;
         let inner = Arc::new(Inner {
             dir,
             options,
-            state: Mutex::new(State {
-                sealed,
-                active,
-                total_bytes,
-                total_records,
-                emitted: None,
-                written: 0,
-                scratch: Vec::new(),
-            }),
+            state: Mutex::new(state),
             _lock: lock_file,
         });
         {
-            // Limits may have shrunk since the last run.
             let mut st = lock(&inner.state);
-            if inner
-                .options
+            // Limits may have shrunk since the last run.
+            if options
                 .limits
-                .is_full(st.active.records as usize, st.active.bytes)
+                .is_full(st.open.records as usize, st.open.bytes)
             {
                 inner.seal(&mut st, &sync)?;
             }
-        }
-        if total_records > 0 {
-            info!(dir = %inner.dir.display(), records = total_records, bytes = total_bytes, "recovered unsent records");
+            inner.delete_unneeded(&mut st)?;
+            if st.total_records > 0 {
+                info!(dir = %inner.dir.display(), records = st.total_records, bytes = st.total_bytes, batches = st.sealed.len(), "recovered unsent records");
+            }
         }
         Ok(FileBuffer { inner, sync })
     }
@@ -368,7 +498,7 @@ impl FileBuffer {
     }
 
     /// How many group-commit syncs `put` and `put_many` ran so far (power-loss
-    /// mode; sealing syncs are not counted).
+    /// mode; syncs when a segment file is finished are not counted).
     pub fn group_syncs(&self) -> u64 {
         self.sync.syncs()
     }
@@ -381,9 +511,9 @@ impl FileBuffer {
         Ok(())
     }
 
-    fn oldest<'a>(&self, st: &'a mut State, batch: &Batch) -> Result<&'a SealedMeta> {
+    fn check_oldest(st: &State, batch: &Batch) -> Result<()> {
         match st.sealed.front() {
-            Some(m) if m.seq == batch.id => Ok(m),
+            Some(m) if m.id == batch.id => Ok(()),
             _ => Err(Error::InvalidTransition(format!(
                 "batch {} is not the oldest sealed batch",
                 batch.id
@@ -393,9 +523,9 @@ impl FileBuffer {
 }
 
 impl GroupSync {
-    /// Snapshot for a sync: a handle on the active segment and the number of
-    /// frames written so far (all of which are in it or in synced sealed
-    /// segments).
+    /// Snapshot for a sync: a handle on the active file and the number of
+    /// record frames written so far (all of which are in it, or in finished
+    /// files that were synced when they were finished).
     pub(crate) fn target(inner: &Inner) -> Result<(File, PathBuf, u64)> {
         let st = lock(&inner.state);
         let file = st
@@ -427,52 +557,32 @@ impl Buffer for FileBuffer {
 
     fn emit(&self) -> Result<Option<Batch>> {
         let mut st = lock(&self.inner.state);
-        let Some(front) = st.sealed.front().copied() else {
+        let Some(front) = st.sealed.front() else {
             return Ok(None);
         };
         if let Some(e) = &st.emitted
-            && e.batch.id == front.seq
+            && e.batch.id == front.id
         {
             return Ok(Some(e.batch.clone()));
         }
-        let scan = self.inner.read_segment(front.seq)?;
-        let unsent = scan.unsent();
-        let mut records = Vec::with_capacity(unsent.len());
-        let mut original = Vec::with_capacity(unsent.len());
-        let mut all: Vec<Option<EncodedRecord>> =
-            scan.records.into_iter().map(|s| Some(s.record)).collect();
-        for i in unsent {
-            if let Some(r) = all.get_mut(i).and_then(Option::take) {
-                records.push(r);
-                original.push(i as u32);
-            }
-        }
-        let batch = Batch {
-            id: front.seq,
-            records: Arc::new(records),
-        };
-        st.emitted = Some(Emitted {
-            batch: batch.clone(),
-            original,
-        });
+        let emitted = self.inner.read_batch(front)?;
+        let batch = emitted.batch.clone();
+        st.emitted = Some(emitted);
         Ok(Some(batch))
     }
 
     fn commit(&self, batch: &Batch) -> Result<()> {
-        let mut st = lock(&self.inner.state);
-        let meta = *self.oldest(&mut st, batch)?;
-        let path = self.inner.dir.join(segment_name(meta.seq));
-        std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-        self.inner.sync_dir()?;
-        st.sealed.pop_front();
-        st.total_records -= meta.records;
-        st.total_bytes -= meta.bytes;
+        let mut guard = lock(&self.inner.state);
+        let st = &mut *guard;
+        Self::check_oldest(st, batch)?;
+        self.inner.write_meta(st, &Frame::Commit { id: batch.id })?;
+        if let Some(meta) = st.sealed.pop_front() {
+            st.total_records -= meta.records;
+            st.total_bytes -= meta.bytes;
+        }
         st.emitted = None;
-        debug!(
-            segment = meta.seq,
-            records = meta.records,
-            "committed segment"
-        );
+        self.inner.delete_unneeded(st)?;
+        debug!(batch = batch.id, "committed batch");
         Ok(())
     }
 
@@ -480,8 +590,9 @@ impl Buffer for FileBuffer {
         if keep.is_empty() {
             return self.commit(batch);
         }
-        let mut st = lock(&self.inner.state);
-        let meta = *self.oldest(&mut st, batch)?;
+        let mut guard = lock(&self.inner.state);
+        let st = &mut *guard;
+        Self::check_oldest(st, batch)?;
         let Some(emitted) = st.emitted.as_ref().filter(|e| e.batch.id == batch.id) else {
             return Err(Error::InvalidTransition(format!(
                 "batch {} must be emitted before it is narrowed",
@@ -505,27 +616,22 @@ impl Buffer for FileBuffer {
                 }
             }
         }
-        let mut frame_bytes = Vec::with_capacity(9 + 4 + 4 * original.len());
-        frame::encode_narrow(&mut frame_bytes, &original);
-        let path = self.inner.dir.join(segment_name(meta.seq));
-        let mut file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        file.write_all(&frame_bytes)
-            .map_err(|e| Error::io(&path, e))?;
-        if self.inner.power_loss() {
-            file.sync_data().map_err(|e| Error::io(&path, e))?;
-        }
         let kept_bytes: u64 = records.iter().map(|r| r.data.len() as u64).sum();
-        let dropped_records = meta.records - records.len() as u64;
-        let dropped_bytes = meta.bytes - kept_bytes;
+        self.inner.write_meta(
+            st,
+            &Frame::Narrow {
+                id: batch.id,
+                bytes: kept_bytes,
+                keep: original.clone(),
+            },
+        )?;
         if let Some(front) = st.sealed.front_mut() {
+            st.total_records -= front.records - records.len() as u64;
+            st.total_bytes -= front.bytes - kept_bytes;
             front.records = records.len() as u64;
             front.bytes = kept_bytes;
+            front.keep = Some(original.clone());
         }
-        st.total_records -= dropped_records;
-        st.total_bytes -= dropped_bytes;
         st.emitted = Some(Emitted {
             batch: Batch {
                 id: batch.id,
@@ -542,14 +648,91 @@ impl Buffer for FileBuffer {
         stats.records = st.total_records;
         stats.bytes = st.total_bytes;
         stats.sealed_batches = st.sealed.len() as u64;
-        stats.active_records = st.active.records;
+        stats.active_records = st.open.records;
         stats
     }
 }
 
-/// Reads every segment of `dir`: the sealed ones (oldest first) and the
-/// active one (the newest), repairing torn tails.
-fn recover(dir: &Path, options: &FileBufferOptions) -> Result<(VecDeque<SealedMeta>, Active)> {
+/// What the scan of the segment files found.
+struct Scanned {
+    files: VecDeque<u64>,
+    sealed: VecDeque<BatchMeta>,
+    open: OpenBatch,
+    max_id: u64,
+}
+
+/// Applies one segment file's frames to `s`. Returns the length of its good
+/// frames and why the rest is torn, or the corruption.
+fn apply_file(
+    s: &mut Scanned,
+    seq: u64,
+    bytes: &[u8],
+) -> std::result::Result<(u64, Option<String>), frame::Corruption> {
+    let mut frames = frame::frames(bytes);
+    s.open = OpenBatch {
+        start: MAGIC.len() as u64,
+        ..OpenBatch::default()
+    };
+    for item in frames.by_ref() {
+        let (offset, f) = item?;
+        let bad = |reason: String| frame::Corruption { offset, reason };
+        match f {
+            Frame::Record { data, .. } => {
+                if s.open.records == 0 {
+                    s.open.start = offset;
+                }
+                s.open.records += 1;
+                s.open.bytes += data.len() as u64;
+            }
+            Frame::Seal { id } => {
+                if s.open.records == 0 {
+                    return Err(bad(format!("seal of batch {id} without records")));
+                }
+                if id <= s.max_id {
+                    return Err(bad(format!("batch id {id} after batch id {}", s.max_id)));
+                }
+                let end = offset + (frame::FRAME_HEADER + 8) as u64;
+                s.sealed.push_back(BatchMeta {
+                    id,
+                    file: seq,
+                    start: s.open.start,
+                    end,
+                    original: s.open.records,
+                    records: s.open.records,
+                    bytes: s.open.bytes,
+                    keep: None,
+                });
+                s.max_id = id;
+                s.open = OpenBatch {
+                    start: end,
+                    ..OpenBatch::default()
+                };
+            }
+            Frame::Narrow { id, bytes, keep } => {
+                if let Some(b) = s.sealed.iter_mut().find(|b| b.id == id) {
+                    if keep.iter().any(|&i| u64::from(i) >= b.original) {
+                        return Err(bad(format!("narrowing of batch {id} past its records")));
+                    }
+                    b.records = keep.len() as u64;
+                    b.bytes = bytes;
+                    b.keep = Some(keep);
+                }
+                s.max_id = s.max_id.max(id);
+            }
+            Frame::Commit { id } => {
+                while s.sealed.front().is_some_and(|b| b.id <= id) {
+                    s.sealed.pop_front();
+                }
+                s.max_id = s.max_id.max(id);
+            }
+        }
+    }
+    Ok((frames.valid_len(), frames.torn().map(str::to_owned)))
+}
+
+/// Reads every segment file of `dir`, oldest first, repairing a torn tail of
+/// the newest one.
+fn recover(dir: &Path, options: &FileBufferOptions) -> Result<State> {
     let mut seqs = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
@@ -558,129 +741,127 @@ fn recover(dir: &Path, options: &FileBufferOptions) -> Result<(VecDeque<SealedMe
         }
     }
     seqs.sort_unstable();
+    let strict = options.recovery == Recovery::Strict;
+    let hint = "open with Recovery::SetAsideDamaged to go on without it";
+    for pair in seqs.windows(2) {
+        if pair[1] != pair[0] + 1 {
+            let missing = segment_name(pair[0] + 1);
+            let what = format!(
+                "segment {missing} (and any up to {}) is missing: its records are lost",
+                segment_name(pair[1] - 1)
+            );
+            if strict {
+                return Err(Error::Corrupt {
+                    path: dir.join(missing),
+                    offset: 0,
+                    reason: format!("{what}; {hint}"),
+                });
+            }
+            error!(dir = %dir.display(), "{what}; going on without it");
+        }
+    }
     let set_aside = |path: &Path, why: &str| -> Result<()> {
         let damaged = dir.join("damaged");
         std::fs::create_dir_all(&damaged).map_err(|e| Error::io(&damaged, e))?;
-        let name = path.file_name().unwrap_or_default();
-        let to = damaged.join(name);
+        let to = damaged.join(path.file_name().unwrap_or_default());
         std::fs::rename(path, &to).map_err(|e| Error::io(path, e))?;
         error!(from = %path.display(), to = %to.display(), why, "set a damaged WAL segment aside; its records are not in the buffer");
         Ok(())
     };
-    for pair in seqs.windows(2) {
-        if pair[1] != pair[0] + 1 {
-            let missing = pair[0] + 1..pair[1];
-            let what = format!(
-                "segment(s) {}..={} are missing between {} and {}",
-                missing.start,
-                missing.end - 1,
-                segment_name(pair[0]),
-                segment_name(pair[1])
-            );
-            match options.recovery {
-                Recovery::Strict => {
-                    return Err(Error::Corrupt {
-                        path: dir.join(segment_name(missing.start)),
-                        offset: 0,
-                        reason: format!(
-                            "{what}; their records are lost. Open with Recovery::SetAsideDamaged to go on without them"
-                        ),
-                    });
-                }
-                Recovery::SetAsideDamaged => {
-                    error!(dir = %dir.display(), "{what}; going on without them")
-                }
-            }
-        }
-    }
-    let mut sealed = VecDeque::new();
+    let mut s = Scanned {
+        files: VecDeque::new(),
+        sealed: VecDeque::new(),
+        open: OpenBatch::default(),
+        max_id: 0,
+    };
     let last = seqs.last().copied();
-    let mut active: Option<Active> = None;
+    let mut active: Option<ActiveFile> = None;
     for seq in seqs {
         let path = dir.join(segment_name(seq));
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let scan = match frame::scan_segment(&bytes) {
-            Ok(scan) => scan,
-            Err(c) => match options.recovery {
-                Recovery::Strict => {
-                    return Err(Error::Corrupt {
-                        path,
-                        offset: c.offset,
-                        reason: format!(
-                            "{}. Open with Recovery::SetAsideDamaged to move the segment aside",
-                            c.reason
-                        ),
-                    });
-                }
-                Recovery::SetAsideDamaged => {
-                    set_aside(&path, &c.reason)?;
-                    continue;
-                }
-            },
-        };
         let is_last = Some(seq) == last;
-        if let Some(why) = &scan.torn {
-            warn!(path = %path.display(), offset = scan.valid_len, dropped = bytes.len() as u64 - scan.valid_len, why, "truncating a torn WAL tail");
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|e| Error::io(&path, e))?;
-            if scan.valid_len < MAGIC.len() as u64 {
-                // The header itself was cut short: rewrite it.
-                f.set_len(0).map_err(|e| Error::io(&path, e))?;
-                (&f).write_all(MAGIC).map_err(|e| Error::io(&path, e))?;
-            } else {
-                f.set_len(scan.valid_len).map_err(|e| Error::io(&path, e))?;
+        let damage = match apply_file(&mut s, seq, &bytes) {
+            Err(c) => Some((c.offset, c.reason)),
+            Ok((valid, Some(why))) if !is_last => {
+                Some((valid, format!("torn frames in a finished segment: {why}")))
             }
-            if options.durability == Durability::PowerLoss {
-                f.sync_all().map_err(|e| Error::io(&path, e))?;
+            Ok((_, None)) if !is_last && s.open.records > 0 => Some((
+                s.open.start,
+                "records after the last seal of a finished segment".to_owned(),
+            )),
+            Ok((valid, torn)) => {
+                if let Some(why) = torn {
+                    warn!(path = %path.display(), offset = valid, dropped = bytes.len() as u64 - valid, why, "truncating a torn WAL tail");
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(|e| Error::io(&path, e))?;
+                    if valid < MAGIC.len() as u64 {
+                        f.set_len(0).map_err(|e| Error::io(&path, e))?;
+                        (&f).write_all(MAGIC).map_err(|e| Error::io(&path, e))?;
+                    } else {
+                        f.set_len(valid).map_err(|e| Error::io(&path, e))?;
+                    }
+                    if options.durability == Durability::PowerLoss {
+                        f.sync_all().map_err(|e| Error::io(&path, e))?;
+                    }
+                }
+                None
             }
+        };
+        if let Some((offset, reason)) = damage {
+            if strict {
+                return Err(Error::Corrupt {
+                    path,
+                    offset,
+                    reason: format!("{reason}; {hint}"),
+                });
+            }
+            // Forget what this file added, and move it aside.
+            s.sealed.retain(|b| b.file != seq);
+            s.open = OpenBatch::default();
+            set_aside(&path, &reason)?;
+            continue;
         }
-        let unsent = scan.unsent();
-        let records = unsent.len() as u64;
-        let bytes: u64 = unsent
-            .iter()
-            .filter_map(|&i| scan.records.get(i))
-            .map(|s| s.record.data.len() as u64)
-            .sum();
+        s.files.push_back(seq);
         if is_last {
             let file = OpenOptions::new()
                 .append(true)
                 .open(&path)
                 .map_err(|e| Error::io(&path, e))?;
-            if scan.keep.is_some() {
-                // A narrowed segment was sealed; it cannot be the active one.
-                sealed.push_back(SealedMeta {
-                    seq,
-                    records,
-                    bytes,
-                });
-            } else {
-                active = Some(Active {
-                    seq,
-                    path,
-                    file,
-                    len: scan.valid_len.max(MAGIC.len() as u64),
-                    records,
-                    bytes,
-                });
-            }
-        } else if records == 0 {
-            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-        } else {
-            sealed.push_back(SealedMeta {
+            let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+            active = Some(ActiveFile {
                 seq,
-                records,
-                bytes,
+                path,
+                file,
+                len,
             });
         }
     }
     let active = match active {
         Some(a) => a,
         None => {
-            let next = last.map_or(1, |l| l + 1);
-            create_segment(dir, next, options.durability)?
+            let a = create_segment(dir, last.map_or(1, |l| l + 1), options.durability)?;
+            s.files.push_back(a.seq);
+            s.open = OpenBatch {
+                start: a.len,
+                ..OpenBatch::default()
+            };
+            a
         }
     };
-    Ok((sealed, active))
+    let total_records = s.sealed.iter().map(|b| b.records).sum::<u64>() + s.open.records;
+    let total_bytes = s.sealed.iter().map(|b| b.bytes).sum::<u64>() + s.open.bytes;
+    Ok(State {
+        files: s.files,
+        sealed: s.sealed,
+        active,
+        open: s.open,
+        next_id: s.max_id + 1,
+        total_bytes,
+        total_records,
+        emitted: None,
+        written: 0,
+        scratch: Vec::new(),
+    })
 }

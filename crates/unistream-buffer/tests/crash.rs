@@ -20,6 +20,11 @@ fn opts(max_records: usize) -> FileBufferOptions {
     FileBufferOptions::new(BufferLimits::records(max_records), Durability::Process)
 }
 
+/// Options that start a new segment file after every batch.
+fn tiny_files(max_records: usize) -> FileBufferOptions {
+    opts(max_records).with_segment_bytes(1)
+}
+
 fn segments(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -130,27 +135,37 @@ async fn a_flipped_bit_mid_segment_is_reported_with_file_and_offset() {
 #[tokio::test]
 async fn a_missing_segment_is_reported_not_skipped() {
     let dir = tempfile::tempdir().unwrap();
-    filled(dir.path(), 1, 3).await; // segments 1, 2, 3 sealed, 4 active
+    let wal = FileBuffer::open(dir.path(), tiny_files(1)).unwrap();
+    for i in 1..=3 {
+        wal.put(&rec(i)).await.unwrap();
+    }
+    drop(wal);
     let segs = segments(dir.path());
-    assert_eq!(segs.len(), 4);
+    assert_eq!(segs.len(), 4, "a file per batch, and the active one");
     std::fs::remove_file(&segs[1]).unwrap();
-    let err = FileBuffer::open(dir.path(), opts(1)).unwrap_err();
+    let err = FileBuffer::open(dir.path(), tiny_files(1)).unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("missing"), "{err}");
-    let wal =
-        FileBuffer::open(dir.path(), opts(1).with_recovery(Recovery::SetAsideDamaged)).unwrap();
+    let options = tiny_files(1).with_recovery(Recovery::SetAsideDamaged);
+    let wal = FileBuffer::open(dir.path(), options).unwrap();
     assert_eq!(drain(&wal), ["1", "3"]);
 }
 
 #[tokio::test]
 async fn leftover_files_and_a_cut_segment_header_are_handled() {
     let dir = tempfile::tempdir().unwrap();
-    filled(dir.path(), 2, 3).await; // segment 1 sealed [1, 2], segment 2 active [3]
-    // A crash while creating segment 3 left only part of its header, and an
+    let wal = FileBuffer::open(dir.path(), tiny_files(2)).unwrap();
+    for i in 1..=2 {
+        wal.put(&rec(i)).await.unwrap();
+    }
+    drop(wal); // segment 1 holds batch [1, 2]; segment 2 is the empty active one
+    std::fs::remove_file(segments(dir.path()).pop().unwrap()).unwrap();
+    // A crash while creating segment 2 left only part of its header, and an
     // editor left a temporary file.
-    std::fs::write(dir.path().join(format!("{:020}.wal", 3)), &MAGIC[..3]).unwrap();
+    std::fs::write(dir.path().join(format!("{:020}.wal", 2)), &MAGIC[..3]).unwrap();
     std::fs::write(dir.path().join(format!("{:020}.wal.tmp", 9)), b"junk").unwrap();
-    let wal = FileBuffer::open(dir.path(), opts(2)).unwrap();
+    let wal = FileBuffer::open(dir.path(), tiny_files(2)).unwrap();
+    wal.put(&rec(3)).await.unwrap();
     assert_eq!(drain(&wal), ["1", "2", "3"]);
 }
 
@@ -238,6 +253,7 @@ async fn a_torn_narrow_frame_falls_back_to_the_previous_state() {
     drop(wal);
     let seg = segments(dir.path())[0].clone();
     let bytes = std::fs::read(&seg).unwrap();
+    // The narrow frame is the last one of the (single) segment file.
     std::fs::write(&seg, &bytes[..bytes.len() - 3]).unwrap();
     let wal = FileBuffer::open(dir.path(), opts(3)).unwrap();
     // The narrowing is lost: the whole batch is sent again (at-least-once).
@@ -324,4 +340,54 @@ async fn concurrent_puts_share_syncs() {
         wal.group_syncs()
     );
     assert_eq!(wal.stats().records, 50);
+}
+
+#[tokio::test]
+async fn committed_files_are_deleted_and_ids_keep_growing_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = FileBuffer::open(dir.path(), tiny_files(2)).unwrap();
+    for i in 1..=6 {
+        wal.put(&rec(i)).await.unwrap();
+    }
+    assert_eq!(segments(dir.path()).len(), 4);
+    let first = wal.emit().unwrap().unwrap();
+    wal.commit(&first).unwrap();
+    assert_eq!(
+        segments(dir.path()).len(),
+        3,
+        "the committed batch's file is gone"
+    );
+    drop(wal);
+    let wal = FileBuffer::open(dir.path(), tiny_files(2)).unwrap();
+    let second = wal.emit().unwrap().unwrap();
+    assert!(second.id > first.id);
+    assert_eq!(drain(&wal), ["3", "4", "5", "6"]);
+    wal.put(&rec(7)).await.unwrap();
+    wal.seal().unwrap();
+    let next = wal.emit().unwrap().unwrap();
+    assert!(
+        next.id > second.id,
+        "ids never restart: {} after {}",
+        next.id,
+        second.id
+    );
+    drop(wal);
+    let wal = FileBuffer::open(dir.path(), tiny_files(2)).unwrap();
+    assert_eq!(drain(&wal), ["7"]);
+}
+
+#[tokio::test]
+async fn many_batches_share_a_segment_file() {
+    let dir = tempfile::tempdir().unwrap();
+    filled(dir.path(), 2, 40).await;
+    assert_eq!(segments(dir.path()).len(), 1);
+    let wal = FileBuffer::open(dir.path(), opts(2)).unwrap();
+    assert_eq!(wal.stats().sealed_batches, 20);
+    let b = wal.emit().unwrap().unwrap();
+    wal.narrow(&b, &[1]).unwrap();
+    drop(wal);
+    let wal = FileBuffer::open(dir.path(), opts(2)).unwrap();
+    let ids = drain(&wal);
+    assert_eq!(ids.len(), 39);
+    assert_eq!(ids[0], "2");
 }
