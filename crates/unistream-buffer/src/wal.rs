@@ -52,13 +52,13 @@ impl Default for FileBufferOptions {
 
 impl FileBufferOptions {
     /// Options with these limits and durability, strict recovery, segment
-    /// files of 64 MiB.
+    /// files of 8 MiB (recovery reads one file at a time into memory).
     pub fn new(limits: BufferLimits, durability: Durability) -> Self {
         FileBufferOptions {
             limits,
             durability,
             recovery: Recovery::Strict,
-            segment_bytes: 64 * 1024 * 1024,
+            segment_bytes: 8 * 1024 * 1024,
         }
     }
 

@@ -50,7 +50,7 @@ fn open(dir: &std::path::Path, max_records: usize, max_bytes: u64) -> FileBuffer
 fn scan(bytes: &[u8]) {
     let mut it = frames(bytes);
     let mut n = 0;
-    while let Some(item) = it.next() {
+    for item in it.by_ref() {
         if item.is_err() {
             return;
         }
