@@ -6,49 +6,57 @@
 //!
 //! # Invariants
 //! - `put` returns only once its record is stored: written to the active
-//!   segment with one `write(2)` (it survives `kill -9`), and with
+//!   segment file with one `write(2)` (it survives `kill -9`), and with
 //!   [`Durability::PowerLoss`](unistream_core::Durability::PowerLoss) also
 //!   covered by an `fdatasync` (group commit: concurrent puts share one).
-//! - Segments are numbered by a counter, never by time. The newest segment is
-//!   the *active* one; every older one is *sealed*. Sealing is creating the
-//!   next segment — there is no rename, so no crash window between a last
-//!   write and a rename.
-//! - Records leave in FIFO order: `emit` reads the oldest sealed segment,
-//!   `commit` deletes it. Narrowing appends a frame listing the records still
-//!   unsent; the segment stays the oldest.
+//! - A segment file holds many batches. The records put since the last seal
+//!   form the *open* batch; sealing appends a seal frame carrying the batch's
+//!   id. Ids grow by one, across files and restarts, and never by time.
+//! - Records leave in FIFO order: `emit` reads the oldest sealed batch back
+//!   from its file; `commit` appends a commit frame; `narrow` appends a frame
+//!   listing the records still unsent. Bookkeeping frames go to the active
+//!   file, so files are only ever appended to.
+//! - A file is deleted once every batch in it is committed; a new file is
+//!   started after a seal once the active one reaches `segment_bytes`.
 //! - Nothing leaves the log except by `commit` or `narrow`. A full log
 //!   refuses `put` with `BufferFull`; nothing is dropped.
-//! - Memory does not grow with the backlog: only a few numbers per sealed
-//!   segment are kept in memory, records are read back when emitted.
+//! - Memory does not grow with the records held: a few numbers per sealed
+//!   batch stay in memory; records are read back when emitted.
 //!
 //! # On-disk format
 //! ```text
 //! <dir>/LOCK                       flock'ed by the open log (one producer)
-//! <dir>/<20-digit number>.wal      segments, oldest = lowest number
-//! <dir>/damaged/                   segments set aside by Recovery::SetAsideDamaged
+//! <dir>/<20-digit number>.wal      segment files, oldest = lowest number;
+//!                                  the newest is the active one
+//! <dir>/damaged/                   files set aside by Recovery::SetAsideDamaged
 //!
-//! segment := "USWAL" 0x00 0x00 0x01                        magic, format version 1
+//! segment := "USWAL" 0x00 0x00 0x02                  magic, format version 2
 //!            frame*
-//! frame   := len u32le | crc32c u32le | kind u8 | payload   len = payload bytes,
-//!                                                           crc over kind + payload
-//! kind 1, a record: id_len u16le | id | key_len u16le | partition key | data
-//! kind 2, narrowed: n u32le | n × u32le                     indexes (ascending) of the
-//!                                                           segment's records still unsent;
-//!                                                           the last such frame wins
+//! frame   := len u32le | crc32c u32le | kind u8 | payload
+//!                                     len = payload bytes; crc over kind + payload
+//! kind 1, record:  id_len u16le | id | key_len u16le | partition key | data
+//! kind 3, seal:    batch id u64le        the records since the last seal are this batch
+//! kind 4, commit:  batch id u64le        every batch up to this one is committed
+//! kind 2, narrow:  batch id u64le | kept bytes u64le | n u32le | n x index u32le
+//!                                     the batch's records still unsent (ascending);
+//!                                     the last such frame wins
 //! ```
 //!
 //! # Recovery on open
-//! - Every segment is read and checked. A bad **tail** — a frame cut short,
-//!   a last frame whose checksum fails, zeros — is what a crash leaves; it is
-//!   truncated and the log opens with every record before it.
-//! - A bad frame **followed by more data**, a segment without the magic, or a
-//!   gap in the numbering is damage, not a crash: [`Recovery::Strict`] (the
-//!   default) refuses to open with an error naming the file and the byte
-//!   offset; [`Recovery::SetAsideDamaged`] moves the segment into `damaged/`
-//!   and opens without it — the documented way past it.
-//! - Limits may differ from the last run: sealed segments keep their size (a
-//!   sink splits batches to its own limits); an active segment already over
-//!   the new limits is sealed at once.
+//! - Every file is read, oldest first, and its frames replayed: seals make
+//!   batches, narrow frames shrink them, commit frames drop them.
+//! - A bad **tail** of the newest file — a frame cut short, a last frame whose
+//!   checksum fails, zeros — is what a crash leaves; it is truncated and the
+//!   log opens with every record before it (a lost seal, commit or narrow
+//!   frame only means a batch is sent again).
+//! - A bad frame **followed by more data**, a bad tail in an older file, a
+//!   file without the magic, or a gap in the file numbers is damage, not a
+//!   crash: [`Recovery::Strict`] (the default) refuses to open with an error
+//!   naming the file and the byte offset; [`Recovery::SetAsideDamaged`] moves
+//!   the file into `damaged/` and opens without it — the documented way past.
+//! - Limits may differ from the last run: sealed batches keep their size (a
+//!   sink splits batches to its own limits); an open batch already over the
+//!   new limits is sealed at once.
 
 #![warn(missing_docs)]
 

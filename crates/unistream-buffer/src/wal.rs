@@ -237,9 +237,7 @@ impl Inner {
     /// Writes a bookkeeping frame (commit, narrow) durably.
     fn write_meta(&self, st: &mut State, frame: &Frame<'_>) -> Result<()> {
         let mut buf = Vec::with_capacity(32);
-        frame
-            .encode(&mut buf)
-            .map_err(Error::InvalidTransition)?;
+        frame.encode(&mut buf).map_err(Error::InvalidTransition)?;
         self.write_active(st, &buf)?;
         if self.power_loss() {
             st.active
