@@ -1,13 +1,20 @@
 //! Project tasks: `cargo xtask <task>`.
 //!
 //! - `ci`: everything CI checks — formatting, clippy with warnings denied,
-//!   rustdoc with warnings denied, and every test of the workspace (unit,
-//!   integration, doc tests, and the kill -9 restart test of the examples).
+//!   rustdoc with warnings denied, every test of the workspace, then the
+//!   integration tests against an AWS emulator (`it`).
+//! - `it`: the integration tests (the `#[ignore]`d tests of the workspace)
+//!   against an AWS emulator: one it starts (moto by default) or one already
+//!   running (`--endpoint`). A started emulator is stopped whatever happens.
+
+mod emulator;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand};
+
+use emulator::{Emulator, Server};
 
 #[derive(Parser)]
 #[command(about = "unistream project tasks")]
@@ -18,11 +25,28 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Format check, clippy -D warnings, rustdoc -D warnings, all tests.
+    /// Format check, clippy -D warnings, rustdoc -D warnings, all tests,
+    /// then the integration tests against moto.
     Ci,
+    /// Integration tests against an AWS emulator.
+    It(ItArgs),
 }
 
-fn root() -> PathBuf {
+#[derive(clap::Args, Debug)]
+struct ItArgs {
+    /// Use an emulator that is already running (e.g. LocalStack on
+    /// http://localhost:4566) and start nothing. Defaults to $AWS_ENDPOINT_URL.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Which emulator to start when no endpoint is given.
+    #[arg(long, value_enum, default_value_t = Emulator::Moto)]
+    emulator: Emulator,
+    /// Only run tests whose name contains this (passed to the test harness).
+    #[arg(last = true)]
+    filter: Vec<String>,
+}
+
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
@@ -64,13 +88,60 @@ fn ci() -> Result<(), String> {
     )?;
     cargo(&["test", "--workspace", "--all-targets"], &[])?;
     cargo(&["test", "--workspace", "--doc"], &[])?;
-    Ok(())
+    it(ItArgs {
+        endpoint: None,
+        emulator: Emulator::Moto,
+        filter: Vec::new(),
+    })
+}
+
+fn it(args: ItArgs) -> Result<(), String> {
+    let given = args.endpoint.clone().or_else(|| {
+        std::env::var("AWS_ENDPOINT_URL")
+            .ok()
+            .filter(|e| !e.is_empty())
+    });
+    // The server (if we start one) lives until the tests are done; dropping
+    // it stops it, on success, failure or panic. Ctrl-C is handled too.
+    let (endpoint, emulator, _server): (String, Emulator, Option<Server>) = match given {
+        Some(url) => {
+            eprintln!("xtask: using the emulator at {url} (starting nothing)");
+            (url, args.emulator, None)
+        }
+        None => {
+            let server = emulator::start(args.emulator)?;
+            (server.url(), args.emulator, Some(server))
+        }
+    };
+    // Build first, so that the emulator's readiness is not spent compiling.
+    cargo(&["test", "--workspace", "--tests", "--no-run"], &[])?;
+    // --show-output: a test that skips (a service the emulator lacks) says so.
+    let mut test_args = vec![
+        "test",
+        "--workspace",
+        "--tests",
+        "--",
+        "--ignored",
+        "--show-output",
+    ];
+    test_args.extend(args.filter.iter().map(String::as_str));
+    cargo(
+        &test_args,
+        &[
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("UNISTREAM_IT_EMULATOR", emulator.name()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+        ],
+    )
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
         Task::Ci => ci(),
+        Task::It(args) => it(args),
     };
     match result {
         Ok(()) => {
