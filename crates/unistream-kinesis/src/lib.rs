@@ -1,0 +1,28 @@
+//! # unistream-kinesis
+//!
+//! AWS Kinesis Data Streams for unistream.
+//!
+//! - [`KinesisSink`]: a producer [`Sink`](unistream_core::sink::Sink) over
+//!   `PutRecords`. A batch is split to at most 500 records and 5 MiB per
+//!   call; each record keeps its own partition key and raw bytes (no extra
+//!   base64 layer); records over the stream's record size are refused by
+//!   `validate` before the producer accepts them. On a partial failure only
+//!   the failed records are reported, so the producer narrows its batch and
+//!   never re-sends accepted ones; with [`Ordering::PerKey`] (the default) a
+//!   later record of a partition key is never accepted before an earlier,
+//!   failed one of the same key.
+//! - [`KinesisSource`]: a consumer [`Source`](unistream_core::source::Source)
+//!   for one shard. The pointer stored in the checkpoint is a sequence number
+//!   (or a starting position for a fresh consumer), never a shard iterator;
+//!   iterators are derived with `AFTER_SEQUENCE_NUMBER`, cached, and derived
+//!   again when they expire. At most 5 `GetRecords` per second; throttling
+//!   backs off; the end of a closed shard closes the source and reports its
+//!   child shards.
+
+#![warn(missing_docs)]
+
+mod sink;
+mod source;
+
+pub use sink::{KinesisSink, MAX_RECORD_BYTES, MAX_RECORDS_PER_CALL, MAX_REQUEST_BYTES, Ordering};
+pub use source::{KinesisSource, ShardStats, StartingPosition};

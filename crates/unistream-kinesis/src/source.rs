@@ -1,0 +1,272 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::operation::get_records::GetRecordsError;
+use aws_sdk_kinesis::primitives::DateTime as AwsDateTime;
+use aws_sdk_kinesis::types::ShardIteratorType;
+use chrono::{DateTime, Utc};
+use tracing::{debug, info, warn};
+use unistream_core::clock::{Clock, SharedClock, SystemClock};
+use unistream_core::retry::RetryPolicy;
+use unistream_core::source::{Fetched, Pointer, Source, SourceRecord};
+use unistream_core::{Error, Result};
+
+/// Where a consumer without a checkpoint starts reading a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartingPosition {
+    /// The oldest record still in the shard.
+    TrimHorizon,
+    /// Records written after the first read (those written before a restart
+    /// that found no checkpoint are not read).
+    Latest,
+    /// Records written at or after this time.
+    AtTimestamp(DateTime<Utc>),
+}
+
+impl StartingPosition {
+    /// As a checkpoint pointer.
+    pub fn to_pointer(self) -> Pointer {
+        match self {
+            StartingPosition::TrimHorizon => Pointer::from("TRIM_HORIZON"),
+            StartingPosition::Latest => Pointer::from("LATEST"),
+            StartingPosition::AtTimestamp(t) => {
+                Pointer::new(format!("AT_TIMESTAMP:{}", t.timestamp_millis()))
+            }
+        }
+    }
+}
+
+/// What a [`KinesisSource`] has seen of its shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShardStats {
+    /// `MillisBehindLatest` of the last `GetRecords`.
+    pub millis_behind: Option<u64>,
+    /// The shard ended (it was split or merged): nothing more to read.
+    pub closed: bool,
+    /// The children of a closed shard, to read next.
+    pub child_shards: Vec<String>,
+    /// `GetRecords` calls made.
+    pub get_records_calls: u64,
+    /// Iterators that had expired and were derived again.
+    pub expired_iterators: u64,
+    /// Calls throttled (`ProvisionedThroughputExceededException`).
+    pub throttled: u64,
+}
+
+/// A consumer source reading one shard of a stream.
+///
+/// The pointer kept in the checkpoint is the sequence number of the last
+/// record handed out (`TRIM_HORIZON`, `LATEST` or `AT_TIMESTAMP:<ms>` before
+/// the first one) — never a shard iterator, which expires after 5 minutes.
+/// The iterator for the next read is cached in memory; an expired one is
+/// derived again from the pointer (`AFTER_SEQUENCE_NUMBER`), so nothing is
+/// lost or repeated.
+///
+/// ```no_run
+/// # async fn demo(client: aws_sdk_kinesis::Client) {
+/// use unistream_kinesis::{KinesisSource, StartingPosition};
+/// let source = KinesisSource::new(client, "my-stream", "shardId-000000000000", StartingPosition::TrimHorizon);
+/// # }
+/// ```
+pub struct KinesisSource {
+    client: Client,
+    stream: String,
+    shard_id: String,
+    start: StartingPosition,
+    cache: Option<(Pointer, String)>,
+    last_call: Option<DateTime<Utc>>,
+    min_interval: Duration,
+    throttle_retry: RetryPolicy,
+    clock: SharedClock,
+    stats: ShardStats,
+}
+
+impl KinesisSource {
+    /// A source for `shard_id` of `stream`, starting at `start` when there is
+    /// no checkpoint.
+    pub fn new(
+        client: Client,
+        stream: impl Into<String>,
+        shard_id: impl Into<String>,
+        start: StartingPosition,
+    ) -> Self {
+        KinesisSource {
+            client,
+            stream: stream.into(),
+            shard_id: shard_id.into(),
+            start,
+            cache: None,
+            last_call: None,
+            min_interval: Duration::from_millis(200),
+            throttle_retry: RetryPolicy::waits([1, 2, 4, 8].map(Duration::from_secs))
+                .with_max_attempts(8),
+            clock: Arc::new(SystemClock),
+            stats: ShardStats::default(),
+        }
+    }
+
+    /// Uses another clock (for the rate limit and backoffs; virtual in tests).
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Waits after throttling (default: 1, 2, 4, 8 s; 8 attempts).
+    pub fn with_throttle_retry(mut self, policy: RetryPolicy) -> Self {
+        self.throttle_retry = policy;
+        self
+    }
+
+    /// What the source has seen so far.
+    pub fn stats(&self) -> &ShardStats {
+        &self.stats
+    }
+
+    fn invalid(&self, from: &Pointer, reason: &str) -> Error {
+        Error::InvalidPointer {
+            pointer: from.to_string(),
+            source_name: format!("Kinesis stream {} shard {}", self.stream, self.shard_id),
+            reason: reason.into(),
+        }
+    }
+
+    async fn derive(&mut self, from: &Pointer) -> Result<String> {
+        let req = self
+            .client
+            .get_shard_iterator()
+            .stream_name(&self.stream)
+            .shard_id(&self.shard_id);
+        let req = match from.as_str() {
+            "TRIM_HORIZON" => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            "LATEST" => req.shard_iterator_type(ShardIteratorType::Latest),
+            p if p.starts_with("AT_TIMESTAMP:") => {
+                let ms: i64 = p["AT_TIMESTAMP:".len()..].parse().map_err(|_| {
+                    self.invalid(from, "AT_TIMESTAMP needs milliseconds since the epoch")
+                })?;
+                req.shard_iterator_type(ShardIteratorType::AtTimestamp)
+                    .timestamp(AwsDateTime::from_millis(ms))
+            }
+            seq if !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit()) => req
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(seq),
+            _ => {
+                return Err(self.invalid(
+                    from,
+                    "expected a sequence number, TRIM_HORIZON, LATEST or AT_TIMESTAMP:<ms>",
+                ));
+            }
+        };
+        let out = req.send().await.map_err(|e| {
+            Error::backend(
+                format!("GetShardIterator {}/{}", self.stream, self.shard_id),
+                aws_sdk_kinesis::error::DisplayErrorContext(e).to_string(),
+            )
+        })?;
+        out.shard_iterator
+            .ok_or_else(|| Error::backend("GetShardIterator", "no iterator in the answer"))
+    }
+
+    /// Keeps to 5 `GetRecords` per second on the shard.
+    async fn pace(&mut self) {
+        if let Some(last) = self.last_call {
+            let since = (self.clock.now() - last).to_std().unwrap_or(Duration::ZERO);
+            if since < self.min_interval {
+                self.clock.sleep(self.min_interval - since).await;
+            }
+        }
+        self.last_call = Some(self.clock.now());
+    }
+}
+
+impl Source for KinesisSource {
+    fn initial_pointer(&self) -> Pointer {
+        self.start.to_pointer()
+    }
+
+    async fn fetch(&mut self, from: &Pointer, limit: usize) -> Result<Fetched> {
+        let mut throttled = 0u32;
+        let mut expired = 0u32;
+        loop {
+            let iterator = match self.cache.take() {
+                Some((p, it)) if p == *from => it,
+                _ => self.derive(from).await?,
+            };
+            self.pace().await;
+            self.stats.get_records_calls += 1;
+            let limit = i32::try_from(limit.clamp(1, 10_000)).unwrap_or(10_000);
+            let out = match self
+                .client
+                .get_records()
+                .shard_iterator(&iterator)
+                .limit(limit)
+                .send()
+                .await
+            {
+                Ok(out) => out,
+                Err(e) => match e.into_service_error() {
+                    GetRecordsError::ExpiredIteratorException(_) if expired < 3 => {
+                        expired += 1;
+                        self.stats.expired_iterators += 1;
+                        info!(stream = %self.stream, shard = %self.shard_id, pointer = %from, "shard iterator expired; deriving it again from the checkpoint");
+                        continue;
+                    }
+                    GetRecordsError::ProvisionedThroughputExceededException(_)
+                        if self.throttle_retry.allows(throttled + 2) =>
+                    {
+                        throttled += 1;
+                        self.stats.throttled += 1;
+                        let wait = self.throttle_retry.delay_before(throttled + 1);
+                        warn!(stream = %self.stream, shard = %self.shard_id, ?wait, "GetRecords throttled; backing off");
+                        self.cache = Some((from.clone(), iterator));
+                        self.clock.sleep(wait).await;
+                        continue;
+                    }
+                    e => {
+                        return Err(Error::backend(
+                            format!("GetRecords {}/{}", self.stream, self.shard_id),
+                            aws_sdk_kinesis::error::DisplayErrorContext(e).to_string(),
+                        ));
+                    }
+                },
+            };
+            let millis_behind = out
+                .millis_behind_latest()
+                .and_then(|m| u64::try_from(m).ok());
+            self.stats.millis_behind = millis_behind;
+            let records: Vec<SourceRecord> = out
+                .records()
+                .iter()
+                .map(|r| {
+                    SourceRecord::new(
+                        Pointer::from(r.sequence_number()),
+                        r.data().as_ref().to_vec(),
+                    )
+                })
+                .collect();
+            let next_pointer = records
+                .last()
+                .map_or_else(|| from.clone(), |r| r.pointer.clone());
+            debug!(stream = %self.stream, shard = %self.shard_id, records = records.len(), ?millis_behind, "GetRecords");
+            let mut fetched = match out.next_shard_iterator() {
+                Some(next) => {
+                    self.cache = Some((next_pointer.clone(), next.to_owned()));
+                    Fetched::new(records, Some(next_pointer))
+                }
+                None => {
+                    self.stats.closed = true;
+                    self.stats.child_shards = out
+                        .child_shards()
+                        .iter()
+                        .map(|c| c.shard_id().to_owned())
+                        .collect();
+                    info!(stream = %self.stream, shard = %self.shard_id, children = ?self.stats.child_shards, "the shard is closed");
+                    Fetched::new(records, None)
+                }
+            };
+            fetched.millis_behind = millis_behind;
+            return Ok(fetched);
+        }
+    }
+}
