@@ -13,6 +13,7 @@
 //! | feature | default | what |
 //! |---|---|---|
 //! | `file-buffer` | yes | [`wal`]: the durable file write-ahead log ([`FileBuffer`]) |
+//! | `kinesis` | no | `kinesis`: AWS Kinesis sink and shard source (`unistream-kinesis`) |
 //!
 //! See the repository's `README.md` and `docs/` for the guarantees
 //! (at-least-once; what a `kill -9` or a power loss can and cannot cause).
@@ -24,3 +25,6 @@ pub use unistream_core::*;
 pub use unistream_buffer as wal;
 #[cfg(feature = "file-buffer")]
 pub use unistream_buffer::{FileBuffer, FileBufferOptions, Recovery};
+
+#[cfg(feature = "kinesis")]
+pub use unistream_kinesis as kinesis;

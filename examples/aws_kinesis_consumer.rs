@@ -1,0 +1,160 @@
+//! The seed's `aws_kinesis_consumer.py`: reads one shard of a Kinesis stream
+//! (`limit` 3, 1 s between empty pulls), half of the processing attempts fail
+//! at random and are retried with backoff; a record that keeps failing goes
+//! to the dead-letter queue (a local file by default). The checkpoint (a
+//! sequence number and the status of every record of the batch) is in local
+//! files, so a restart resumes exactly where it stopped.
+//!
+//! ```text
+//! cargo run --release --example aws_kinesis_consumer -- --endpoint http://127.0.0.1:4566 \
+//!     --stream demo --until-end --verbose
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use unistream::consumer::{Consumer, ConsumerConfig, cancel_on_ctrl_c};
+use unistream::kinesis::{KinesisSource, StartingPosition};
+use unistream::local::{AppendFile, FileCheckpointStore, FileDeadLetterQueue};
+use unistream::retry::RetryPolicy;
+use unistream::{Durability, Error};
+use unistream_examples::{
+    AnnouncedDlq, DemoProcessor, init_logging, kinesis_client, report, run_verbose,
+};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Start {
+    TrimHorizon,
+    Latest,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Consume one shard of a Kinesis stream reliably: retries, checkpoint, dead-letter queue"
+)]
+struct Args {
+    /// An emulator's endpoint (default: AWS, from the usual configuration).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// The stream.
+    #[arg(long)]
+    stream: String,
+    /// The shard (default: the stream's first shard).
+    #[arg(long)]
+    shard: Option<String>,
+    /// Where a consumer without a checkpoint starts.
+    #[arg(long, value_enum, default_value_t = Start::TrimHorizon)]
+    start: Start,
+    /// Records per batch (the seed's 3).
+    #[arg(long, default_value_t = 3)]
+    limit: usize,
+    /// Attempts per record before the dead-letter queue.
+    #[arg(long, default_value_t = 3)]
+    max_attempts: u32,
+    /// Probability that a processing attempt fails (the seed's 50 %).
+    #[arg(long, default_value_t = 0.5)]
+    fail_rate: f64,
+    /// Waits between attempts, in milliseconds.
+    #[arg(long, value_delimiter = ',', default_value = "1000,2000")]
+    backoff_ms: Vec<u64>,
+    /// Milliseconds to wait after a pull that found nothing (the seed's 1 s).
+    #[arg(long, default_value_t = 1000)]
+    delay_ms: u64,
+    /// Exit once the shard has no more records (else keep polling).
+    #[arg(long)]
+    until_end: bool,
+    /// Seed of the failures.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Checkpoint, target and DLQ files.
+    #[arg(long, default_value = "aws_kinesis_consumer_demo")]
+    dir: PathBuf,
+    /// Print the seed's demo output.
+    #[arg(long)]
+    verbose: bool,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.verbose);
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e),
+    }
+}
+
+async fn run(args: Args) -> unistream::Result<()> {
+    let client = kinesis_client(args.endpoint.as_deref()).await;
+    let shard = match args.shard.clone() {
+        Some(s) => s,
+        None => client
+            .list_shards()
+            .stream_name(&args.stream)
+            .send()
+            .await
+            .map_err(|e| {
+                Error::backend(
+                    "ListShards",
+                    aws_sdk_kinesis::error::DisplayErrorContext(e).to_string(),
+                )
+            })?
+            .shards()
+            .first()
+            .map(|s| s.shard_id().to_owned())
+            .ok_or_else(|| Error::Config(format!("stream {} has no shard", args.stream)))?,
+    };
+    let consumer_id = format!("{}-{shard}", args.stream);
+    let start = match args.start {
+        Start::TrimHorizon => StartingPosition::TrimHorizon,
+        Start::Latest => StartingPosition::Latest,
+    };
+    let mut config = ConsumerConfig::new(&consumer_id);
+    config.limit = args.limit;
+    config.retry = RetryPolicy::waits(args.backoff_ms.iter().map(|ms| Duration::from_millis(*ms)))
+        .with_max_attempts(args.max_attempts);
+    config.delay = Duration::from_millis(args.delay_ms);
+    config.stop_at_end = args.until_end;
+    let dir = &args.dir;
+    let processor = DemoProcessor {
+        target: AppendFile::open(
+            dir.join(format!("{consumer_id}.target.jsonl")),
+            Durability::Process,
+        )?,
+        attempt_log: None,
+        poison: Default::default(),
+        fail_rate: args.fail_rate,
+        seed: args.seed,
+        verbose: args.verbose,
+        failures: 0,
+    };
+    let dlq = AnnouncedDlq {
+        inner: FileDeadLetterQueue::open(
+            dir.join(format!("{consumer_id}.dlq.jsonl")),
+            Durability::Process,
+        )?,
+        verbose: args.verbose,
+    };
+    let store =
+        FileCheckpointStore::open(dir.join("checkpoint"), &consumer_id, Durability::Process)?;
+    let source = KinesisSource::new(client, &args.stream, &shard, start);
+    let mut consumer = Consumer::new(config, source, processor, store, dlq)?;
+    cancel_on_ctrl_c(consumer.shutdown_token());
+    if args.verbose {
+        run_verbose(
+            &mut consumer,
+            args.until_end,
+            Duration::from_millis(args.delay_ms),
+        )
+        .await?;
+    } else {
+        let s = consumer.run().await?;
+        eprintln!(
+            "done: {} records fetched, {} succeeded, {} dead-lettered, {} failed attempts",
+            s.fetched, s.succeeded, s.dead_lettered, s.failures
+        );
+    }
+    Ok(())
+}
