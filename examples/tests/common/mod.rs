@@ -1,5 +1,8 @@
 //! Helpers shared by the tests that run the example programs.
 
+// Each test binary includes this module and uses part of it.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
