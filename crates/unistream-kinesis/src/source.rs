@@ -119,6 +119,13 @@ impl KinesisSource {
         self
     }
 
+    /// The least time between two `GetRecords` calls (default 200 ms: the
+    /// Kinesis quota of 5 calls per second per shard).
+    pub fn with_min_interval(mut self, interval: Duration) -> Self {
+        self.min_interval = interval;
+        self
+    }
+
     /// What the source has seen so far.
     pub fn stats(&self) -> &ShardStats {
         &self.stats
