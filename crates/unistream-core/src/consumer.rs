@@ -387,6 +387,11 @@ where
         &self.processor
     }
 
+    /// The source (e.g. for its statistics).
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+
     /// The checkpoint in memory (`None` before the first `process_batch`).
     pub fn checkpoint(&self) -> Option<&Checkpoint> {
         self.state.as_ref().map(|s| &s.checkpoint)

@@ -259,3 +259,59 @@ async fn a_consumer_dropped_mid_batch_resumes_from_its_sequence_number_checkpoin
     );
     env.delete_stream(&stream).await;
 }
+
+#[tokio::test]
+#[ignore = "needs an AWS emulator: run with `cargo xtask it --emulator kinesis-local`"]
+async fn a_split_shard_is_read_to_its_end_which_closes_the_consumer_and_names_the_children() {
+    let env = Env::from_env().await;
+    if env.emulator != "kinesis-local" {
+        eprintln!("SKIPPED: only kinesis-local models the end of a shard (moto never ends one)");
+        return;
+    }
+    let stream = env.create_stream(1).await;
+    produce(&env, &stream, 0..10).await;
+    let parent = first_shard(&env, &stream).await;
+    let k = env.kinesis();
+    k.update_shard_count()
+        .stream_name(&stream)
+        .target_shard_count(2)
+        .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
+        .send()
+        .await
+        .unwrap();
+    unistream_test_support::poll_until("the split", Duration::from_secs(20), || async {
+        k.list_shards()
+            .stream_name(&stream)
+            .send()
+            .await
+            .is_ok_and(|s| s.shards().len() >= 3)
+    })
+    .await;
+    let processor = Flaky::default();
+    let source = KinesisSource::new(
+        env.kinesis(),
+        &stream,
+        parent,
+        StartingPosition::TrimHorizon,
+    );
+    let mut config = consumer_config(100);
+    config.stop_at_end = false; // only the end of the shard may stop it
+    let mut consumer = Consumer::new(
+        config,
+        source,
+        processor.clone(),
+        MemoryCheckpointStore::default(),
+        MemoryDeadLetterQueue::default(),
+    )
+    .unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(60), consumer.run())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(summary.closed, "the consumer stops at the shard's end");
+    assert_eq!(processor.succeeded().len(), 10);
+    let stats = consumer.source().stats();
+    assert!(stats.closed);
+    assert_eq!(stats.child_shards.len(), 2, "{:?}", stats.child_shards);
+    env.delete_stream(&stream).await;
+}
