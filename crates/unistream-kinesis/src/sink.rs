@@ -1,11 +1,15 @@
 use std::collections::HashSet;
+use std::sync::Arc;
+
+use base64::Engine as _;
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 use unistream_core::BoxError;
 use unistream_core::checkpoint::ErrorInfo;
+use unistream_core::local::AppendFile;
 use unistream_core::sink::{Delivery, EncodedRecord, Sink};
 
 /// Most records in one `PutRecords` call.
@@ -43,6 +47,7 @@ pub struct KinesisSink {
     stream: String,
     max_record_bytes: usize,
     ordering: Ordering,
+    rejected: Option<Arc<AppendFile>>,
 }
 
 impl KinesisSink {
@@ -53,7 +58,43 @@ impl KinesisSink {
             stream: stream.into(),
             max_record_bytes: MAX_RECORD_BYTES,
             ordering: Ordering::PerKey,
+            rejected: None,
         }
+    }
+
+    /// Where records too large for the stream go if they are already in the
+    /// producer's buffer (`validate` refuses new ones at `put`; old ones can
+    /// be there after the limit was lowered): one JSON line each, with the
+    /// record's id, key, size and bytes (base64). Without it, such a record
+    /// makes `send` fail with an error naming it and this setting, so that
+    /// nothing is dropped.
+    pub fn with_rejected_file(mut self, file: AppendFile) -> Self {
+        self.rejected = Some(Arc::new(file));
+        self
+    }
+
+    fn set_aside(&self, r: &EncodedRecord, size: usize) -> Result<(), BoxError> {
+        let Some(file) = &self.rejected else {
+            return Err(format!(
+                "record {:?} is {size} bytes, over the stream's {} bytes; it can never be sent: \
+                 configure KinesisSink::with_rejected_file to set such records aside",
+                r.id, self.max_record_bytes
+            )
+            .into());
+        };
+        let line = serde_json::json!({
+            "record_id": r.id,
+            "partition_key": r.partition_key,
+            "bytes": size,
+            "max_record_bytes": self.max_record_bytes,
+            "stream": self.stream,
+            "data_base64": base64::engine::general_purpose::STANDARD.encode(&r.data),
+        });
+        let mut bytes = serde_json::to_vec(&line)?;
+        bytes.push(b'\n');
+        file.append(&bytes)?;
+        error!(record_id = %r.id, size, max = self.max_record_bytes, path = %file.path().display(), "record too large for the stream; set aside");
+        Ok(())
     }
 
     /// The stream's maximum record size, if it is not the default 1 MiB.
@@ -68,13 +109,14 @@ impl KinesisSink {
         self
     }
 
-    /// Splits `batch` into the calls to make, as index lists.
-    fn calls(&self, batch: &[EncodedRecord]) -> Vec<Vec<usize>> {
+    /// Splits the records of `batch` at `indexes` into the calls to make.
+    fn calls(&self, batch: &[EncodedRecord], indexes: &[usize]) -> Vec<Vec<usize>> {
         let mut calls = Vec::new();
         let mut current: Vec<usize> = Vec::new();
         let mut bytes = 0;
         let mut keys: HashSet<&str> = HashSet::new();
-        for (i, r) in batch.iter().enumerate() {
+        for &i in indexes {
+            let r = &batch[i];
             let size = r.data.len() + r.partition_key.len();
             let repeat =
                 self.ordering == Ordering::PerKey && keys.contains(r.partition_key.as_str());
@@ -128,7 +170,17 @@ impl Sink for KinesisSink {
         let mut failed_keys: HashSet<&str> = HashSet::new();
         let mut accepted = 0usize;
         let mut last_error: Option<String> = None;
-        let calls = self.calls(batch);
+        let mut sendable = Vec::with_capacity(batch.len());
+        for (i, r) in batch.iter().enumerate() {
+            let size = r.data.len() + r.partition_key.len();
+            if size > self.max_record_bytes {
+                self.set_aside(r, size)?;
+                accepted += 1;
+            } else {
+                sendable.push(i);
+            }
+        }
+        let calls = self.calls(batch, &sendable);
         for (n, call) in calls.iter().enumerate() {
             // Held back: a record whose key already failed in this batch.
             let (held, send): (Vec<usize>, Vec<usize>) = call.iter().partition(|&&i| {
@@ -219,13 +271,13 @@ mod tests {
     fn calls_respect_the_record_and_byte_limits() {
         let s = sink(Ordering::None);
         let batch: Vec<_> = (0..1200).map(|i| rec(i, &i.to_string(), 10)).collect();
-        let calls = s.calls(&batch);
+        let calls = s.calls(&batch, &(0..batch.len()).collect::<Vec<_>>());
         assert_eq!(
             calls.iter().map(Vec::len).collect::<Vec<_>>(),
             vec![500, 500, 200]
         );
         let big: Vec<_> = (0..12).map(|i| rec(i, "k", 1_000_000)).collect();
-        let calls = s.calls(&big);
+        let calls = s.calls(&big, &(0..big.len()).collect::<Vec<_>>());
         assert!(calls.iter().all(|c| c.len() <= 5), "{calls:?}");
         assert_eq!(calls.iter().map(Vec::len).sum::<usize>(), 12);
     }
@@ -240,7 +292,10 @@ mod tests {
             rec(3, "c", 1),
             rec(4, "a", 1),
         ];
-        assert_eq!(s.calls(&batch), vec![vec![0, 1], vec![2, 3], vec![4]]);
+        assert_eq!(
+            s.calls(&batch, &[0, 1, 2, 3, 4]),
+            vec![vec![0, 1], vec![2, 3], vec![4]]
+        );
     }
 
     #[test]

@@ -397,3 +397,43 @@ impl unistream_core::record::Record for Rec {
         &self.key
     }
 }
+
+#[tokio::test]
+async fn oversize_records_already_buffered_are_set_aside_not_jammed() {
+    let ok = mock!(Client::put_records)
+        .match_requests(|r| r.records().len() == 1)
+        .then_output(|| {
+            PutRecordsOutput::builder()
+                .records(ok_entry("1"))
+                .build()
+                .unwrap()
+        });
+    let client = mock_client!(aws_sdk_kinesis, [&ok]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rejected.jsonl");
+    let file = unistream_core::local::AppendFile::open(&path, unistream_core::Durability::Process)
+        .unwrap();
+    let small = rec("1", "a");
+    let big = EncodedRecord::new("big", "b", vec![b'x'; 200]);
+    // Without a rejected file: a clear error naming the record, nothing dropped.
+    let strict = KinesisSink::new(client.clone(), "s").with_max_record_bytes(100);
+    let err = strict
+        .send(&[small.clone(), big.clone()])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"big\"") && err.contains("with_rejected_file"),
+        "{err}"
+    );
+    // With one: set aside, the rest sent, the batch done.
+    let sink = KinesisSink::new(client, "s")
+        .with_max_record_bytes(100)
+        .with_rejected_file(file);
+    assert_eq!(sink.send(&[small, big]).await.unwrap(), Delivery::All);
+    let line: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&path).unwrap().trim()).unwrap();
+    assert_eq!(line["record_id"], "big");
+    assert_eq!(line["bytes"], 201);
+    assert_eq!(ok.num_calls(), 1);
+}
