@@ -12,6 +12,7 @@ const KIND_RECORD: u8 = 1;
 const KIND_NARROW: u8 = 2;
 const KIND_SEAL: u8 = 3;
 const KIND_COMMIT: u8 = 4;
+const KIND_RECORD_HASHED: u8 = 5;
 
 /// A frame's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +23,8 @@ pub enum Frame<'a> {
         id: &'a str,
         /// Its partition key.
         key: &'a str,
+        /// Its explicit hash key, if any (kind 5 instead of 1).
+        hash: Option<&'a str>,
         /// Its bytes.
         data: &'a [u8],
     },
@@ -51,7 +54,10 @@ impl Frame<'_> {
     /// Appends this frame to `out`. Fails if an id or key is longer than
     /// 65,535 bytes or the frame does not fit 4 GiB.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
-        if let Frame::Record { id, key, .. } = self {
+        if let Frame::Record { id, key, hash, .. } = self {
+            if hash.is_some_and(|h| h.len() > usize::from(u16::MAX)) {
+                return Err("the explicit hash key is over 65535 bytes".into());
+            }
             if id.len() > usize::from(u16::MAX) {
                 return Err(format!(
                     "the id is {} bytes; at most 65535 fit the WAL",
@@ -68,13 +74,26 @@ impl Frame<'_> {
         let start = out.len();
         out.extend_from_slice(&[0; 8]);
         match self {
-            Frame::Record { id, key, data } => {
+            Frame::Record {
+                id,
+                key,
+                hash,
+                data,
+            } => {
                 let (id_len, key_len) = (id.len() as u16, key.len() as u16);
-                out.push(KIND_RECORD);
+                out.push(if hash.is_some() {
+                    KIND_RECORD_HASHED
+                } else {
+                    KIND_RECORD
+                });
                 out.extend_from_slice(&id_len.to_le_bytes());
                 out.extend_from_slice(id.as_bytes());
                 out.extend_from_slice(&key_len.to_le_bytes());
                 out.extend_from_slice(key.as_bytes());
+                if let Some(h) = hash {
+                    out.extend_from_slice(&(h.len() as u16).to_le_bytes());
+                    out.extend_from_slice(h.as_bytes());
+                }
                 out.extend_from_slice(data);
             }
             Frame::Seal { id } => {
@@ -114,6 +133,7 @@ pub fn encode_record(out: &mut Vec<u8>, r: &EncodedRecord) -> Result<(), String>
     Frame::Record {
         id: &r.id,
         key: &r.partition_key,
+        hash: r.explicit_hash_key.as_deref(),
         data: &r.data,
     }
     .encode(out)
@@ -142,14 +162,28 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 
 fn parse(kind: u8, p: &[u8]) -> Option<Frame<'_>> {
     match kind {
-        KIND_RECORD => {
+        KIND_RECORD | KIND_RECORD_HASHED => {
             let id_len = u16_at(p, 0)? as usize;
             let id = std::str::from_utf8(p.get(2..2 + id_len)?).ok()?;
             let key_at = 2 + id_len;
             let key_len = u16_at(p, key_at)? as usize;
             let key = std::str::from_utf8(p.get(key_at + 2..key_at + 2 + key_len)?).ok()?;
-            let data = p.get(key_at + 2 + key_len..)?;
-            Some(Frame::Record { id, key, data })
+            let mut at = key_at + 2 + key_len;
+            let hash = if kind == KIND_RECORD_HASHED {
+                let hash_len = u16_at(p, at)? as usize;
+                let h = std::str::from_utf8(p.get(at + 2..at + 2 + hash_len)?).ok()?;
+                at += 2 + hash_len;
+                Some(h)
+            } else {
+                None
+            };
+            let data = p.get(at..)?;
+            Some(Frame::Record {
+                id,
+                key,
+                hash,
+                data,
+            })
         }
         KIND_SEAL if p.len() == 8 => Some(Frame::Seal { id: u64_at(p, 0)? }),
         KIND_COMMIT if p.len() == 8 => Some(Frame::Commit { id: u64_at(p, 0)? }),
@@ -300,6 +334,13 @@ mod tests {
             Frame::Record {
                 id: "a",
                 key: "k",
+                hash: None,
+                data: b"xyz",
+            },
+            Frame::Record {
+                id: "b",
+                key: "k",
+                hash: Some("340282366920938463463374607431768211455"),
                 data: b"xyz",
             },
             Frame::Seal { id: 7 },

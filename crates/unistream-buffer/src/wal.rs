@@ -132,6 +132,8 @@ struct State {
     /// Record frames written so far (for group commit).
     written: u64,
     scratch: Vec<u8>,
+    /// Where each encoded frame of an append ends in `scratch`.
+    ends: Vec<usize>,
 }
 
 #[derive(Debug)]
@@ -343,9 +345,12 @@ impl Inner {
             });
         }
         let mut buf = std::mem::take(&mut st.scratch);
+        let mut ends = std::mem::take(&mut st.ends);
         buf.clear();
-        let result = self.append_with(st, records, sync, &mut buf);
+        ends.clear();
+        let result = self.append_with(st, records, sync, &mut buf, &mut ends);
         st.scratch = buf;
+        st.ends = ends;
         result.map(|()| st.written)
     }
 
@@ -355,6 +360,7 @@ impl Inner {
         records: &[EncodedRecord],
         sync: &GroupSync,
         buf: &mut Vec<u8>,
+        ends: &mut Vec<usize>,
     ) -> Result<()> {
         // Encode everything first: a record the format cannot hold refuses
         // the whole call before anything is written.
@@ -363,11 +369,11 @@ impl Inner {
                 record_id: r.id.clone(),
                 reason,
             })?;
+            ends.push(buf.len());
         }
-        let (mut chunk_start, mut at) = (0usize, 0usize);
+        let mut chunk_start = 0usize;
         let (mut n, mut bytes) = (0u64, 0u64);
-        for (i, r) in records.iter().enumerate() {
-            at += frame::FRAME_HEADER + 4 + r.id.len() + r.partition_key.len() + r.data.len();
+        for (i, (r, &at)) in records.iter().zip(ends.iter()).enumerate() {
             n += 1;
             bytes += r.data.len() as u64;
             let limits = &self.options.limits;
@@ -410,8 +416,15 @@ impl Inner {
         for item in frame::frames_in_range(&bytes) {
             let (offset, f) = item.map_err(|c| corrupt(c.offset, c.reason))?;
             match f {
-                Frame::Record { id, key, data } => {
-                    all.push(Some(EncodedRecord::new(id, key, data.to_vec())));
+                Frame::Record {
+                    id,
+                    key,
+                    hash,
+                    data,
+                } => {
+                    let mut r = EncodedRecord::new(id, key, data.to_vec());
+                    r.explicit_hash_key = hash.map(str::to_owned);
+                    all.push(Some(r));
                 }
                 Frame::Seal { id } if id == meta.id => sealed = true,
                 Frame::Seal { id } => {
@@ -861,5 +874,6 @@ fn recover(dir: &Path, options: &FileBufferOptions) -> Result<State> {
         emitted: None,
         written: 0,
         scratch: Vec::new(),
+        ends: Vec::new(),
     })
 }

@@ -391,3 +391,22 @@ async fn many_batches_share_a_segment_file() {
     assert_eq!(ids.len(), 39);
     assert_eq!(ids[0], "2");
 }
+
+#[tokio::test]
+async fn explicit_hash_keys_survive_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = FileBuffer::open(dir.path(), opts(2)).unwrap();
+    wal.put(&rec(1)).await.unwrap();
+    wal.put(&rec(2).with_explicit_hash_key(Some("170141183460469231731687303715884105728".into())))
+        .await
+        .unwrap();
+    drop(wal);
+    let wal = FileBuffer::open(dir.path(), opts(2)).unwrap();
+    let b = wal.emit().unwrap().unwrap();
+    assert_eq!(b.records[0].explicit_hash_key, None);
+    assert_eq!(
+        b.records[1].explicit_hash_key.as_deref(),
+        Some("170141183460469231731687303715884105728")
+    );
+    assert_eq!(b.records[1].data, rec(2).data);
+}

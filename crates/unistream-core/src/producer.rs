@@ -238,7 +238,8 @@ impl<B: Buffer, S: Sink, C> Producer<B, S, C> {
             record.id(),
             record.partition_key(),
             self.codec.encode(record)?,
-        );
+        )
+        .with_explicit_hash_key(record.explicit_hash_key().map(str::to_owned));
         self.sink
             .validate(&encoded)
             .map_err(|reason| Error::InvalidRecord {

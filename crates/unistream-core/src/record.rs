@@ -47,6 +47,11 @@ pub trait Record: Send + Sync + 'static {
     fn partition_key(&self) -> &str {
         self.id()
     }
+    /// A hash key that picks the shard instead of the partition key's hash
+    /// (Kinesis `ExplicitHashKey`, a decimal 128-bit number). None by default.
+    fn explicit_hash_key(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Whether a [`CodecError`] happened while encoding or decoding.

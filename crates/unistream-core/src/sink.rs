@@ -14,6 +14,9 @@ pub struct EncodedRecord {
     pub partition_key: String,
     /// The encoded record.
     pub data: Vec<u8>,
+    /// A hash key that overrides the partition key's hash when the stream
+    /// picks a shard (Kinesis `ExplicitHashKey`), if any.
+    pub explicit_hash_key: Option<String>,
 }
 
 impl EncodedRecord {
@@ -23,7 +26,14 @@ impl EncodedRecord {
             id: id.into(),
             partition_key: partition_key.into(),
             data,
+            explicit_hash_key: None,
         }
+    }
+
+    /// Sets the explicit hash key.
+    pub fn with_explicit_hash_key(mut self, key: Option<String>) -> Self {
+        self.explicit_hash_key = key;
+        self
     }
 }
 

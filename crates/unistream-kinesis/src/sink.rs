@@ -144,6 +144,7 @@ fn entry(r: &EncodedRecord) -> Result<PutRecordsRequestEntry, BoxError> {
     Ok(PutRecordsRequestEntry::builder()
         .data(Blob::new(r.data.clone()))
         .partition_key(&r.partition_key)
+        .set_explicit_hash_key(r.explicit_hash_key.clone())
         .build()?)
 }
 

@@ -437,3 +437,32 @@ async fn oversize_records_already_buffered_are_set_aside_not_jammed() {
     assert_eq!(line["bytes"], 201);
     assert_eq!(ok.num_calls(), 1);
 }
+
+#[tokio::test]
+async fn each_record_keeps_its_partition_key_and_explicit_hash_key() {
+    let put = mock!(Client::put_records)
+        .match_requests(|r| {
+            let rs = r.records();
+            rs.len() == 2
+                && rs[0].partition_key() == Some("k1")
+                && rs[0].explicit_hash_key().is_none()
+                && rs[1].partition_key() == Some("k2")
+                && rs[1].explicit_hash_key() == Some("12345")
+                && rs[1].data().as_ref() == &b"{\"id\": \"2\"}"[..]
+        })
+        .then_output(|| {
+            PutRecordsOutput::builder()
+                .records(ok_entry("1"))
+                .records(ok_entry("2"))
+                .build()
+                .unwrap()
+        });
+    let client = mock_client!(aws_sdk_kinesis, [&put]);
+    let sink = KinesisSink::new(client, "s");
+    let batch = [
+        rec("1", "k1"),
+        rec("2", "k2").with_explicit_hash_key(Some("12345".into())),
+    ];
+    assert_eq!(sink.send(&batch).await.unwrap(), Delivery::All);
+    assert_eq!(put.num_calls(), 1);
+}
