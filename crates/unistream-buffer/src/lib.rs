@@ -35,6 +35,9 @@
 //! frame   := len u32le | crc32c u32le | kind u8 | payload
 //!                                     len = payload bytes; crc over kind + payload
 //! kind 1, record:  id_len u16le | id | key_len u16le | partition key | data
+//! kind 5, record with an explicit hash key:
+//!                  id_len u16le | id | key_len u16le | partition key
+//!                  | hash_len u16le | explicit hash key | data
 //! kind 3, seal:    batch id u64le        the records since the last seal are this batch
 //! kind 4, commit:  batch id u64le        every batch up to this one is committed
 //! kind 2, narrow:  batch id u64le | kept bytes u64le | n u32le | n x index u32le
