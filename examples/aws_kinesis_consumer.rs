@@ -21,7 +21,7 @@ use unistream::local::{AppendFile, FileCheckpointStore, FileDeadLetterQueue};
 use unistream::retry::RetryPolicy;
 use unistream::{Durability, Error};
 use unistream_examples::{
-    AnnouncedDlq, DemoProcessor, init_logging, kinesis_client, report, run_verbose,
+    AnnouncedDlq, DemoProcessor, exit_code, init_logging, kinesis_client, run_verbose,
 };
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -80,10 +80,7 @@ struct Args {
 async fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.verbose);
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => report(&e),
-    }
+    exit_code(run(args).await)
 }
 
 async fn run(args: Args) -> unistream::Result<()> {

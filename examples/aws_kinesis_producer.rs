@@ -22,7 +22,7 @@ use unistream::producer::{Producer, ProducerConfig};
 use unistream::retry::RetryPolicy;
 use unistream::{Durability, Error, FileBuffer, FileBufferOptions};
 use unistream_examples::{
-    MyRecord, RandomFailSink, init_logging, kinesis_client, put_verbose, report,
+    MyRecord, RandomFailSink, exit_code, init_logging, kinesis_client, put_verbose,
 };
 
 #[derive(Parser, Debug)]
@@ -70,10 +70,7 @@ struct Args {
 async fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.verbose);
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => report(&e),
-    }
+    exit_code(run(args).await)
 }
 
 async fn run(args: Args) -> unistream::Result<()> {

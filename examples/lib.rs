@@ -114,6 +114,25 @@ pub fn init_logging(verbose: bool) {
         .init();
 }
 
+/// The exit code of an example's run: 0 on success, 2 when a consumer
+/// halted on an exhausted record (strict ordering), else 1 with the error
+/// and its causes on stderr.
+pub fn exit_code(result: unistream::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(unistream::Error::Halted {
+            record_id,
+            attempts,
+        }) => {
+            eprintln!(
+                "halted: record {record_id} failed {attempts} attempts and is in the dead-letter queue"
+            );
+            std::process::ExitCode::from(2)
+        }
+        Err(e) => report(&e),
+    }
+}
+
 /// Prints an error and its causes to stderr; returns exit code 1.
 pub fn report(e: &unistream::Error) -> std::process::ExitCode {
     eprintln!("error: {e}");

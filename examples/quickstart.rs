@@ -28,7 +28,7 @@ use unistream::producer::{Producer, ProducerConfig};
 use unistream::retry::RetryPolicy;
 use unistream::{Durability, Error, FileBuffer, FileBufferOptions};
 use unistream_examples::{
-    AnnouncedDlq, DemoProcessor, MyRecord, RandomFailSink, init_logging, put_verbose, report,
+    AnnouncedDlq, DemoProcessor, MyRecord, RandomFailSink, exit_code, init_logging, put_verbose,
     run_verbose,
 };
 
@@ -56,10 +56,7 @@ fn ms(list: &[u64]) -> Vec<Duration> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     init_logging(true);
-    match run(Args::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => report(&e),
-    }
+    exit_code(run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> unistream::Result<()> {

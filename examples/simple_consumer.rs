@@ -21,7 +21,7 @@ use unistream::local::{AppendFile, FileCheckpointStore, FileDeadLetterQueue, Fil
 use unistream::retry::RetryPolicy;
 use unistream::{Durability, Error};
 use unistream_examples::{
-    AnnouncedDlq, DemoProcessor, init_logging, report, run_verbose, write_sample_stream,
+    AnnouncedDlq, DemoProcessor, exit_code, init_logging, run_verbose, write_sample_stream,
 };
 
 #[derive(Parser, Debug)]
@@ -81,19 +81,7 @@ struct Args {
 async fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.verbose);
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Error::Halted {
-            record_id,
-            attempts,
-        }) => {
-            eprintln!(
-                "halted: record {record_id} failed {attempts} attempts and is in the dead-letter queue"
-            );
-            ExitCode::from(2)
-        }
-        Err(e) => report(&e),
-    }
+    exit_code(run(args).await)
 }
 
 async fn run(args: Args) -> unistream::Result<()> {

@@ -25,7 +25,7 @@ use unistream::local::FileSink;
 use unistream::producer::{Producer, ProducerConfig};
 use unistream::retry::RetryPolicy;
 use unistream::{Durability, Error, FileBuffer, FileBufferOptions};
-use unistream_examples::{MyRecord, RandomFailSink, init_logging, put_verbose, report};
+use unistream_examples::{MyRecord, RandomFailSink, exit_code, init_logging, put_verbose};
 
 #[derive(Parser, Debug)]
 #[command(about = "Produce records reliably to DIR/stream.jsonl through a write-ahead log")]
@@ -70,10 +70,7 @@ struct Args {
 async fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.verbose);
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => report(&e),
-    }
+    exit_code(run(args).await)
 }
 
 async fn run(args: Args) -> unistream::Result<()> {
