@@ -569,6 +569,22 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// The checkpoint without its trackers (for stores that keep trackers
+    /// apart, e.g. one map entry per record).
+    pub fn without_trackers(&self) -> Checkpoint {
+        Checkpoint {
+            trackers: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// Puts back the trackers of a checkpoint stored by
+    /// [`without_trackers`](Self::without_trackers).
+    pub fn with_trackers(mut self, trackers: Vec<Tracker>) -> Checkpoint {
+        self.trackers = trackers;
+        self
+    }
+
     /// Puts a tracker as a store loaded it (replaying a journal).
     pub fn restore_tracker(&mut self, index: usize, tracker: Tracker) -> Result<()> {
         *self.tracker_mut(index)? = tracker;

@@ -535,7 +535,27 @@ where
                 }
                 *lock_counter += 1;
                 let lock = format!("{instance}-{lock_counter}");
-                cp.begin_attempt(index, &lock, clock.now())?;
+                match cp.begin_attempt(index, &lock, clock.now()) {
+                    Ok(_) => {}
+                    Err(Error::RecordLocked {
+                        record_id, until, ..
+                    }) => {
+                        // Another owner's attempt may still run (a store that
+                        // cannot prove it dead): wait for its lock to expire.
+                        let wait = (until - clock.now())
+                            .to_std()
+                            .unwrap_or(Duration::ZERO)
+                            .max(Duration::from_millis(1));
+                        info!(consumer = %config.consumer_id, %record_id, ?wait, "record locked by another owner; waiting for the lock to expire");
+                        store.sync().await?;
+                        tokio::select! {
+                            _ = clock.sleep(wait) => {}
+                            _ = shutdown.cancelled() => {}
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
                 store.save_tracker(cp, index).await?;
                 store.sync().await?;
                 let attempt = Attempt {

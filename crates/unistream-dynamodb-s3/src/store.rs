@@ -1,0 +1,430 @@
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_s3::primitives::ByteStream;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use tracing::{debug, warn};
+use unistream_core::checkpoint::{Checkpoint, CheckpointStore, StoredCheckpoint, Tracker};
+use unistream_core::source::{Pointer, SourceRecord};
+use unistream_core::{Error, Result};
+
+/// DynamoDB's item size limit; writes that would exceed it are refused
+/// before the call.
+pub const ITEM_LIMIT_BYTES: usize = 400 * 1024;
+
+/// A [`CheckpointStore`] in one DynamoDB item plus one S3 object per batch;
+/// see the crate docs.
+///
+/// ```no_run
+/// # async fn demo(ddb: aws_sdk_dynamodb::Client, s3: aws_sdk_s3::Client) {
+/// use unistream_dynamodb_s3::DynamoDbS3CheckpointStore;
+/// let store = DynamoDbS3CheckpointStore::new(ddb, s3, "checkpoints", "id", "orders-shardId-000000000000", "my-bucket", "unistream/");
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct DynamoDbS3CheckpointStore {
+    ddb: aws_sdk_dynamodb::Client,
+    s3: aws_sdk_s3::Client,
+    table: String,
+    pk_name: String,
+    pk_value: String,
+    bucket: String,
+    prefix: String,
+    owner: String,
+    /// The item's version as this store last saw it (None: no item yet).
+    version: Option<u64>,
+    /// Trackers saved but not yet written, by index.
+    pending: BTreeMap<usize, Tracker>,
+    /// Approximate size of the item, for the 400 KB guard.
+    item_bytes: usize,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredRecord {
+    pointer: Pointer,
+    data: String,
+}
+
+fn tracker_key(index: usize, t: &Tracker) -> String {
+    format!("{index}|{}", t.record_id)
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+impl DynamoDbS3CheckpointStore {
+    /// A store for the item `pk_name = pk_value` of `table`, with batch
+    /// records under `prefix` in `bucket`.
+    pub fn new(
+        ddb: aws_sdk_dynamodb::Client,
+        s3: aws_sdk_s3::Client,
+        table: impl Into<String>,
+        pk_name: impl Into<String>,
+        pk_value: impl Into<String>,
+        bucket: impl Into<String>,
+        prefix: impl Into<String>,
+    ) -> Self {
+        DynamoDbS3CheckpointStore {
+            ddb,
+            s3,
+            table: table.into(),
+            pk_name: pk_name.into(),
+            pk_value: pk_value.into(),
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            owner: uuid::Uuid::new_v4().simple().to_string(),
+            version: None,
+            pending: BTreeMap::new(),
+            item_bytes: 0,
+        }
+    }
+
+    fn store_name(&self) -> String {
+        format!(
+            "DynamoDB table {} + s3://{}/{}",
+            self.table, self.bucket, self.prefix
+        )
+    }
+
+    fn unreadable(&self, reason: impl Into<String>) -> Error {
+        Error::CheckpointUnreadable {
+            store: self.store_name(),
+            key: self.pk_value.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    fn owned(&self, detail: impl Into<String>) -> Error {
+        Error::CheckpointOwned {
+            store: self.store_name(),
+            key: self.pk_value.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    fn records_key(&self, seq: u64) -> String {
+        format!("{}{}/batch-{seq:020}.json", self.prefix, self.pk_value)
+    }
+
+    fn check_size(&self, bytes: usize) -> Result<()> {
+        if bytes > ITEM_LIMIT_BYTES {
+            return Err(Error::Config(format!(
+                "the checkpoint item of consumer {:?} would be about {bytes} bytes, over DynamoDB's {ITEM_LIMIT_BYTES}: lower the consumer's `limit`",
+                self.pk_value
+            )));
+        }
+        Ok(())
+    }
+
+    fn encode_tracker(t: &Tracker) -> Result<String> {
+        serde_json::to_string(t).map_err(|e| Error::backend("encode tracker", e))
+    }
+
+    /// Writes the pending trackers (and the checkpoint's metadata, if
+    /// given) with one conditional `UpdateItem`.
+    async fn update(&mut self, meta: Option<&Checkpoint>) -> Result<()> {
+        if self.pending.is_empty() && meta.is_none() {
+            return Ok(());
+        }
+        let Some(version) = self.version else {
+            return Err(Error::InvalidTransition(
+                "checkpoint change saved before its batch".into(),
+            ));
+        };
+        let mut sets = vec!["#ver = :new".to_owned(), "#owner = :me".to_owned()];
+        let mut req = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .key(&self.pk_name, s(&self.pk_value))
+            .condition_expression("#ver = :old")
+            .expression_attribute_names("#ver", "version")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":old", AttributeValue::N(version.to_string()))
+            .expression_attribute_values(":new", AttributeValue::N((version + 1).to_string()))
+            .expression_attribute_values(":me", s(&self.owner));
+        let mut added = 0;
+        if !self.pending.is_empty() {
+            req = req.expression_attribute_names("#t", "trackers");
+        }
+        for (n, (&i, t)) in self.pending.iter().enumerate() {
+            let value = Self::encode_tracker(t)?;
+            added += value.len();
+            sets.push(format!("#t.#k{n} = :v{n}"));
+            req = req
+                .expression_attribute_names(format!("#k{n}"), tracker_key(i, t))
+                .expression_attribute_values(format!(":v{n}"), s(value));
+        }
+        if let Some(checkpoint) = meta {
+            let m = serde_json::to_string(&checkpoint.without_trackers())
+                .map_err(|e| Error::backend("encode checkpoint", e))?;
+            sets.push("#meta = :meta".into());
+            req = req
+                .expression_attribute_names("#meta", "meta")
+                .expression_attribute_values(":meta", s(m));
+        }
+        // Updated trackers replace old values of about the same size; count
+        // the growth conservatively.
+        self.check_size(self.item_bytes + added / 4)?;
+        req = req.update_expression(format!("SET {}", sets.join(", ")));
+        match req.send().await {
+            Ok(_) => {
+                self.version = Some(version + 1);
+                self.pending.clear();
+                Ok(())
+            }
+            Err(e) => match e.into_service_error() {
+                UpdateItemError::ConditionalCheckFailedException(_) => Err(self.owned(format!(
+                    "the item changed since version {version}: another consumer loaded or wrote it"
+                ))),
+                e => Err(Error::backend(
+                    format!("UpdateItem {}", self.table),
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
+                )),
+            },
+        }
+    }
+}
+
+impl CheckpointStore for DynamoDbS3CheckpointStore {
+    async fn load(&mut self) -> Result<Option<StoredCheckpoint>> {
+        self.pending.clear();
+        let got = self
+            .ddb
+            .get_item()
+            .table_name(&self.table)
+            .key(&self.pk_name, s(&self.pk_value))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| {
+                Error::backend(
+                    format!("GetItem {}", self.table),
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
+                )
+            })?;
+        let Some(item) = got.item else {
+            self.version = None;
+            return Ok(None);
+        };
+        let text = |name: &str| -> Result<&String> {
+            item.get(name).and_then(|v| v.as_s().ok()).ok_or_else(|| {
+                self.unreadable(format!("attribute {name:?} is missing or not a string"))
+            })
+        };
+        let version: u64 = item
+            .get("version")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| self.unreadable("attribute \"version\" is missing or not a number"))?;
+        let meta: Checkpoint = serde_json::from_str(text("meta")?)
+            .map_err(|e| self.unreadable(format!("attribute \"meta\": {e}")))?;
+        let records_key = text("records_key")?.clone();
+        let mut trackers: Vec<(usize, Tracker)> = Vec::new();
+        if let Some(map) = item.get("trackers").and_then(|v| v.as_m().ok()) {
+            for (key, value) in map {
+                let index: usize = key
+                    .split_once('|')
+                    .and_then(|(i, _)| i.parse().ok())
+                    .ok_or_else(|| self.unreadable(format!("tracker key {key:?}")))?;
+                let t: Tracker = value
+                    .as_s()
+                    .ok()
+                    .and_then(|v| serde_json::from_str(v).ok())
+                    .ok_or_else(|| self.unreadable(format!("tracker {key:?} is not a tracker")))?;
+                trackers.push((index, t));
+            }
+        }
+        trackers.sort_by_key(|(i, _)| *i);
+        if trackers.iter().enumerate().any(|(n, (i, _))| n != *i) {
+            return Err(self.unreadable("the trackers are not numbered 0..n"));
+        }
+        let checkpoint = meta.with_trackers(trackers.into_iter().map(|(_, t)| t).collect());
+        let body = self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&records_key)
+            .send()
+            .await
+            .map_err(|e| {
+                self.unreadable(format!(
+                    "records object s3://{}/{records_key}: {}",
+                    self.bucket,
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                ))
+            })?
+            .body
+            .collect()
+            .await
+            .map_err(|e| Error::backend("read S3 object", e))?
+            .into_bytes();
+        let stored: Vec<StoredRecord> = serde_json::from_slice(&body).map_err(|e| {
+            self.unreadable(format!(
+                "records object s3://{}/{records_key}: {e}",
+                self.bucket
+            ))
+        })?;
+        let records = stored
+            .into_iter()
+            .map(|r| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(&r.data)
+                    .map(|data| SourceRecord::new(r.pointer, data))
+                    .map_err(|e| self.unreadable(format!("records object: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.item_bytes = item
+            .values()
+            .map(|v| v.as_s().map_or(64, String::len))
+            .sum::<usize>()
+            + checkpoint.trackers().len() * 200;
+        // Take ownership: from here on, a consumer that loaded before us
+        // cannot write.
+        let claim = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .key(&self.pk_name, s(&self.pk_value))
+            .condition_expression("#ver = :old")
+            .update_expression("SET #ver = :new, #owner = :me")
+            .expression_attribute_names("#ver", "version")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":old", AttributeValue::N(version.to_string()))
+            .expression_attribute_values(":new", AttributeValue::N((version + 1).to_string()))
+            .expression_attribute_values(":me", s(&self.owner))
+            .send()
+            .await;
+        match claim {
+            Ok(_) => self.version = Some(version + 1),
+            Err(e) => {
+                return Err(match e.into_service_error() {
+                    UpdateItemError::ConditionalCheckFailedException(_) => {
+                        self.owned("another consumer wrote the item while it was being loaded")
+                    }
+                    e => Error::backend(
+                        format!("UpdateItem {}", self.table),
+                        aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
+                    ),
+                });
+            }
+        }
+        debug!(table = %self.table, key = %self.pk_value, version = version + 1, "loaded checkpoint");
+        Ok(Some(StoredCheckpoint {
+            checkpoint,
+            records,
+        }))
+    }
+
+    async fn save_batch(
+        &mut self,
+        checkpoint: &Checkpoint,
+        records: &[SourceRecord],
+    ) -> Result<()> {
+        self.pending.clear();
+        let stored: Vec<StoredRecord> = records
+            .iter()
+            .map(|r| StoredRecord {
+                pointer: r.pointer.clone(),
+                data: base64::engine::general_purpose::STANDARD.encode(&r.data),
+            })
+            .collect();
+        let body = serde_json::to_vec(&stored).map_err(|e| Error::backend("encode records", e))?;
+        let meta = serde_json::to_string(&checkpoint.without_trackers())
+            .map_err(|e| Error::backend("encode checkpoint", e))?;
+        let mut trackers = HashMap::with_capacity(checkpoint.trackers().len());
+        let mut bytes = meta.len() + self.pk_value.len() + 200;
+        for (i, t) in checkpoint.trackers().iter().enumerate() {
+            let key = tracker_key(i, t);
+            let value = Self::encode_tracker(t)?;
+            // Room for the tracker to grow (status, lock, error text).
+            bytes += key.len() + value.len() + 200;
+            trackers.insert(key, s(value));
+        }
+        self.check_size(bytes)?;
+        // Records first: an item never points at records that are not there.
+        let key = self.records_key(checkpoint.batch_sequence());
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| {
+                Error::backend(
+                    format!("PutObject s3://{}/{key}", self.bucket),
+                    aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+                )
+            })?;
+        let new_version = self.version.map_or(1, |v| v + 1);
+        let mut put = self
+            .ddb
+            .put_item()
+            .table_name(&self.table)
+            .item(&self.pk_name, s(&self.pk_value))
+            .item("version", AttributeValue::N(new_version.to_string()))
+            .item("owner", s(&self.owner))
+            .item("meta", s(meta))
+            .item("trackers", AttributeValue::M(trackers))
+            .item("records_key", s(&key));
+        put = match self.version {
+            None => put
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", &self.pk_name),
+            Some(v) => put
+                .condition_expression("#ver = :old")
+                .expression_attribute_names("#ver", "version")
+                .expression_attribute_values(":old", AttributeValue::N(v.to_string())),
+        };
+        match put.send().await {
+            Ok(_) => {}
+            Err(e) => {
+                return Err(match e.into_service_error() {
+                    aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(_) => {
+                        self.owned("the item changed: another consumer loaded or wrote it")
+                    }
+                    e => Error::backend(format!("PutItem {}", self.table), aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()),
+                });
+            }
+        }
+        self.version = Some(new_version);
+        self.item_bytes = bytes;
+        // The previous batch's records are no longer needed.
+        if checkpoint.batch_sequence() > 1 {
+            let old = self.records_key(checkpoint.batch_sequence() - 1);
+            if let Err(e) = self
+                .s3
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(&old)
+                .send()
+                .await
+            {
+                warn!(key = %old, error = %aws_sdk_s3::error::DisplayErrorContext(e), "could not delete the previous batch's records");
+            }
+        }
+        Ok(())
+    }
+
+    async fn save_tracker(&mut self, checkpoint: &Checkpoint, index: usize) -> Result<()> {
+        let Some(t) = checkpoint.trackers().get(index) else {
+            return Err(Error::InvalidTransition(format!(
+                "no tracker at index {index}"
+            )));
+        };
+        self.pending.insert(index, t.clone());
+        Ok(())
+    }
+
+    async fn sync(&mut self) -> Result<()> {
+        self.update(None).await
+    }
+
+    async fn save_commit(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        self.update(Some(checkpoint)).await
+    }
+}

@@ -1,0 +1,352 @@
+//! The DynamoDB + S3 checkpoint store against a real emulator (moto) through
+//! the real SDK. Run with `cargo xtask it`; `cargo test` lists them as ignored.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use unistream_core::checkpoint::{Checkpoint, CheckpointStore, ErrorInfo, Status};
+use unistream_core::clock::VirtualClock;
+use unistream_core::consumer::{Attempt, Consumer, ConsumerConfig, Outcome, Processor};
+use unistream_core::memory::{MemoryDeadLetterQueue, MemorySource};
+use unistream_core::retry::RetryPolicy;
+use unistream_core::source::{Pointer, SourceRecord};
+use unistream_core::{BoxError, Error};
+use unistream_dynamodb_s3::DynamoDbS3CheckpointStore;
+use unistream_test_support::{Env, Service, unique_name};
+
+const HOSTILE: &[&str] = &[
+    "a.b.c",
+    "with space",
+    "quote\"s and 'apostrophes'",
+    "#hash",
+    ":colon",
+    "ünïcødé ✓ 日本",
+    "a|b|c",
+    "[0]",
+];
+
+struct Fixture {
+    env: Env,
+    table: String,
+    bucket: String,
+    key: String,
+}
+
+impl Fixture {
+    async fn new() -> Option<Fixture> {
+        let env = Env::from_env().await;
+        if env.skip_unless(Service::DynamoDb) || env.skip_unless(Service::S3) {
+            return None;
+        }
+        let table = env.create_table("id").await;
+        let bucket = env.create_bucket().await;
+        Some(Fixture {
+            env,
+            table,
+            bucket,
+            key: unique_name("consumer"),
+        })
+    }
+
+    fn store(&self) -> DynamoDbS3CheckpointStore {
+        DynamoDbS3CheckpointStore::new(
+            self.env.without_retries().dynamodb(),
+            self.env.s3(),
+            &self.table,
+            "id",
+            &self.key,
+            &self.bucket,
+            "checkpoints/",
+        )
+    }
+
+    async fn cleanup(self) {
+        self.env.delete_table(&self.table).await;
+        self.env.delete_bucket(&self.bucket).await;
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_704_781_446, 123_456_789).unwrap()
+}
+
+fn records(ids: &[String]) -> Vec<SourceRecord> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| {
+            SourceRecord::new(
+                Pointer::new(i.to_string()),
+                format!("{{\"id\": {id:?}}}").into_bytes(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs an AWS emulator: run with `cargo xtask it`"]
+async fn hostile_record_ids_round_trip() {
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    let mut ids: Vec<String> = HOSTILE.iter().map(|s| s.to_string()).collect();
+    ids.push("x".repeat(256));
+    let mut store = f.store();
+    assert!(store.load().await.unwrap().is_none());
+    let mut cp = Checkpoint::new(&f.key, Pointer::from("0"), 2, Duration::from_secs(60));
+    cp.start_batch(
+        ids.clone(),
+        Some(Pointer::new(ids.len().to_string())),
+        now(),
+    )
+    .unwrap();
+    store.save_batch(&cp, &records(&ids)).await.unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        let lock = format!("L{i}");
+        cp.begin_attempt(i, &lock, now()).unwrap();
+        store.save_tracker(&cp, i).await.unwrap();
+        store.sync().await.unwrap();
+        if i % 2 == 0 {
+            cp.succeed(i, &lock, None, now()).unwrap();
+        } else {
+            cp.fail(i, &lock, ErrorInfo::new(format!("failed {id}")), now())
+                .unwrap();
+        }
+        store.save_tracker(&cp, i).await.unwrap();
+    }
+    store.sync().await.unwrap();
+    let mut other = f.store();
+    let loaded = other.load().await.unwrap().expect("stored");
+    assert_eq!(
+        loaded.checkpoint, cp,
+        "every tracker, under every id, round-trips"
+    );
+    assert_eq!(loaded.records, records(&ids));
+    assert_eq!(loaded.checkpoint.trackers()[1].status, Status::Failed);
+    f.cleanup().await;
+}
+
+#[tokio::test]
+#[ignore = "needs an AWS emulator: run with `cargo xtask it`"]
+async fn two_consumers_racing_on_one_checkpoint_never_overwrite_silently() {
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    let ids: Vec<String> = (0..3).map(|i| i.to_string()).collect();
+    let mut a = f.store();
+    a.load().await.unwrap();
+    let mut cp = Checkpoint::new(&f.key, Pointer::from("0"), 3, Duration::from_secs(60));
+    cp.start_batch(ids.clone(), Some(Pointer::from("3")), now())
+        .unwrap();
+    a.save_batch(&cp, &records(&ids)).await.unwrap();
+
+    // A second consumer takes the checkpoint over.
+    let mut b = f.store();
+    let mut cp_b = b.load().await.unwrap().unwrap().checkpoint;
+    // The first one's next write fails, typed; it did not clobber anything.
+    cp.begin_attempt(0, "A", now()).unwrap();
+    a.save_tracker(&cp, 0).await.unwrap();
+    let err = a.sync().await.unwrap_err();
+    assert!(matches!(err, Error::CheckpointOwned { .. }), "{err}");
+    // The owner writes on.
+    cp_b.begin_attempt(0, "B", now()).unwrap();
+    b.save_tracker(&cp_b, 0).await.unwrap();
+    b.sync().await.unwrap();
+    let seen = f.store().load().await.unwrap().unwrap().checkpoint;
+    assert_eq!(seen.trackers()[0].lock.as_deref(), Some("B"));
+    // Racing on a fresh item: exactly one creates it.
+    let ids2: Vec<String> = vec!["z".into()];
+    let mut c1 = DynamoDbS3CheckpointStore::new(
+        f.env.without_retries().dynamodb(),
+        f.env.s3(),
+        &f.table,
+        "id",
+        "fresh",
+        &f.bucket,
+        "p/",
+    );
+    let mut c2 = DynamoDbS3CheckpointStore::new(
+        f.env.without_retries().dynamodb(),
+        f.env.s3(),
+        &f.table,
+        "id",
+        "fresh",
+        &f.bucket,
+        "p/",
+    );
+    assert!(c1.load().await.unwrap().is_none());
+    assert!(c2.load().await.unwrap().is_none());
+    let mut fresh = Checkpoint::new("fresh", Pointer::from("0"), 3, Duration::from_secs(60));
+    fresh
+        .start_batch(ids2.clone(), Some(Pointer::from("1")), now())
+        .unwrap();
+    let r1 = c1.save_batch(&fresh, &records(&ids2)).await;
+    let r2 = c2.save_batch(&fresh, &records(&ids2)).await;
+    assert!(r1.is_ok());
+    assert!(matches!(r2, Err(Error::CheckpointOwned { .. })), "{r2:?}");
+    f.cleanup().await;
+}
+
+#[tokio::test]
+#[ignore = "needs an AWS emulator: run with `cargo xtask it`"]
+async fn a_crash_between_the_s3_and_the_dynamodb_write_is_recovered() {
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    let ids: Vec<String> = vec!["1".into(), "2".into()];
+    let mut store = f.store();
+    store.load().await.unwrap();
+    let mut cp = Checkpoint::new(&f.key, Pointer::from("0"), 3, Duration::from_secs(60));
+    cp.start_batch(ids.clone(), Some(Pointer::from("2")), now())
+        .unwrap();
+    store.save_batch(&cp, &records(&ids)).await.unwrap();
+    // The next batch's records reached S3, then the process died before the
+    // item was updated.
+    f.env
+        .s3()
+        .put_object()
+        .bucket(&f.bucket)
+        .key(format!("checkpoints/{}/batch-{:020}.json", f.key, 2))
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(
+            b"half-written garbage",
+        ))
+        .send()
+        .await
+        .unwrap();
+    let mut restarted = f.store();
+    let loaded = restarted.load().await.unwrap().unwrap();
+    assert_eq!(
+        loaded.checkpoint.batch_sequence(),
+        1,
+        "still the previous batch"
+    );
+    assert_eq!(loaded.records, records(&ids));
+    f.cleanup().await;
+}
+
+#[tokio::test]
+#[ignore = "needs an AWS emulator: run with `cargo xtask it`"]
+async fn the_item_size_limit_is_checked_before_the_call() {
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    let ids: Vec<String> = (0..3000).map(|i| format!("record-{i}")).collect();
+    let mut store = f.store();
+    store.load().await.unwrap();
+    let mut cp = Checkpoint::new(&f.key, Pointer::from("0"), 3, Duration::from_secs(60));
+    cp.start_batch(ids.clone(), Some(Pointer::from("3000")), now())
+        .unwrap();
+    let err = store.save_batch(&cp, &records(&ids)).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Config(ref m) if m.contains("409600") && m.contains("limit")),
+        "{err}"
+    );
+    f.cleanup().await;
+}
+
+#[derive(Clone, Default)]
+struct Hangs {
+    on: Option<String>,
+    log: Arc<Mutex<Vec<(String, u32)>>>,
+}
+
+#[derive(serde::Deserialize)]
+struct R {
+    id: String,
+}
+
+impl unistream_core::record::Record for R {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn create_at(&self) -> DateTime<Utc> {
+        now()
+    }
+}
+
+impl Processor for Hangs {
+    type Record = R;
+    async fn process(&mut self, r: &R, a: &Attempt<'_>) -> Result<Outcome, BoxError> {
+        if self.on.as_deref() == Some(r.id.as_str()) {
+            std::future::pending::<()>().await;
+        }
+        self.log.lock().unwrap().push((r.id.clone(), a.number));
+        Ok(Outcome::Succeeded)
+    }
+}
+
+impl serde::Serialize for R {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.id)
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs an AWS emulator: run with `cargo xtask it`"]
+async fn a_restarted_consumer_resumes_mid_batch_from_dynamodb_and_s3() {
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    let ids: Vec<String> = (0..8).map(|i| format!("r {i}.x")).collect();
+    let source = MemorySource::new(records(&ids).into_iter().map(|r| r.data).collect());
+    let clock = VirtualClock::default();
+    let mut config = ConsumerConfig::new(&f.key);
+    config.retry = RetryPolicy::waits([Duration::ZERO]).with_max_attempts(3);
+    config.lock_expire = Duration::from_secs(30);
+    config.stop_at_end = true;
+    let first = Hangs {
+        on: Some("r 5.x".into()),
+        ..Default::default()
+    };
+    let mut c = Consumer::new(
+        config.clone(),
+        source.clone(),
+        first.clone(),
+        f.store(),
+        MemoryDeadLetterQueue::default(),
+    )
+    .unwrap()
+    .with_clock(clock.clone());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), c.run())
+            .await
+            .is_err(),
+        "hangs on r 5.x"
+    );
+    drop(c);
+    let second = Hangs::default();
+    let mut c = Consumer::new(
+        config,
+        source,
+        second.clone(),
+        f.store(),
+        MemoryDeadLetterQueue::default(),
+    )
+    .unwrap()
+    .with_clock(clock.clone());
+    c.run().await.unwrap();
+    let done_first: Vec<String> = first
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(i, _)| i.clone())
+        .collect();
+    let done_second = second.log.lock().unwrap().clone();
+    assert_eq!(done_first, ids[..5].to_vec());
+    assert_eq!(
+        done_second
+            .iter()
+            .map(|(i, _)| i.clone())
+            .collect::<Vec<_>>(),
+        ids[5..].to_vec(),
+        "resumed mid-batch, nothing repeated"
+    );
+    assert_eq!(done_second[0].1, 2, "the interrupted attempt counted");
+    assert_eq!(
+        clock.sleeps(),
+        vec![Duration::from_secs(30)],
+        "waited for the dead owner's lock to expire"
+    );
+    f.cleanup().await;
+}
