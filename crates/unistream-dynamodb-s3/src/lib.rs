@@ -1,6 +1,6 @@
 //! # unistream-dynamodb-s3
 //!
-//! A [`CheckpointStore`] in DynamoDB and S3: the seed's production setup.
+//! A [`CheckpointStore`](unistream_core::checkpoint::CheckpointStore) in DynamoDB and S3: the seed's production setup.
 //!
 //! # Layout
 //! One DynamoDB item per consumer, keyed by a configurable partition key
@@ -22,7 +22,7 @@
 //! - **No silent overwrite.** Every write carries `version = <what this
 //!   store last saw>`. A second consumer that loads the checkpoint bumps the
 //!   version, so the first one's next write fails with
-//!   [`Error::CheckpointOwned`]; it never clobbers.
+//!   [`Error::CheckpointOwned`](unistream_core::Error::CheckpointOwned); it never clobbers.
 //! - **Any record id works.** Per-record updates are `UpdateItem`s with
 //!   `SET #t.#k0 = :v0, ...`: ids only ever appear as expression attribute
 //!   *name placeholder values*, never in the expression text.
