@@ -489,7 +489,11 @@ where
                     return Ok(report);
                 }
                 if t.status == Status::Exhausted {
-                    let letter = dead_letter(config, cp, &st.records, index, clock.now());
+                    let mut letter = dead_letter(config, cp, &st.records, index, clock.now());
+                    letter.partition_key = st.decoded[index]
+                        .as_ref()
+                        .ok()
+                        .map(|r| r.partition_key().to_owned());
                     store.sync().await?;
                     let sent = retry(&config.dlq_retry, clock, || dlq.send(&letter), |e, wait| {
                         warn!(consumer = %config.consumer_id, record_id = %letter.record_id, error = %e, ?wait, "dead-letter queue failed; retrying");

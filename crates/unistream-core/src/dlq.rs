@@ -16,6 +16,9 @@ pub struct DeadLetter {
     pub consumer_id: String,
     /// The record's id (`undecodable@<pointer>` if it could not be decoded).
     pub record_id: String,
+    /// The record's partition key, if it could be decoded (FIFO queues
+    /// group by it; a stream DLQ partitions by it).
+    pub partition_key: Option<String>,
     /// The record's bytes, exactly as read from the stream.
     pub data: Vec<u8>,
     /// Where the record was in the stream.
@@ -44,6 +47,7 @@ impl DeadLetter {
         DeadLetter {
             consumer_id: consumer_id.into(),
             record_id: record_id.into(),
+            partition_key: None,
             data,
             pointer,
             attempts: 0,

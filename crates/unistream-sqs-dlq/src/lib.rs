@@ -1,0 +1,29 @@
+//! # unistream-sqs-dlq
+//!
+//! A [`DeadLetterQueue`](unistream_core::dlq::DeadLetterQueue) over Amazon
+//! SQS.
+//!
+//! - The message **body** is the record's bytes — as text when they are
+//!   UTF-8, else base64 with the attribute `body_encoding = base64`.
+//! - **Message attributes** carry the failure: `consumer_id`, `record_id`,
+//!   `attempts` (Number), `error` (the last error and its causes, at most
+//!   1,000 characters), `first_attempt_time`, `last_attempt_time`,
+//!   `dead_letter_time`, `pointer`.
+//! - **FIFO queues** (URL ending in `.fifo`): the group id is the record's
+//!   partition key (its id if unknown), the deduplication id its record id;
+//!   an id SQS does not accept (over 128 characters, or characters outside
+//!   printable ASCII) is replaced by `h-` and a checksum of it.
+//! - [`SqsDeadLetterQueue::send_many`] sends in `SendMessageBatch` calls of
+//!   at most 10 messages and 256 KiB, and retries the entries SQS failed
+//!   (not the ones it accepted).
+//! - A letter over SQS's 256 KiB message limit is refused with
+//!   [`Error::InvalidRecord`](unistream_core::Error::InvalidRecord) naming the
+//!   record: the consumer keeps the record exhausted and reports the error,
+//!   nothing is dropped. Use a file or Kinesis dead-letter queue for such
+//!   records.
+
+#![warn(missing_docs)]
+
+mod queue;
+
+pub use queue::{MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, SqsDeadLetterQueue};
