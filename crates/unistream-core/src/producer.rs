@@ -262,6 +262,19 @@ impl<B: Buffer, S: Sink, C> Producer<B, S, C> {
         self.after_put().await
     }
 
+    /// Puts a record that is already encoded (e.g. one read back from a
+    /// dead-letter queue to redrive it). The same guarantees as [`put`](Self::put).
+    pub async fn put_encoded(&self, record: EncodedRecord) -> Result<SendStep> {
+        self.sink
+            .validate(&record)
+            .map_err(|reason| Error::InvalidRecord {
+                record_id: record.id.clone(),
+                reason,
+            })?;
+        self.store(std::slice::from_ref(&record)).await?;
+        self.after_put().await
+    }
+
     /// [`put`](Self::put) for many records at once: one write (and one sync)
     /// for all of them. Either all are accepted or none.
     pub async fn put_many<R: Record>(&self, records: &[R]) -> Result<SendStep>

@@ -21,9 +21,14 @@
 //!   record: the consumer keeps the record exhausted and reports the error,
 //!   nothing is dropped. Use a file or Kinesis dead-letter queue for such
 //!   records.
+//! - [`redrive`] reads the letters back and puts their records into a stream
+//!   through a producer, deleting each message only once its record was
+//!   accepted.
 
 #![warn(missing_docs)]
 
 mod queue;
+mod redrive;
 
 pub use queue::{MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, SqsDeadLetterQueue};
+pub use redrive::{RedriveReport, redrive};

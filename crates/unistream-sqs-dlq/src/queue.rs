@@ -82,6 +82,16 @@ impl SqsDeadLetterQueue {
         self
     }
 
+    /// The queue's URL.
+    pub fn queue_url(&self) -> &str {
+        &self.queue_url
+    }
+
+    /// The SQS client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     fn message(&self, n: usize, l: &DeadLetter) -> Result<Message> {
         let (body, base64) = match std::str::from_utf8(&l.data) {
             Ok(text) => (text.to_owned(), false),
@@ -110,6 +120,9 @@ impl SqsDeadLetterQueue {
         }
         if let Some(t) = l.first_attempt_time {
             attrs.push(("first_attempt_time", t.to_rfc3339()));
+        }
+        if let Some(k) = &l.partition_key {
+            attrs.push(("partition_key", k.clone()));
         }
         if base64 {
             attrs.push(("body_encoding", "base64".to_owned()));

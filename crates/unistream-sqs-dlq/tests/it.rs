@@ -170,3 +170,63 @@ async fn a_letter_too_large_for_sqs_is_a_clear_error() {
     );
     env.delete_queue(&url).await;
 }
+
+#[tokio::test]
+#[ignore = "needs an AWS emulator: run with `cargo xtask it`"]
+async fn redrive_puts_every_dead_letter_back_once() {
+    use unistream_core::buffer::BufferLimits;
+    use unistream_core::memory::{MemoryBuffer, MemorySink};
+    use unistream_core::producer::{Producer, ProducerConfig};
+    let env = Env::from_env().await;
+    if env.skip_unless(Service::Sqs) {
+        return;
+    }
+    let url = env.create_queue(false).await;
+    let dlq = SqsDeadLetterQueue::new(env.sqs(), &url);
+    let letters: Vec<_> = (0..23)
+        .map(|i| {
+            letter(
+                &format!("r{i}"),
+                &format!("k{}", i % 3),
+                format!("{{\"id\": \"r{i}\"}}").as_bytes(),
+            )
+        })
+        .collect();
+    dlq.send_many(&letters).await.unwrap();
+    let sink = MemorySink::default();
+    let producer = Producer::new(
+        ProducerConfig::default(),
+        MemoryBuffer::new(BufferLimits::records(5)),
+        sink.clone(),
+    );
+    let report = unistream_sqs_dlq::redrive(&dlq, &producer, None)
+        .await
+        .unwrap();
+    producer.flush().await.unwrap();
+    assert_eq!(report.redriven, 23);
+    let mut got = sink.records();
+    got.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut want: Vec<_> = letters
+        .iter()
+        .map(|l| {
+            (
+                l.record_id.clone(),
+                l.partition_key.clone().unwrap(),
+                l.data.clone(),
+            )
+        })
+        .collect();
+    want.sort();
+    assert_eq!(
+        got.iter()
+            .map(|r| (r.id.clone(), r.partition_key.clone(), r.data.clone()))
+            .collect::<Vec<_>>(),
+        want,
+        "every letter once, with its key and bytes"
+    );
+    assert!(
+        receive_all(&env, &url, 1).await.is_empty(),
+        "the queue is empty"
+    );
+    env.delete_queue(&url).await;
+}
