@@ -18,15 +18,18 @@
 //!   again when they expire. At most 5 `GetRecords` per second; throttling
 //!   backs off; the end of a closed shard closes the source and reports its
 //!   child shards.
+//! - [`KinesisDeadLetterQueue`]: another stream as the dead-letter queue.
 //! - [`PythonCompatCodec`]: reads records the Python library wrote (its data
 //!   was base64 text of the JSON record).
 
 #![warn(missing_docs)]
 
+mod dlq;
 mod python;
 mod sink;
 mod source;
 
+pub use dlq::KinesisDeadLetterQueue;
 pub use python::PythonCompatCodec;
 pub use sink::{KinesisSink, MAX_RECORD_BYTES, MAX_RECORDS_PER_CALL, MAX_REQUEST_BYTES, Ordering};
 pub use source::{KinesisSource, ShardStats, StartingPosition};

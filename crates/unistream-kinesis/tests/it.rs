@@ -315,3 +315,42 @@ async fn a_split_shard_is_read_to_its_end_which_closes_the_consumer_and_names_th
     assert_eq!(stats.child_shards.len(), 2, "{:?}", stats.child_shards);
     env.delete_stream(&stream).await;
 }
+
+#[tokio::test]
+#[ignore = "needs an AWS emulator: run with `cargo xtask it`"]
+async fn another_stream_can_be_the_dead_letter_queue() {
+    use unistream_core::dlq::{DeadLetter, DeadLetterQueue};
+    use unistream_kinesis::KinesisDeadLetterQueue;
+    let env = Env::from_env().await;
+    if env.skip_unless(Service::Kinesis) {
+        return;
+    }
+    let stream = env.create_stream(1).await;
+    let dlq = KinesisDeadLetterQueue::new(KinesisSink::new(env.kinesis(), &stream));
+    let mut letter = DeadLetter::new(
+        "c1",
+        "17",
+        br#"{"id": "17"}"#.to_vec(),
+        "4955".into(),
+        Utc::now(),
+    );
+    letter.attempts = 3;
+    letter.partition_key = Some("k".into());
+    dlq.send(&letter).await.unwrap();
+    let shard = first_shard(&env, &stream).await;
+    let mut source =
+        KinesisSource::new(env.kinesis(), &stream, shard, StartingPosition::TrimHorizon);
+    let f = unistream_core::source::Source::fetch(
+        &mut source,
+        &StartingPosition::TrimHorizon.to_pointer(),
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(f.records.len(), 1);
+    let v: serde_json::Value = serde_json::from_slice(&f.records[0].data).unwrap();
+    assert_eq!(v["record_id"], "17");
+    assert_eq!(v["attempts"], 3);
+    assert_eq!(v["record"]["id"], "17");
+    env.delete_stream(&stream).await;
+}
