@@ -144,10 +144,10 @@ pub fn report(e: &unistream::Error) -> std::process::ExitCode {
     std::process::ExitCode::FAILURE
 }
 
-/// A Kinesis client: the default AWS configuration (environment, profile,
-/// instance role), or, with `endpoint`, an emulator — with dummy
-/// credentials and `us-east-1` unless the environment sets others.
-pub async fn kinesis_client(endpoint: Option<&str>) -> aws_sdk_kinesis::Client {
+/// The AWS configuration: the default one (environment, profile, instance
+/// role), or, with `endpoint`, an emulator — with dummy credentials and
+/// `us-east-1` unless the environment sets others.
+pub async fn aws_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     if let Some(url) = endpoint {
         loader = loader.endpoint_url(url);
@@ -160,7 +160,14 @@ pub async fn kinesis_client(endpoint: Option<&str>) -> aws_sdk_kinesis::Client {
             loader = loader.region(aws_config::Region::new("us-east-1"));
         }
     }
-    aws_sdk_kinesis::Client::new(&loader.load().await)
+    loader.load().await
+}
+
+/// A Kinesis client: the default AWS configuration (environment, profile,
+/// instance role), or, with `endpoint`, an emulator — with dummy
+/// credentials and `us-east-1` unless the environment sets others.
+pub async fn kinesis_client(endpoint: Option<&str>) -> aws_sdk_kinesis::Client {
+    aws_sdk_kinesis::Client::new(&aws_config(endpoint).await)
 }
 
 /// The error of a failed processing attempt.
@@ -217,16 +224,16 @@ impl Processor for DemoProcessor {
     }
 }
 
-/// The file DLQ, announcing each letter like the seed's
-/// `process_failed_record` (`✅ DLQ: ...`) when verbose.
-pub struct AnnouncedDlq {
+/// A dead-letter queue (the file one by default), announcing each letter
+/// like the seed's `process_failed_record` (`✅ DLQ: ...`) when verbose.
+pub struct AnnouncedDlq<D = FileDeadLetterQueue> {
     /// The queue.
-    pub inner: FileDeadLetterQueue,
+    pub inner: D,
     /// Print the seed's line.
     pub verbose: bool,
 }
 
-impl DeadLetterQueue for AnnouncedDlq {
+impl<D: DeadLetterQueue> DeadLetterQueue for AnnouncedDlq<D> {
     async fn send(&self, letter: &DeadLetter) -> unistream::Result<()> {
         self.inner.send(letter).await?;
         if self.verbose {

@@ -92,3 +92,106 @@ fn the_kinesis_examples_run_against_the_emulator() {
     let expected: HashSet<String> = (1..=40).map(|i| i.to_string()).collect();
     assert_eq!(seen, expected, "every record in the target or the DLQ");
 }
+
+#[test]
+#[ignore = "needs an AWS emulator: run with `cargo xtask it`"]
+fn the_production_wiring_and_redrive_run_against_the_emulator() {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .expect("needs an AWS emulator: run with `cargo xtask it`");
+    if std::env::var("UNISTREAM_IT_EMULATOR").as_deref() == Ok("kinesis-local") {
+        eprintln!("SKIPPED: kinesis-local serves Kinesis only");
+        return;
+    }
+    let producer = example_bin("aws_kinesis_producer");
+    let consumer = example_bin("aws_production_consumer");
+    let redrive = example_bin("aws_redrive");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!("it-prod-{}-{nanos}", std::process::id());
+    let run = |bin: &std::path::Path, args: &[&str]| {
+        let out = Command::new(bin).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            bin.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    run(
+        &producer,
+        &[
+            "--endpoint",
+            &endpoint,
+            "--stream",
+            &name,
+            "--create",
+            "--count",
+            "30",
+            "--interval-ms",
+            "0",
+            "--backoff-ms",
+            "0",
+            "--fail-rate",
+            "0",
+            "--dir",
+            d,
+        ],
+    );
+    let summary = run(
+        &consumer,
+        &[
+            "--endpoint",
+            &endpoint,
+            "--stream",
+            &name,
+            "--table",
+            &name,
+            "--bucket",
+            &name,
+            "--queue",
+            &name,
+            "--create",
+            "--until-end",
+            "--backoff-ms",
+            "0",
+            "--fail-rate",
+            "0.6",
+            "--dir",
+            d,
+        ],
+    );
+    let dead: u64 = summary
+        .split("succeeded, ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary in {summary:?}"));
+    let processed = ids(&dir.path().join("target.jsonl"), |v| v);
+    assert!(
+        dead > 0,
+        "with 60 % failures some records reach the DLQ: {summary}"
+    );
+    assert_eq!(processed.len() as u64 + dead, 30, "{summary}");
+    let redriven = run(
+        &redrive,
+        &[
+            "--endpoint",
+            &endpoint,
+            "--queue",
+            &name,
+            "--stream",
+            &name,
+            "--dir",
+            d,
+        ],
+    );
+    assert!(
+        redriven.contains(&format!("redriven: {dead} records")),
+        "{redriven}"
+    );
+}

@@ -14,6 +14,8 @@
 //! |---|---|---|
 //! | `file-buffer` | yes | [`wal`]: the durable file write-ahead log ([`FileBuffer`]) |
 //! | `kinesis` | no | `kinesis`: AWS Kinesis sink and shard source (`unistream-kinesis`) |
+//! | `dynamodb-s3` | no | `dynamodb_s3`: checkpoints in DynamoDB + S3 (`unistream-dynamodb-s3`) |
+//! | `sqs-dlq` | no | `sqs_dlq`: SQS dead-letter queues and redrive (`unistream-sqs-dlq`) |
 //!
 //! See the repository's `README.md` and `docs/` for the guarantees
 //! (at-least-once; what a `kill -9` or a power loss can and cannot cause).
@@ -28,3 +30,9 @@ pub use unistream_buffer::{FileBuffer, FileBufferOptions, Recovery};
 
 #[cfg(feature = "kinesis")]
 pub use unistream_kinesis as kinesis;
+
+#[cfg(feature = "dynamodb-s3")]
+pub use unistream_dynamodb_s3 as dynamodb_s3;
+
+#[cfg(feature = "sqs-dlq")]
+pub use unistream_sqs_dlq as sqs_dlq;

@@ -1,0 +1,238 @@
+//! The seed's production wiring: a Kinesis shard consumer whose checkpoint
+//! is in DynamoDB (metadata, per-record status) + S3 (the batch's records),
+//! with failed records sent to an SQS dead-letter queue.
+//!
+//! ```text
+//! cargo run --release --example aws_production_consumer -- --endpoint http://127.0.0.1:5000 \
+//!     --stream demo --table checkpoints --bucket unistream-demo --queue demo-dlq --create --until-end --verbose
+//! ```
+//!
+//! `--create` makes the table (partition key `id`), the bucket and the queue
+//! if they are missing. See docs/production.md.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use unistream::consumer::{Consumer, ConsumerConfig, cancel_on_ctrl_c};
+use unistream::dynamodb_s3::DynamoDbS3CheckpointStore;
+use unistream::kinesis::{KinesisSource, StartingPosition};
+use unistream::local::AppendFile;
+use unistream::retry::RetryPolicy;
+use unistream::sqs_dlq::SqsDeadLetterQueue;
+use unistream::{Durability, Error};
+use unistream_examples::{
+    AnnouncedDlq, DemoProcessor, aws_config, exit_code, init_logging, run_verbose,
+};
+
+#[derive(Parser, Debug)]
+#[command(about = "Kinesis consumer with a DynamoDB + S3 checkpoint and an SQS dead-letter queue")]
+struct Args {
+    /// An emulator's endpoint (default: AWS, from the usual configuration).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// The stream (its first shard is read).
+    #[arg(long)]
+    stream: String,
+    /// DynamoDB table of checkpoints (partition key `id`).
+    #[arg(long)]
+    table: String,
+    /// S3 bucket for the batches' records.
+    #[arg(long)]
+    bucket: String,
+    /// SQS queue name for the dead letters (ends in `.fifo` for a FIFO queue).
+    #[arg(long)]
+    queue: String,
+    /// Create the table, bucket and queue if missing.
+    #[arg(long)]
+    create: bool,
+    /// Records per batch.
+    #[arg(long, default_value_t = 3)]
+    limit: usize,
+    /// Attempts per record before the dead-letter queue.
+    #[arg(long, default_value_t = 3)]
+    max_attempts: u32,
+    /// Probability that a processing attempt fails.
+    #[arg(long, default_value_t = 0.5)]
+    fail_rate: f64,
+    /// Waits between attempts, in milliseconds.
+    #[arg(long, value_delimiter = ',', default_value = "1000,2000")]
+    backoff_ms: Vec<u64>,
+    /// Seconds a record's lock lives (a restarted consumer waits this long
+    /// for a record its dead predecessor was processing).
+    #[arg(long, default_value_t = 60)]
+    lock_expire_s: u64,
+    /// Exit once the shard has no more records.
+    #[arg(long)]
+    until_end: bool,
+    /// Seed of the failures.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where processed records are appended (target.jsonl).
+    #[arg(long, default_value = "aws_production_consumer_demo")]
+    dir: PathBuf,
+    /// Print the seed's demo output.
+    #[arg(long)]
+    verbose: bool,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.verbose);
+    exit_code(run(args).await)
+}
+
+fn aws(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::backend(what.to_owned(), e.to_string())
+}
+
+async fn run(args: Args) -> unistream::Result<()> {
+    let config = aws_config(args.endpoint.as_deref()).await;
+    let kinesis = aws_sdk_kinesis::Client::new(&config);
+    let ddb = aws_sdk_dynamodb::Client::new(&config);
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(args.endpoint.is_some())
+            .build(),
+    );
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    if args.create {
+        create_resources(&args, &ddb, &s3, &sqs).await?;
+    }
+    let queue_url = sqs
+        .get_queue_url()
+        .queue_name(&args.queue)
+        .send()
+        .await
+        .map_err(|e| aws("GetQueueUrl", aws_sdk_sqs::error::DisplayErrorContext(e)))?
+        .queue_url
+        .ok_or_else(|| Error::Config(format!("queue {} has no URL", args.queue)))?;
+    let shard = kinesis
+        .list_shards()
+        .stream_name(&args.stream)
+        .send()
+        .await
+        .map_err(|e| aws("ListShards", aws_sdk_kinesis::error::DisplayErrorContext(e)))?
+        .shards()
+        .first()
+        .map(|s| s.shard_id().to_owned())
+        .ok_or_else(|| Error::Config(format!("stream {} has no shard", args.stream)))?;
+    let consumer_id = format!("{}-{shard}", args.stream);
+
+    let mut cfg = ConsumerConfig::new(&consumer_id);
+    cfg.limit = args.limit;
+    cfg.retry = RetryPolicy::waits(args.backoff_ms.iter().map(|ms| Duration::from_millis(*ms)))
+        .with_max_attempts(args.max_attempts);
+    cfg.lock_expire = Duration::from_secs(args.lock_expire_s);
+    cfg.stop_at_end = args.until_end;
+    let store = DynamoDbS3CheckpointStore::new(
+        ddb,
+        s3,
+        &args.table,
+        "id",
+        &consumer_id,
+        &args.bucket,
+        "unistream/",
+    );
+    let dlq = AnnouncedDlq {
+        inner: SqsDeadLetterQueue::new(sqs, queue_url),
+        verbose: args.verbose,
+    };
+    let processor = DemoProcessor {
+        target: AppendFile::open(args.dir.join("target.jsonl"), Durability::Process)?,
+        attempt_log: None,
+        poison: Default::default(),
+        fail_rate: args.fail_rate,
+        seed: args.seed,
+        verbose: args.verbose,
+        failures: 0,
+    };
+    let source = KinesisSource::new(kinesis, &args.stream, &shard, StartingPosition::TrimHorizon);
+    let mut consumer = Consumer::new(cfg, source, processor, store, dlq)?;
+    cancel_on_ctrl_c(consumer.shutdown_token());
+    if args.verbose {
+        run_verbose(&mut consumer, args.until_end, Duration::from_secs(1)).await?;
+    } else {
+        let s = consumer.run().await?;
+        eprintln!(
+            "done: {} records fetched, {} succeeded, {} dead-lettered, {} failed attempts",
+            s.fetched, s.succeeded, s.dead_lettered, s.failures
+        );
+    }
+    Ok(())
+}
+
+async fn create_resources(
+    args: &Args,
+    ddb: &aws_sdk_dynamodb::Client,
+    s3: &aws_sdk_s3::Client,
+    sqs: &aws_sdk_sqs::Client,
+) -> unistream::Result<()> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    if ddb
+        .describe_table()
+        .table_name(&args.table)
+        .send()
+        .await
+        .is_err()
+    {
+        let attr = AttributeDefinition::builder()
+            .attribute_name("id")
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| aws("table definition", e))?;
+        let key = KeySchemaElement::builder()
+            .attribute_name("id")
+            .key_type(KeyType::Hash)
+            .build()
+            .map_err(|e| aws("table definition", e))?;
+        ddb.create_table()
+            .table_name(&args.table)
+            .attribute_definitions(attr)
+            .key_schema(key)
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .map_err(|e| {
+                aws(
+                    "CreateTable",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e),
+                )
+            })?;
+        for _ in 0..100 {
+            let active = ddb
+                .describe_table()
+                .table_name(&args.table)
+                .send()
+                .await
+                .ok()
+                .and_then(|t| t.table)
+                .and_then(|t| t.table_status)
+                == Some(aws_sdk_dynamodb::types::TableStatus::Active);
+            if active {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    if s3.head_bucket().bucket(&args.bucket).send().await.is_err() {
+        s3.create_bucket()
+            .bucket(&args.bucket)
+            .send()
+            .await
+            .map_err(|e| aws("CreateBucket", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+    }
+    let mut create = sqs.create_queue().queue_name(&args.queue);
+    if args.queue.ends_with(".fifo") {
+        create = create.attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true");
+    }
+    create
+        .send()
+        .await
+        .map_err(|e| aws("CreateQueue", aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+    Ok(())
+}
