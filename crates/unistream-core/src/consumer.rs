@@ -392,6 +392,11 @@ where
         &self.source
     }
 
+    /// The checkpoint store (e.g. for its statistics).
+    pub fn store(&self) -> &K {
+        &self.store
+    }
+
     /// The checkpoint in memory (`None` before the first `process_batch`).
     pub fn checkpoint(&self) -> Option<&Checkpoint> {
         self.state.as_ref().map(|s| &s.checkpoint)

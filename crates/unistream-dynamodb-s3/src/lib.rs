@@ -43,4 +43,4 @@
 
 mod store;
 
-pub use store::{DynamoDbS3CheckpointStore, ITEM_LIMIT_BYTES};
+pub use store::{DynamoDbS3CheckpointStore, ITEM_LIMIT_BYTES, StoreCalls};

@@ -39,6 +39,25 @@ pub struct DynamoDbS3CheckpointStore {
     pending: BTreeMap<usize, Tracker>,
     /// Approximate size of the item, for the 400 KB guard.
     item_bytes: usize,
+    calls: StoreCalls,
+}
+
+/// How many calls a [`DynamoDbS3CheckpointStore`] made, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreCalls {
+    /// DynamoDB `GetItem`.
+    pub get_item: u64,
+    /// DynamoDB `PutItem` (one per batch).
+    pub put_item: u64,
+    /// DynamoDB `UpdateItem` (tracker changes, commits, take-overs).
+    pub update_item: u64,
+    /// S3 `PutObject` (one per batch).
+    pub put_object: u64,
+    /// S3 `GetObject` (on load).
+    pub get_object: u64,
+    /// S3 `DeleteObject` (the previous batch's records).
+    pub delete_object: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -79,7 +98,13 @@ impl DynamoDbS3CheckpointStore {
             version: None,
             pending: BTreeMap::new(),
             item_bytes: 0,
+            calls: StoreCalls::default(),
         }
+    }
+
+    /// The calls made so far.
+    pub fn calls(&self) -> StoreCalls {
+        self.calls
     }
 
     fn store_name(&self) -> String {
@@ -170,6 +195,7 @@ impl DynamoDbS3CheckpointStore {
         // the growth conservatively.
         self.check_size(self.item_bytes + added / 4)?;
         req = req.update_expression(format!("SET {}", sets.join(", ")));
+        self.calls.update_item += 1;
         match req.send().await {
             Ok(_) => {
                 self.version = Some(version + 1);
@@ -192,6 +218,7 @@ impl DynamoDbS3CheckpointStore {
 impl CheckpointStore for DynamoDbS3CheckpointStore {
     async fn load(&mut self) -> Result<Option<StoredCheckpoint>> {
         self.pending.clear();
+        self.calls.get_item += 1;
         let got = self
             .ddb
             .get_item()
@@ -243,6 +270,7 @@ impl CheckpointStore for DynamoDbS3CheckpointStore {
             return Err(self.unreadable("the trackers are not numbered 0..n"));
         }
         let checkpoint = meta.with_trackers(trackers.into_iter().map(|(_, t)| t).collect());
+        self.calls.get_object += 1;
         let body = self
             .s3
             .get_object()
@@ -284,6 +312,7 @@ impl CheckpointStore for DynamoDbS3CheckpointStore {
             + checkpoint.trackers().len() * 200;
         // Take ownership: from here on, a consumer that loaded before us
         // cannot write.
+        self.calls.update_item += 1;
         let claim = self
             .ddb
             .update_item()
@@ -347,6 +376,7 @@ impl CheckpointStore for DynamoDbS3CheckpointStore {
         self.check_size(bytes)?;
         // Records first: an item never points at records that are not there.
         let key = self.records_key(checkpoint.batch_sequence());
+        self.calls.put_object += 1;
         self.s3
             .put_object()
             .bucket(&self.bucket)
@@ -380,6 +410,7 @@ impl CheckpointStore for DynamoDbS3CheckpointStore {
                 .expression_attribute_names("#ver", "version")
                 .expression_attribute_values(":old", AttributeValue::N(v.to_string())),
         };
+        self.calls.put_item += 1;
         match put.send().await {
             Ok(_) => {}
             Err(e) => {
@@ -396,6 +427,7 @@ impl CheckpointStore for DynamoDbS3CheckpointStore {
         // The previous batch's records are no longer needed.
         if checkpoint.batch_sequence() > 1 {
             let old = self.records_key(checkpoint.batch_sequence() - 1);
+            self.calls.delete_object += 1;
             if let Err(e) = self
                 .s3
                 .delete_object()

@@ -350,3 +350,49 @@ async fn a_restarted_consumer_resumes_mid_batch_from_dynamodb_and_s3() {
     );
     f.cleanup().await;
 }
+
+#[derive(Clone, Default)]
+struct Ok_;
+
+impl Processor for Ok_ {
+    type Record = R;
+    async fn process(&mut self, _: &R, _: &Attempt<'_>) -> Result<Outcome, BoxError> {
+        Ok(Outcome::Succeeded)
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs an AWS emulator: run with `cargo xtask it`"]
+async fn one_dynamodb_write_per_record_in_the_common_case() {
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    let ids: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+    let source = MemorySource::new(records(&ids).into_iter().map(|r| r.data).collect());
+    let mut config = ConsumerConfig::new(&f.key);
+    config.limit = 50;
+    config.stop_at_end = true;
+    let mut c = Consumer::new(
+        config,
+        source,
+        Ok_,
+        f.store(),
+        MemoryDeadLetterQueue::default(),
+    )
+    .unwrap()
+    .with_clock(VirtualClock::default());
+    let s = c.run().await.unwrap();
+    assert_eq!(s.succeeded, 100);
+    let calls = c.store().calls();
+    eprintln!("calls for 100 records in batches of 50: {calls:?}");
+    // Per record: one UpdateItem (its start, carrying the previous record's
+    // result). Per batch: one PutObject, one PutItem, one commit UpdateItem,
+    // one DeleteObject (after the first).
+    assert_eq!(calls.update_item, 100 + 2);
+    assert_eq!(
+        (calls.put_item, calls.put_object, calls.delete_object),
+        (2, 2, 1)
+    );
+    assert_eq!((calls.get_item, calls.get_object), (1, 0));
+    f.cleanup().await;
+}
