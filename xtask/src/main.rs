@@ -4,6 +4,8 @@
 //!   rustdoc with warnings denied, every test of the workspace, then the
 //!   integration tests against moto (`it`), and the shard-end test against
 //!   kinesis-local.
+//! - `bench [--quick]`: the benchmarks in release mode; prints their tables
+//!   and writes `target/bench/results.json`.
 //! - `it`: the integration tests (the `#[ignore]`d tests of the workspace)
 //!   against an AWS emulator: one it starts (moto by default) or one already
 //!   running (`--endpoint`). A started emulator is stopped whatever happens.
@@ -31,6 +33,16 @@ enum Task {
     Ci,
     /// Integration tests against an AWS emulator.
     It(ItArgs),
+    /// Benchmarks (release build): producer, consumer, and Kinesis when an
+    /// endpoint is set; a table, and target/bench/results.json.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    /// Fewer records and one run per case (well under 3 minutes).
+    #[arg(long)]
+    quick: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -144,11 +156,88 @@ fn it(args: ItArgs) -> Result<(), String> {
     )
 }
 
+/// Runs a bench binary through `cargo bench`, echoing its output; returns
+/// its `BENCH {json}` lines.
+fn bench(package: &str, name: &str, extra: &[&str]) -> Result<Vec<String>, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut args = vec!["bench", "--package", package, "--bench", name, "--"];
+    args.extend_from_slice(extra);
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let out = Command::new(cargo)
+        .args(&args)
+        .current_dir(root())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut rows = Vec::new();
+    for line in text.lines() {
+        match line.strip_prefix("BENCH ") {
+            Some(json) => rows.push(json.to_owned()),
+            None => println!("{line}"),
+        }
+    }
+    if !out.status.success() {
+        return Err(format!("the {name} bench failed ({})", out.status));
+    }
+    Ok(rows)
+}
+
+fn bench_all(args: BenchArgs) -> Result<(), String> {
+    let mut rows = Vec::new();
+    let (put, consumer): (&[&str], &[&str]) = if args.quick {
+        (
+            &[
+                "--records",
+                "200000",
+                "--fsync-records",
+                "5000",
+                "--reps",
+                "1",
+            ],
+            &["--records", "50000"],
+        )
+    } else {
+        (&[], &[])
+    };
+    rows.extend(bench("unistream-buffer", "put", put)?);
+    rows.extend(bench("unistream-core", "consumer", consumer)?);
+    if std::env::var_os("AWS_ENDPOINT_URL").is_some() {
+        rows.extend(bench(
+            "unistream-kinesis",
+            "kinesis",
+            if args.quick {
+                &["--records", "5000"]
+            } else {
+                &[]
+            },
+        )?);
+    } else {
+        println!("(Kinesis bench skipped: set AWS_ENDPOINT_URL to an emulator to run it)");
+    }
+    let dir = root().join("target").join("bench");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let when = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let json = format!(
+        "{{\"unix_time\":{when},\"cpus\":{cpus},\"quick\":{},\"results\":[\n  {}\n]}}\n",
+        args.quick,
+        rows.join(",\n  ")
+    );
+    let path = dir.join("results.json");
+    std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!("xtask: {} results in {}", rows.len(), path.display());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
         Task::Ci => ci(),
         Task::It(args) => it(args),
+        Task::Bench(args) => bench_all(args),
     };
     match result {
         Ok(()) => {

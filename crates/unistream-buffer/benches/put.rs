@@ -330,6 +330,11 @@ fn main() {
             let done = (i + 1) * 1000;
             if next_mark.is_some_and(|m| done >= m) {
                 println!(
+                    "BENCH {{\"bench\":\"producer\",\"case\":\"backlog {done}\",\"rss_kib\":{},\"peak_kib\":{}}}",
+                    rss_kib("VmRSS:"),
+                    rss_kib("VmHWM:")
+                );
+                println!(
                     "backlog {done:>9} records: RSS {:>7} KiB (+{} KiB over the empty log), peak {} KiB",
                     rss_kib("VmRSS:"),
                     rss_kib("VmRSS:").saturating_sub(before),
@@ -342,6 +347,11 @@ fn main() {
         let t = Instant::now();
         let wal =
             FileBuffer::open(&d, opts(500, Durability::Process)).unwrap_or_else(|e| panic!("{e}"));
+        println!(
+            "BENCH {{\"bench\":\"producer\",\"case\":\"reopen\",\"records\":{},\"seconds\":{:.4}}}",
+            wal.stats().records,
+            t.elapsed().as_secs_f64()
+        );
         println!(
             "reopen with {} unsent records: {:.3} s, RSS {} KiB, peak {} KiB",
             wal.stats().records,
@@ -379,6 +389,14 @@ fn main() {
         }
         println!(
             "{:<48} {:>10} {:>14.0} {:>9.1} {:>8.2}",
+            r.name,
+            r.records,
+            rate,
+            r.bytes as f64 / med / 1e6,
+            rate / base
+        );
+        println!(
+            "BENCH {{\"bench\":\"producer\",\"case\":{:?},\"records\":{},\"records_per_s\":{:.0},\"mb_per_s\":{:.2},\"ratio\":{:.3}}}",
             r.name,
             r.records,
             rate,

@@ -82,6 +82,7 @@ pub struct FileCheckpointStore {
     journal: Option<Journal>,
     pending: Vec<u8>,
     scratch: Vec<u8>,
+    writes: u64,
 }
 
 /// The files of one consumer in the store's directory.
@@ -186,12 +187,19 @@ impl FileCheckpointStore {
             journal: None,
             pending: Vec::new(),
             scratch: Vec::new(),
+            writes: 0,
         })
     }
 
     /// The directory of the store.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// How many file writes (`write(2)` of a journal or of entries) the
+    /// store made so far.
+    pub fn writes(&self) -> u64 {
+        self.writes
     }
 
     fn journal_path(&self, seq: u64) -> PathBuf {
@@ -421,6 +429,7 @@ impl CheckpointStore for FileCheckpointStore {
             .open(&tmp)
             .map_err(|e| Error::io(&tmp, e))?;
         file.write_all(&out).map_err(|e| Error::io(&tmp, e))?;
+        self.writes += 1;
         if self.durability == Durability::PowerLoss {
             file.sync_all().map_err(|e| Error::io(&tmp, e))?;
         }
@@ -462,6 +471,7 @@ impl CheckpointStore for FileCheckpointStore {
         j.file
             .write_all(&self.pending)
             .map_err(|e| Error::io(&j.path, e))?;
+        self.writes += 1;
         if self.durability == Durability::PowerLoss {
             j.file.sync_data().map_err(|e| Error::io(&j.path, e))?;
         }
