@@ -156,10 +156,8 @@ fn main() {
             let rate = n as f64 / t.elapsed().as_secs_f64();
             assert_eq!(s.succeeded, n);
             let writes = c.store().writes() as f64 / n as f64;
-            let name = format!(
-                "consumer limit {limit}, {}% fail once",
-                if every == 0 { 0 } else { 100 / every }
-            );
+            let percent = 100u64.checked_div(every).unwrap_or(0);
+            let name = format!("consumer limit {limit}, {percent}% fail once");
             report(&name, n, rate, rate / base, writes);
         }
     }
