@@ -9,16 +9,14 @@ use std::process::Command;
 /// Builds the example (a no-op when it is up to date, so the binary is never
 /// stale even when only this test target was built) and returns its path.
 pub fn example_bin(name: &str) -> PathBuf {
+    example_bin_of("unistream-examples", name)
+}
+
+/// [`example_bin`] for an example of another package of the workspace.
+pub fn example_bin_of(package: &str, name: &str) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "--quiet",
-        "--package",
-        "unistream-examples",
-        "--example",
-        name,
-    ]);
+    cmd.args(["build", "--quiet", "--package", package, "--example", name]);
     if !cfg!(debug_assertions) {
         cmd.arg("--release");
     }

@@ -15,7 +15,8 @@ use unistream::kinesis::KinesisSink;
 use unistream::producer::{Producer, ProducerConfig};
 use unistream::sqs_dlq::{SqsDeadLetterQueue, redrive};
 use unistream::{Durability, Error, FileBuffer, FileBufferOptions};
-use unistream_examples::{aws_config, exit_code, init_logging};
+use unistream_aws_examples::aws_config;
+use unistream_examples::{exit_code, init_logging};
 
 #[derive(Parser, Debug)]
 #[command(about = "Put the records of an SQS dead-letter queue back into a Kinesis stream")]

@@ -21,9 +21,8 @@ use unistream::kinesis::KinesisSink;
 use unistream::producer::{Producer, ProducerConfig};
 use unistream::retry::RetryPolicy;
 use unistream::{Durability, Error, FileBuffer, FileBufferOptions};
-use unistream_examples::{
-    MyRecord, RandomFailSink, exit_code, init_logging, kinesis_client, put_verbose,
-};
+use unistream_aws_examples::kinesis_client;
+use unistream_examples::{MyRecord, RandomFailSink, exit_code, init_logging, put_verbose};
 
 #[derive(Parser, Debug)]
 #[command(about = "Produce records to a Kinesis stream through a write-ahead log")]

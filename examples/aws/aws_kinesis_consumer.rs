@@ -20,9 +20,8 @@ use unistream::kinesis::{KinesisSource, StartingPosition};
 use unistream::local::{AppendFile, FileCheckpointStore, FileDeadLetterQueue};
 use unistream::retry::RetryPolicy;
 use unistream::{Durability, Error};
-use unistream_examples::{
-    AnnouncedDlq, DemoProcessor, exit_code, init_logging, kinesis_client, run_verbose,
-};
+use unistream_aws_examples::kinesis_client;
+use unistream_examples::{AnnouncedDlq, DemoProcessor, exit_code, init_logging, run_verbose};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Start {

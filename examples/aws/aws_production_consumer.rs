@@ -22,9 +22,8 @@ use unistream::local::AppendFile;
 use unistream::retry::RetryPolicy;
 use unistream::sqs_dlq::SqsDeadLetterQueue;
 use unistream::{Durability, Error};
-use unistream_examples::{
-    AnnouncedDlq, DemoProcessor, aws_config, exit_code, init_logging, run_verbose,
-};
+use unistream_aws_examples::aws_config;
+use unistream_examples::{AnnouncedDlq, DemoProcessor, exit_code, init_logging, run_verbose};
 
 #[derive(Parser, Debug)]
 #[command(about = "Kinesis consumer with a DynamoDB + S3 checkpoint and an SQS dead-letter queue")]

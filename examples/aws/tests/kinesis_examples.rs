@@ -6,8 +6,12 @@
 use std::collections::HashSet;
 use std::process::Command;
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
-use common::example_bin;
+
+fn example_bin(name: &str) -> std::path::PathBuf {
+    common::example_bin_of("unistream-aws-examples", name)
+}
 
 fn ids(
     path: &std::path::Path,
