@@ -6,7 +6,7 @@
 //! files, so a restart resumes exactly where it stopped.
 //!
 //! ```text
-//! cargo run --release --example aws_kinesis_consumer -- --endpoint http://127.0.0.1:4566 \
+//! cargo run --release -p unistream-aws-examples --example aws_kinesis_consumer -- --endpoint http://127.0.0.1:4566 \
 //!     --stream demo --until-end --verbose
 //! ```
 

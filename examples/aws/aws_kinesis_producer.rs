@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo xtask it ...   # or any emulator; see docs/kinesis.md
-//! cargo run --release --example aws_kinesis_producer -- --endpoint http://127.0.0.1:4566 \
+//! cargo run --release -p unistream-aws-examples --example aws_kinesis_producer -- --endpoint http://127.0.0.1:4566 \
 //!     --stream demo --create --count 15 --verbose
 //! ```
 

@@ -3,7 +3,7 @@
 //! with failed records sent to an SQS dead-letter queue.
 //!
 //! ```text
-//! cargo run --release --example aws_production_consumer -- --endpoint http://127.0.0.1:5000 \
+//! cargo run --release -p unistream-aws-examples --example aws_production_consumer -- --endpoint http://127.0.0.1:5000 \
 //!     --stream demo --table checkpoints --bucket unistream-demo --queue demo-dlq --create --until-end --verbose
 //! ```
 //!

@@ -3,7 +3,7 @@
 //! `--dir`), deleting each message only once its record was accepted.
 //!
 //! ```text
-//! cargo run --release --example aws_redrive -- --endpoint http://127.0.0.1:5000 --queue demo-dlq --stream demo
+//! cargo run --release -p unistream-aws-examples --example aws_redrive -- --endpoint http://127.0.0.1:5000 --queue demo-dlq --stream demo
 //! ```
 
 use std::path::PathBuf;
