@@ -15,12 +15,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use unistream::Durability;
 use unistream::consumer::{Consumer, ConsumerConfig, cancel_on_ctrl_c};
 use unistream::kinesis::{KinesisSource, StartingPosition};
 use unistream::local::{AppendFile, FileCheckpointStore, FileDeadLetterQueue};
 use unistream::retry::RetryPolicy;
-use unistream::{Durability, Error};
-use unistream_aws_examples::kinesis_client;
+use unistream_aws_examples::{first_shard, kinesis_client};
 use unistream_examples::{AnnouncedDlq, DemoProcessor, exit_code, init_logging, run_verbose};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -86,21 +86,7 @@ async fn run(args: Args) -> unistream::Result<()> {
     let client = kinesis_client(args.endpoint.as_deref()).await;
     let shard = match args.shard.clone() {
         Some(s) => s,
-        None => client
-            .list_shards()
-            .stream_name(&args.stream)
-            .send()
-            .await
-            .map_err(|e| {
-                Error::backend(
-                    "ListShards",
-                    aws_sdk_kinesis::error::DisplayErrorContext(e).to_string(),
-                )
-            })?
-            .shards()
-            .first()
-            .map(|s| s.shard_id().to_owned())
-            .ok_or_else(|| Error::Config(format!("stream {} has no shard", args.stream)))?,
+        None => first_shard(&client, &args.stream).await?,
     };
     let consumer_id = format!("{}-{shard}", args.stream);
     let start = match args.start {

@@ -22,7 +22,7 @@ use unistream::local::AppendFile;
 use unistream::retry::RetryPolicy;
 use unistream::sqs_dlq::SqsDeadLetterQueue;
 use unistream::{Durability, Error};
-use unistream_aws_examples::aws_config;
+use unistream_aws_examples::{aws_config, first_shard};
 use unistream_examples::{AnnouncedDlq, DemoProcessor, exit_code, init_logging, run_verbose};
 
 #[derive(Parser, Debug)]
@@ -108,16 +108,7 @@ async fn run(args: Args) -> unistream::Result<()> {
         .map_err(|e| aws("GetQueueUrl", aws_sdk_sqs::error::DisplayErrorContext(e)))?
         .queue_url
         .ok_or_else(|| Error::Config(format!("queue {} has no URL", args.queue)))?;
-    let shard = kinesis
-        .list_shards()
-        .stream_name(&args.stream)
-        .send()
-        .await
-        .map_err(|e| aws("ListShards", aws_sdk_kinesis::error::DisplayErrorContext(e)))?
-        .shards()
-        .first()
-        .map(|s| s.shard_id().to_owned())
-        .ok_or_else(|| Error::Config(format!("stream {} has no shard", args.stream)))?;
+    let shard = first_shard(&kinesis, &args.stream).await?;
     let consumer_id = format!("{}-{shard}", args.stream);
 
     let mut cfg = ConsumerConfig::new(&consumer_id);

@@ -27,3 +27,25 @@ pub async fn aws_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
 pub async fn kinesis_client(endpoint: Option<&str>) -> aws_sdk_kinesis::Client {
     aws_sdk_kinesis::Client::new(&aws_config(endpoint).await)
 }
+
+/// The id of the first shard of `stream`.
+pub async fn first_shard(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> unistream::Result<String> {
+    client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .map_err(|e| {
+            unistream::Error::backend(
+                "ListShards",
+                aws_sdk_kinesis::error::DisplayErrorContext(e).to_string(),
+            )
+        })?
+        .shards()
+        .first()
+        .map(|s| s.shard_id().to_owned())
+        .ok_or_else(|| unistream::Error::Config(format!("stream {stream} has no shard")))
+}
