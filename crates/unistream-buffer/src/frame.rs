@@ -1,12 +1,12 @@
 //! Frames, and the reader of a segment's bytes.
 
+use unistream_core::framing::{self, Cursor, RawFrames};
 use unistream_core::sink::EncodedRecord;
+
+pub use unistream_core::framing::{Corruption, FRAME_HEADER};
 
 /// The first 8 bytes of every segment: magic and format version 2.
 pub const MAGIC: &[u8; 8] = b"USWAL\0\0\x02";
-
-/// Bytes before a frame's payload: length (4), checksum (4), kind (1).
-pub const FRAME_HEADER: usize = 9;
 
 const KIND_RECORD: u8 = 1;
 const KIND_NARROW: u8 = 2;
@@ -71,41 +71,28 @@ impl Frame<'_> {
                 ));
             }
         }
-        let start = out.len();
-        out.extend_from_slice(&[0; 8]);
-        match self {
+        let kind = match self {
+            Frame::Record { hash: None, .. } => KIND_RECORD,
+            Frame::Record { .. } => KIND_RECORD_HASHED,
+            Frame::Seal { .. } => KIND_SEAL,
+            Frame::Commit { .. } => KIND_COMMIT,
+            Frame::Narrow { .. } => KIND_NARROW,
+        };
+        framing::encode(out, kind, |out| match self {
             Frame::Record {
                 id,
                 key,
                 hash,
                 data,
             } => {
-                let (id_len, key_len) = (id.len() as u16, key.len() as u16);
-                out.push(if hash.is_some() {
-                    KIND_RECORD_HASHED
-                } else {
-                    KIND_RECORD
-                });
-                out.extend_from_slice(&id_len.to_le_bytes());
-                out.extend_from_slice(id.as_bytes());
-                out.extend_from_slice(&key_len.to_le_bytes());
-                out.extend_from_slice(key.as_bytes());
-                if let Some(h) = hash {
-                    out.extend_from_slice(&(h.len() as u16).to_le_bytes());
-                    out.extend_from_slice(h.as_bytes());
+                for s in [Some(id), Some(key), hash.as_ref()].into_iter().flatten() {
+                    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+                    out.extend_from_slice(s.as_bytes());
                 }
                 out.extend_from_slice(data);
             }
-            Frame::Seal { id } => {
-                out.push(KIND_SEAL);
-                out.extend_from_slice(&id.to_le_bytes());
-            }
-            Frame::Commit { id } => {
-                out.push(KIND_COMMIT);
-                out.extend_from_slice(&id.to_le_bytes());
-            }
+            Frame::Seal { id } | Frame::Commit { id } => out.extend_from_slice(&id.to_le_bytes()),
             Frame::Narrow { id, bytes, keep } => {
-                out.push(KIND_NARROW);
                 out.extend_from_slice(&id.to_le_bytes());
                 out.extend_from_slice(&bytes.to_le_bytes());
                 out.extend_from_slice(&(keep.len() as u32).to_le_bytes());
@@ -113,18 +100,8 @@ impl Frame<'_> {
                     out.extend_from_slice(&i.to_le_bytes());
                 }
             }
-        }
-        let payload = out.len() - start - FRAME_HEADER;
-        let Ok(len) = u32::try_from(payload) else {
-            out.truncate(start);
-            return Err(format!(
-                "the frame is {payload} bytes; at most 4 GiB fit the WAL"
-            ));
-        };
-        out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-        let crc = crc32c::crc32c(&out[start + 8..]);
-        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-        Ok(())
+        })
+        .map_err(|e| format!("{e} in the WAL"))
     }
 }
 
@@ -139,70 +116,39 @@ pub fn encode_record(out: &mut Vec<u8>, r: &EncodedRecord) -> Result<(), String>
     .encode(out)
 }
 
-/// A bad frame that is not a crash's torn tail.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Corruption {
-    /// Byte offset of the bad frame.
-    pub offset: u64,
-    /// What is wrong.
-    pub reason: String,
-}
-
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+fn short_str<'a>(c: &mut Cursor<'a>) -> Option<&'a str> {
+    let n = usize::from(c.u16()?);
+    std::str::from_utf8(c.take(n)?).ok()
 }
 
 fn parse(kind: u8, p: &[u8]) -> Option<Frame<'_>> {
-    match kind {
-        KIND_RECORD | KIND_RECORD_HASHED => {
-            let id_len = u16_at(p, 0)? as usize;
-            let id = std::str::from_utf8(p.get(2..2 + id_len)?).ok()?;
-            let key_at = 2 + id_len;
-            let key_len = u16_at(p, key_at)? as usize;
-            let key = std::str::from_utf8(p.get(key_at + 2..key_at + 2 + key_len)?).ok()?;
-            let mut at = key_at + 2 + key_len;
-            let hash = if kind == KIND_RECORD_HASHED {
-                let hash_len = u16_at(p, at)? as usize;
-                let h = std::str::from_utf8(p.get(at + 2..at + 2 + hash_len)?).ok()?;
-                at += 2 + hash_len;
-                Some(h)
+    let mut c = Cursor::new(p);
+    let frame = match kind {
+        KIND_RECORD | KIND_RECORD_HASHED => Frame::Record {
+            id: short_str(&mut c)?,
+            key: short_str(&mut c)?,
+            hash: if kind == KIND_RECORD_HASHED {
+                Some(short_str(&mut c)?)
             } else {
                 None
-            };
-            let data = p.get(at..)?;
-            Some(Frame::Record {
-                id,
-                key,
-                hash,
-                data,
-            })
-        }
-        KIND_SEAL if p.len() == 8 => Some(Frame::Seal { id: u64_at(p, 0)? }),
-        KIND_COMMIT if p.len() == 8 => Some(Frame::Commit { id: u64_at(p, 0)? }),
+            },
+            data: c.rest(),
+        },
+        KIND_SEAL => Frame::Seal { id: c.u64()? },
+        KIND_COMMIT => Frame::Commit { id: c.u64()? },
         KIND_NARROW => {
-            let id = u64_at(p, 0)?;
-            let bytes = u64_at(p, 8)?;
-            let n = u32_at(p, 16)? as usize;
-            if p.len() != 20 + 4 * n {
+            let id = c.u64()?;
+            let bytes = c.u64()?;
+            let n = c.u32()? as usize;
+            let keep: Vec<u32> = (0..n).map(|_| c.u32()).collect::<Option<_>>()?;
+            if !keep.windows(2).all(|w| w[0] < w[1]) {
                 return None;
             }
-            let keep: Vec<u32> = (0..n)
-                .map(|i| u32_at(p, 20 + 4 * i))
-                .collect::<Option<_>>()?;
-            keep.windows(2)
-                .all(|w| w[0] < w[1])
-                .then_some(Frame::Narrow { id, bytes, keep })
+            Frame::Narrow { id, bytes, keep }
         }
-        _ => None,
-    }
+        _ => return None,
+    };
+    c.is_empty().then_some(frame)
 }
 
 /// Reads the frames of a segment, in order. Iteration stops at the end of
@@ -213,21 +159,13 @@ fn parse(kind: u8, p: &[u8]) -> Option<Frame<'_>> {
 /// is fuzzed).
 #[derive(Debug)]
 pub struct Frames<'a> {
-    bytes: &'a [u8],
-    at: usize,
-    header: bool,
-    torn: Option<String>,
-    done: bool,
+    raw: RawFrames<'a>,
 }
 
 /// The frames of a segment's bytes (header included).
 pub fn frames(bytes: &[u8]) -> Frames<'_> {
     Frames {
-        bytes,
-        at: 0,
-        header: true,
-        torn: None,
-        done: false,
+        raw: framing::raw_frames(bytes, Some(MAGIC)),
     }
 }
 
@@ -235,37 +173,19 @@ pub fn frames(bytes: &[u8]) -> Frames<'_> {
 /// the header; offsets are relative to the range.
 pub fn frames_in_range(bytes: &[u8]) -> Frames<'_> {
     Frames {
-        bytes,
-        at: 0,
-        header: false,
-        torn: None,
-        done: false,
+        raw: framing::raw_frames(bytes, None),
     }
 }
 
-impl<'a> Frames<'a> {
+impl Frames<'_> {
     /// Bytes of good frames from the start (header included).
     pub fn valid_len(&self) -> u64 {
-        self.at as u64
+        self.raw.valid_len()
     }
 
     /// Why the bytes after `valid_len` are not frames, if there are any.
     pub fn torn(&self) -> Option<&str> {
-        self.torn.as_deref()
-    }
-
-    fn tear(&mut self, why: impl Into<String>) -> Option<Result<(u64, Frame<'a>), Corruption>> {
-        self.torn = Some(why.into());
-        self.done = true;
-        None
-    }
-
-    fn corrupt(&mut self, reason: String) -> Option<Result<(u64, Frame<'a>), Corruption>> {
-        self.done = true;
-        Some(Err(Corruption {
-            offset: self.at as u64,
-            reason,
-        }))
+        self.raw.torn()
     }
 }
 
@@ -273,52 +193,19 @@ impl<'a> Iterator for Frames<'a> {
     type Item = Result<(u64, Frame<'a>), Corruption>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let bytes = self.bytes;
-        if self.header {
-            self.header = false;
-            if bytes.len() < MAGIC.len() && MAGIC.starts_with(bytes) {
-                return self.tear("segment header cut short");
-            }
-            if bytes.get(..MAGIC.len()) != Some(&MAGIC[..]) {
-                return self.corrupt("not a unistream WAL segment (bad magic or version)".into());
-            }
-            self.at = MAGIC.len();
-        }
-        let rest = &bytes[self.at..];
-        if rest.is_empty() {
-            self.done = true;
-            return None;
-        }
-        if rest.iter().all(|&b| b == 0) {
-            return self.tear("zero-filled tail");
-        }
-        let (Some(len), Some(crc)) = (u32_at(rest, 0), u32_at(rest, 4)) else {
-            return self.tear("frame header cut short");
+        let (offset, kind, payload) = match self.raw.next()? {
+            Ok(f) => f,
+            Err(c) => return Some(Err(c)),
         };
-        let len = len as usize;
-        let Some(body) = rest.get(8..FRAME_HEADER + len) else {
-            return self.tear(format!("frame of {len} bytes cut short"));
-        };
-        let is_last = FRAME_HEADER + len == rest.len();
-        let actual = crc32c::crc32c(body);
-        if actual != crc {
-            let why = format!("checksum mismatch (stored {crc:08x}, computed {actual:08x})");
-            return if is_last {
-                self.tear(why)
-            } else {
-                self.corrupt(why)
-            };
-        }
-        match parse(body[0], &body[1..]) {
-            Some(frame) => {
-                let offset = self.at as u64;
-                self.at += FRAME_HEADER + len;
-                Some(Ok((offset, frame)))
+        match parse(kind, payload) {
+            Some(frame) => Some(Ok((offset, frame))),
+            None => {
+                self.raw.reject(offset);
+                Some(Err(Corruption {
+                    offset,
+                    reason: format!("malformed frame of kind {kind}"),
+                }))
             }
-            None => self.corrupt(format!("malformed frame of kind {}", body[0])),
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod clock;
 pub mod consumer;
 pub mod dlq;
 mod error;
+pub mod framing;
 pub mod local;
 pub mod memory;
 pub mod producer;

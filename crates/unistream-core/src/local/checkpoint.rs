@@ -25,14 +25,23 @@
 //! <dir>/<consumer>.lock                        flock'ed while a consumer runs
 //! <dir>/<consumer>.<batch sequence, 20 digits>.journal
 //!
-//! journal := entry*
-//! entry   := crc32c(json) as 8 lowercase hex digits, ' ', json, '\n'
-//! json    := {"t":"batch","checkpoint":{...},"records":N}     first entry
-//!          | {"t":"rec","p":"<pointer>","d":"<utf-8 data>"}    N of them
-//!          | {"t":"rec","p":"<pointer>","b":"<base64 data>"}   (non UTF-8)
-//!          | {"t":"trk","i":<index>,"k":{...tracker...}}        a transition
-//!          | {"t":"commit"}                                     batch committed
+//! journal := "USCKPT\0\x02" frame*           (frames: see crate::framing)
+//! frame   := batch    kind 1: str checkpoint JSON (without trackers),
+//!                     u32 records, u32 trackers, tracker*        first frame
+//!          | record   kind 2: bytes pointer, data (the rest)      N of them
+//!          | tracker  kind 3: u32 index, tracker                  a transition
+//!          | commit   kind 4: (empty)                             batch committed
+//! tracker := str id, u8 status code, u32 attempts, time created, time updated,
+//!            u8 flags, then the fields the flags name: str lock, time lock,
+//!            time lock expiry, time first attempt, bytes data (JSON),
+//!            error (str message, u32 n, str cause × n); flag 64 = dead-lettered
+//! time    := i64 seconds since the epoch, u32 nanoseconds
 //! ```
+//! `str`/`bytes` are a `u32` length and the bytes; integers little-endian.
+//! Record bytes are stored as they are (no escaping) and transitions are a
+//! few dozen bytes: the journal costs one small `write(2)` per record. The
+//! format is binary for speed; `unistream` has no tool to print it yet, the
+//! checkpoint is inspected through [`CheckpointStore::load`].
 //! `<consumer>` is the consumer id with every byte outside `[A-Za-z0-9._-]`
 //! written as `%XX`.
 //!
@@ -48,14 +57,22 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
-use serde::{Deserialize, Serialize};
+use chrono::{DateTime, Utc};
 use tracing::warn;
 
 use super::Durability;
-use crate::checkpoint::{Checkpoint, CheckpointStore, StoredCheckpoint, Tracker};
+use crate::checkpoint::{
+    Checkpoint, CheckpointStore, ErrorInfo, Status, StoredCheckpoint, Tracker,
+};
 use crate::error::{Error, Result};
+use crate::framing::{self, Cursor, put_bytes, put_str};
 use crate::source::{Pointer, SourceRecord};
+
+const MAGIC: &[u8; 8] = b"USCKPT\0\x02";
+const KIND_BATCH: u8 = 1;
+const KIND_RECORD: u8 = 2;
+const KIND_TRACKER: u8 = 3;
+const KIND_COMMIT: u8 = 4;
 
 /// A [`CheckpointStore`] in local files; see the module docs for the format
 /// and guarantees.
@@ -81,7 +98,6 @@ pub struct FileCheckpointStore {
     _lock: File,
     journal: Option<Journal>,
     pending: Vec<u8>,
-    scratch: Vec<u8>,
     writes: u64,
 }
 
@@ -97,54 +113,6 @@ struct Listing {
 struct Journal {
     path: PathBuf,
     file: File,
-}
-
-#[derive(Serialize)]
-#[serde(tag = "t", rename = "batch")]
-struct BatchRef<'a> {
-    checkpoint: &'a Checkpoint,
-    records: usize,
-}
-
-#[derive(Serialize)]
-#[serde(tag = "t", rename = "rec")]
-struct RecordRef<'a> {
-    p: &'a Pointer,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    d: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    b: Option<String>,
-}
-
-#[derive(Serialize)]
-#[serde(tag = "t", rename = "trk")]
-struct TrackerRef<'a> {
-    i: usize,
-    k: &'a Tracker,
-}
-
-#[derive(Serialize)]
-#[serde(tag = "t", rename = "commit")]
-struct CommitRef {}
-
-#[derive(Deserialize)]
-#[serde(tag = "t")]
-enum Entry {
-    #[serde(rename = "batch")]
-    Batch {
-        checkpoint: Box<Checkpoint>,
-        records: usize,
-    },
-    #[serde(rename = "rec")]
-    Record {
-        p: Pointer,
-        d: Option<String>,
-        b: Option<String>,
-    },
-    #[serde(rename = "trk")]
-    Tracker { i: usize, k: Box<Tracker> },
-    #[serde(rename = "commit")]
-    Commit {},
 }
 
 fn file_stem(consumer_id: &str) -> String {
@@ -186,7 +154,6 @@ impl FileCheckpointStore {
             _lock: lock,
             journal: None,
             pending: Vec::new(),
-            scratch: Vec::new(),
             writes: 0,
         })
     }
@@ -230,19 +197,6 @@ impl FileCheckpointStore {
         Ok(Listing { journals, temps })
     }
 
-    fn encode_entry(scratch: &mut Vec<u8>, out: &mut Vec<u8>, entry: &impl Serialize) {
-        scratch.clear();
-        // Serializing our own entry types cannot fail (no maps with non-string
-        // keys, no failing Serialize impls).
-        if serde_json::to_writer(&mut *scratch, entry).is_err() {
-            scratch.clear();
-        }
-        let crc = crc32c::crc32c(scratch);
-        let _ = write!(out, "{crc:08x} ");
-        out.extend_from_slice(scratch);
-        out.push(b'\n');
-    }
-
     fn sync_dir(&self) -> Result<()> {
         if self.durability == Durability::PowerLoss {
             File::open(&self.dir)
@@ -264,61 +218,51 @@ impl FileCheckpointStore {
     }
 
     fn replay(&self, path: &Path, bytes: &[u8]) -> Result<(StoredCheckpoint, u64)> {
-        let corrupt = |offset: usize, reason: String| Error::Corrupt {
+        let corrupt = |offset: u64, reason: String| Error::Corrupt {
             path: path.to_owned(),
-            offset: offset as u64,
+            offset,
             reason,
         };
-        let mut offset = 0usize;
         let mut state: Option<(Checkpoint, usize)> = None;
         let mut records: Vec<SourceRecord> = Vec::new();
-        while offset < bytes.len() {
-            let rest = &bytes[offset..];
-            let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
-                warn!(path = %path.display(), offset, "truncating a torn last journal entry");
-                break;
-            };
-            let line = &rest[..nl];
-            let is_last = offset + nl + 1 == bytes.len();
-            let parsed = parse_entry(line);
-            let entry = match parsed {
-                Ok(e) => e,
-                Err(reason)
-                    if is_last && state.as_ref().is_some_and(|(_, n)| records.len() == *n) =>
-                {
-                    warn!(path = %path.display(), offset, %reason, "truncating a torn last journal entry");
-                    break;
+        let mut frames = framing::raw_frames(bytes, Some(MAGIC));
+        for item in frames.by_ref() {
+            let (offset, kind, payload) = item.map_err(|c| corrupt(c.offset, c.reason))?;
+            let malformed = || corrupt(offset, format!("malformed journal frame of kind {kind}"));
+            let mut c = Cursor::new(payload);
+            match (kind, &mut state) {
+                (KIND_BATCH, None) => {
+                    let (cp, n) = decode_batch(&mut c).ok_or_else(malformed)?;
+                    records.reserve(n);
+                    state = Some((cp, n));
                 }
-                Err(reason) => return Err(corrupt(offset, reason)),
-            };
-            match (entry, &mut state) {
-                (
-                    Entry::Batch {
-                        checkpoint,
-                        records: n,
-                    },
-                    None,
-                ) => state = Some((*checkpoint, n)),
-                (Entry::Record { p, d, b }, Some((_, n))) if records.len() < *n => {
-                    let data = match (d, b) {
-                        (Some(d), None) => d.into_bytes(),
-                        (None, Some(b)) => base64::engine::general_purpose::STANDARD
-                            .decode(b)
-                            .map_err(|e| corrupt(offset, format!("bad base64 record: {e}")))?,
-                        _ => return Err(corrupt(offset, "record entry without data".into())),
-                    };
-                    records.push(SourceRecord::new(p, data));
+                (KIND_RECORD, Some((_, n))) if records.len() < *n => {
+                    let pointer = c.str().ok_or_else(malformed)?;
+                    records.push(SourceRecord::new(Pointer::new(pointer), c.rest().to_vec()));
                 }
-                (Entry::Tracker { i, k }, Some((cp, n))) if records.len() == *n => {
-                    cp.restore_tracker(i, *k)
+                (KIND_TRACKER, Some((cp, n))) if records.len() == *n => {
+                    let index = c.u32().ok_or_else(malformed)? as usize;
+                    let tracker = decode_tracker(&mut c).ok_or_else(malformed)?;
+                    cp.restore_tracker(index, tracker)
                         .map_err(|e| corrupt(offset, e.to_string()))?;
                 }
-                (Entry::Commit {}, Some((cp, n))) if records.len() == *n => {
+                (KIND_COMMIT, Some((cp, n))) if records.len() == *n => {
                     cp.commit().map_err(|e| corrupt(offset, e.to_string()))?;
                 }
-                _ => return Err(corrupt(offset, "entry out of order".into())),
+                _ => {
+                    return Err(corrupt(
+                        offset,
+                        format!("journal frame of kind {kind} out of order"),
+                    ));
+                }
             }
-            offset += nl + 1;
+            if !c.is_empty() {
+                return Err(malformed());
+            }
+        }
+        let good_len = frames.valid_len();
+        if let Some(why) = frames.torn() {
+            warn!(path = %path.display(), offset = good_len, why, "truncating a torn last journal entry");
         }
         match state {
             Some((checkpoint, n)) if records.len() == n => Ok((
@@ -326,7 +270,7 @@ impl FileCheckpointStore {
                     checkpoint,
                     records,
                 },
-                offset as u64,
+                good_len,
             )),
             Some((_, n)) => Err(self.unreadable(
                 path,
@@ -337,22 +281,149 @@ impl FileCheckpointStore {
     }
 }
 
-fn parse_entry(line: &[u8]) -> std::result::Result<Entry, String> {
-    if line.len() < 10 || line[8] != b' ' {
-        return Err("not a journal entry".into());
+fn put_time(out: &mut Vec<u8>, t: DateTime<Utc>) {
+    out.extend_from_slice(&t.timestamp().to_le_bytes());
+    out.extend_from_slice(&t.timestamp_subsec_nanos().to_le_bytes());
+}
+
+fn time(c: &mut Cursor<'_>) -> Option<DateTime<Utc>> {
+    let secs = c.i64()?;
+    DateTime::from_timestamp(secs, c.u32()?)
+}
+
+const HAS_LOCK: u8 = 1;
+const HAS_LOCK_TIME: u8 = 2;
+const HAS_LOCK_EXPIRE: u8 = 4;
+const HAS_FIRST_ATTEMPT: u8 = 8;
+const HAS_DATA: u8 = 16;
+const HAS_ERRORS: u8 = 32;
+const DEAD_LETTERED: u8 = 64;
+
+fn encode_tracker(out: &mut Vec<u8>, t: &Tracker) {
+    put_str(out, &t.record_id);
+    out.push(t.status.code());
+    out.extend_from_slice(&t.attempts.to_le_bytes());
+    put_time(out, t.create_time);
+    put_time(out, t.update_time);
+    // `data` is the processor's JSON value: serializing a Value cannot fail.
+    let data = t
+        .data
+        .as_ref()
+        .map(|d| serde_json::to_vec(d).unwrap_or_default());
+    let flags = [
+        (t.lock.is_some(), HAS_LOCK),
+        (t.lock_time.is_some(), HAS_LOCK_TIME),
+        (t.lock_expire_time.is_some(), HAS_LOCK_EXPIRE),
+        (t.first_attempt_time.is_some(), HAS_FIRST_ATTEMPT),
+        (data.is_some(), HAS_DATA),
+        (t.errors.is_some(), HAS_ERRORS),
+        (t.dead_lettered, DEAD_LETTERED),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .fold(0, |acc, (_, bit)| acc | bit);
+    out.push(flags);
+    if let Some(lock) = &t.lock {
+        put_str(out, lock);
     }
-    let crc = std::str::from_utf8(&line[..8])
-        .ok()
-        .and_then(|h| u32::from_str_radix(h, 16).ok())
-        .ok_or("bad checksum field")?;
-    let json = &line[9..];
-    let actual = crc32c::crc32c(json);
-    if crc != actual {
-        return Err(format!(
-            "checksum mismatch (stored {crc:08x}, computed {actual:08x})"
-        ));
+    for time in [t.lock_time, t.lock_expire_time, t.first_attempt_time]
+        .into_iter()
+        .flatten()
+    {
+        put_time(out, time);
     }
-    serde_json::from_slice(json).map_err(|e| format!("bad entry: {e}"))
+    if let Some(data) = &data {
+        put_bytes(out, data);
+    }
+    if let Some(e) = &t.errors {
+        put_str(out, &e.message);
+        out.extend_from_slice(&(e.causes.len() as u32).to_le_bytes());
+        for cause in &e.causes {
+            put_str(out, cause);
+        }
+    }
+}
+
+fn decode_tracker(c: &mut Cursor<'_>) -> Option<Tracker> {
+    let record_id = c.str()?.to_owned();
+    let status = Status::from_code(c.u8()?)?;
+    let attempts = c.u32()?;
+    let create_time = time(c)?;
+    let update_time = time(c)?;
+    let flags = c.u8()?;
+    let has = |bit: u8| flags & bit != 0;
+    let lock = if has(HAS_LOCK) {
+        Some(c.str()?.to_owned())
+    } else {
+        None
+    };
+    let mut opt_time = |bit: u8| {
+        if has(bit) {
+            time(c).map(Some)
+        } else {
+            Some(None)
+        }
+    };
+    let lock_time = opt_time(HAS_LOCK_TIME)?;
+    let lock_expire_time = opt_time(HAS_LOCK_EXPIRE)?;
+    let first_attempt_time = opt_time(HAS_FIRST_ATTEMPT)?;
+    let data = if has(HAS_DATA) {
+        Some(serde_json::from_slice(c.bytes()?).ok()?)
+    } else {
+        None
+    };
+    let errors = if has(HAS_ERRORS) {
+        let message = c.str()?.to_owned();
+        let n = c.u32()?;
+        let causes = (0..n)
+            .map(|_| c.str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()?;
+        Some(ErrorInfo { message, causes })
+    } else {
+        None
+    };
+    Some(Tracker {
+        record_id,
+        status,
+        attempts,
+        create_time,
+        update_time,
+        lock,
+        lock_time,
+        lock_expire_time,
+        first_attempt_time,
+        data,
+        errors,
+        dead_lettered: has(DEAD_LETTERED),
+    })
+}
+
+fn encode_batch(out: &mut Vec<u8>, checkpoint: &Checkpoint, records: usize) {
+    // Our own Checkpoint (without trackers) always serializes.
+    let head = serde_json::to_vec(&checkpoint.without_trackers()).unwrap_or_default();
+    put_bytes(out, &head);
+    out.extend_from_slice(&(records as u32).to_le_bytes());
+    out.extend_from_slice(&(checkpoint.trackers().len() as u32).to_le_bytes());
+    for t in checkpoint.trackers() {
+        encode_tracker(out, t);
+    }
+}
+
+fn decode_batch(c: &mut Cursor<'_>) -> Option<(Checkpoint, usize)> {
+    let head: Checkpoint = serde_json::from_slice(c.bytes()?).ok()?;
+    let records = c.u32()? as usize;
+    let n = c.u32()?;
+    let trackers = (0..n)
+        .map(|_| decode_tracker(c))
+        .collect::<Option<Vec<_>>>()?;
+    Some((head.with_trackers(trackers), records))
+}
+
+/// Appends one journal frame. Frames hold one record or one tracker, so
+/// only a record of 4 GiB could fail to fit; such a record is refused.
+fn frame(out: &mut Vec<u8>, kind: u8, payload: impl FnOnce(&mut Vec<u8>)) -> Result<()> {
+    framing::encode(out, kind, payload)
+        .map_err(|e| Error::InvalidTransition(format!("checkpoint journal: {e}")))
 }
 
 impl CheckpointStore for FileCheckpointStore {
@@ -399,26 +470,17 @@ impl CheckpointStore for FileCheckpointStore {
         records: &[SourceRecord],
     ) -> Result<()> {
         self.pending.clear();
-        let mut out = Vec::with_capacity(512 + records.len() * 160);
-        let batch = BatchRef {
-            checkpoint,
-            records: records.len(),
-        };
-        Self::encode_entry(&mut self.scratch, &mut out, &batch);
+        let bytes: usize = records.iter().map(|r| r.data.len()).sum();
+        let mut out = Vec::with_capacity(512 + records.len() * 120 + bytes);
+        out.extend_from_slice(MAGIC);
+        frame(&mut out, KIND_BATCH, |o| {
+            encode_batch(o, checkpoint, records.len())
+        })?;
         for r in records {
-            let entry = match std::str::from_utf8(&r.data) {
-                Ok(text) => RecordRef {
-                    p: &r.pointer,
-                    d: Some(text),
-                    b: None,
-                },
-                Err(_) => RecordRef {
-                    p: &r.pointer,
-                    d: None,
-                    b: Some(base64::engine::general_purpose::STANDARD.encode(&r.data)),
-                },
-            };
-            Self::encode_entry(&mut self.scratch, &mut out, &entry);
+            frame(&mut out, KIND_RECORD, |o| {
+                put_str(o, r.pointer.as_str());
+                o.extend_from_slice(&r.data);
+            })?;
         }
         let path = self.journal_path(checkpoint.batch_sequence());
         let tmp = path.with_extension("journal.tmp");
@@ -451,12 +513,10 @@ impl CheckpointStore for FileCheckpointStore {
                 "no tracker at index {index}"
             )));
         };
-        Self::encode_entry(
-            &mut self.scratch,
-            &mut self.pending,
-            &TrackerRef { i: index, k },
-        );
-        Ok(())
+        frame(&mut self.pending, KIND_TRACKER, |o| {
+            o.extend_from_slice(&(index as u32).to_le_bytes());
+            encode_tracker(o, k);
+        })
     }
 
     async fn sync(&mut self) -> Result<()> {
@@ -480,7 +540,7 @@ impl CheckpointStore for FileCheckpointStore {
     }
 
     async fn save_commit(&mut self, _checkpoint: &Checkpoint) -> Result<()> {
-        Self::encode_entry(&mut self.scratch, &mut self.pending, &CommitRef {});
+        frame(&mut self.pending, KIND_COMMIT, |_| {})?;
         self.sync().await
     }
 }
@@ -518,6 +578,13 @@ mod tests {
         .unwrap();
         store.save_batch(&cp, &records(n)).await.unwrap();
         (store, cp)
+    }
+
+    /// Offsets of the journal's frames.
+    fn frame_offsets(bytes: &[u8]) -> Vec<usize> {
+        framing::raw_frames(bytes, Some(MAGIC))
+            .map(|f| f.unwrap().0 as usize)
+            .collect()
     }
 
     fn journal_of(dir: &Path) -> PathBuf {
@@ -580,11 +647,7 @@ mod tests {
         let path = journal_of(dir.path());
         let bytes = std::fs::read(&path).unwrap();
         // Cut the last entry in half, as a crash mid-write would.
-        let last_start = bytes[..bytes.len() - 1]
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .unwrap()
-            + 1;
+        let last_start = *frame_offsets(&bytes).last().unwrap();
         let cut = last_start + (bytes.len() - last_start) / 2;
         std::fs::write(&path, &bytes[..cut]).unwrap();
         let mut store =
@@ -616,14 +679,8 @@ mod tests {
         drop(store);
         let path = journal_of(dir.path());
         let mut bytes = std::fs::read(&path).unwrap();
-        let lines: Vec<usize> = bytes
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| **b == b'\n')
-            .map(|(i, _)| i)
-            .collect();
-        // Entry 3 (first tracker) starts after the header and the 2 records.
-        let offset = lines[2] + 1;
+        // Frame 3 (first tracker) comes after the batch and the 2 records.
+        let offset = frame_offsets(&bytes)[3];
         bytes[offset + 20] ^= 0x01;
         std::fs::write(&path, &bytes).unwrap();
         let mut store =
@@ -649,14 +706,8 @@ mod tests {
         drop(store);
         let path = journal_of(dir.path());
         let bytes = std::fs::read(&path).unwrap();
-        let second_nl = bytes
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| **b == b'\n')
-            .nth(1)
-            .unwrap()
-            .0;
-        std::fs::write(&path, &bytes[..=second_nl]).unwrap();
+        // Keep the batch frame and the first record only.
+        std::fs::write(&path, &bytes[..frame_offsets(&bytes)[2]]).unwrap();
         let mut store =
             FileCheckpointStore::open(dir.path(), "c/1 ü", Durability::Process).unwrap();
         let err = store.load().await.unwrap_err();
@@ -722,5 +773,90 @@ mod tests {
         drop(store);
         let mut store = FileCheckpointStore::open(dir.path(), "b", Durability::Process).unwrap();
         assert_eq!(store.load().await.unwrap().unwrap().records, recs);
+    }
+
+    #[test]
+    fn every_tracker_field_round_trips() {
+        let t0 = now();
+        let full = Tracker {
+            record_id: "id \u{1F600} \"x\"".into(),
+            status: Status::Exhausted,
+            attempts: 7,
+            create_time: t0,
+            update_time: t0 + chrono::Duration::nanoseconds(123_456_789),
+            lock: Some("lock-1".into()),
+            lock_time: Some(t0 + chrono::Duration::seconds(1)),
+            lock_expire_time: Some(t0 + chrono::Duration::seconds(61)),
+            first_attempt_time: Some(t0 - chrono::Duration::seconds(5)),
+            data: Some(serde_json::json!({"k": [1, "two", null]})),
+            errors: Some(ErrorInfo {
+                message: "outer".into(),
+                causes: vec!["inner".into(), "root\n".into()],
+            }),
+            dead_lettered: true,
+        };
+        let mut bare = full.clone();
+        (bare.lock, bare.lock_time, bare.data, bare.errors) = (None, None, None, None);
+        bare.dead_lettered = false;
+        for t in [full, bare] {
+            let mut out = Vec::new();
+            encode_tracker(&mut out, &t);
+            let mut c = Cursor::new(&out);
+            assert_eq!(decode_tracker(&mut c), Some(t));
+            assert!(c.is_empty());
+            // Every strict prefix is malformed, never a panic or a wrong value.
+            for cut in 0..out.len() {
+                let mut c = Cursor::new(&out[..cut]);
+                assert_eq!(decode_tracker(&mut c), None, "cut at {cut}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cut_at_every_byte_of_the_last_entry_loses_only_that_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, mut cp) = store_with_batch(dir.path(), 2).await;
+        cp.begin_attempt(0, "L", now()).unwrap();
+        store.save_tracker(&cp, 0).await.unwrap();
+        store.sync().await.unwrap();
+        let expected = cp.clone();
+        cp.fail(0, "L", ErrorInfo::new("boom"), now()).unwrap();
+        store.save_tracker(&cp, 0).await.unwrap();
+        store.sync().await.unwrap();
+        drop(store);
+        let path = journal_of(dir.path());
+        let bytes = std::fs::read(&path).unwrap();
+        let last = *frame_offsets(&bytes).last().unwrap();
+        for cut in last..bytes.len() {
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let mut store =
+                FileCheckpointStore::open(dir.path(), "c/1 ü", Durability::Process).unwrap();
+            let loaded = store.load().await.unwrap().unwrap();
+            assert_eq!(loaded.checkpoint, expected, "cut at {cut}");
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), last as u64);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_in_another_format_is_reported_not_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = store_with_batch(dir.path(), 1).await;
+        drop(store);
+        let path = journal_of(dir.path());
+        // What the development version's text journal looked like.
+        std::fs::write(&path, b"0badc0de {\"t\":\"commit\"}\n").unwrap();
+        let mut store =
+            FileCheckpointStore::open(dir.path(), "c/1 ü", Durability::Process).unwrap();
+        match store.load().await {
+            Err(Error::Corrupt {
+                path: p,
+                offset,
+                reason,
+            }) => {
+                assert_eq!((p, offset), (path, 0));
+                assert!(reason.contains("magic"), "{reason}");
+            }
+            other => panic!("expected a corruption error, got {other:?}"),
+        }
     }
 }
