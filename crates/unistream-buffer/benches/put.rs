@@ -9,9 +9,11 @@
 //! - `baseline write()/record`: the same bytes, one `write(2)` per record;
 //! - `wal put (process)`: `FileBuffer::put`, process-crash durability;
 //! - `wal put_many 500 (process)`;
-//! - `producer put (process)`: the whole engine: JSON encoding, the WAL,
-//!   batches of 500 sent to a sink that drops them;
-//! - `baseline write()+fdatasync/500` and `wal put_many 500 (power loss)`;
+//! - `producer put -> wal -> file sink (process)`: the whole local
+//!   pipeline: JSON encoding, the WAL, batches of 500 written to a
+//!   `FileSink`; and the same with `put_many` of 500;
+//! - `baseline write()+fdatasync/500`, `wal put_many 500 (power loss)` and
+//!   the pipeline with `put_many` in power-loss mode;
 //! - `wal put, 64 tasks (power loss)`: group commit;
 //! - `wal put, 1 task (power loss)`: one fdatasync per record, for scale.
 //!
@@ -19,17 +21,19 @@
 //! and N, and the time to reopen it.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use unistream_buffer::{FileBuffer, FileBufferOptions};
+use unistream_core::Durability;
 use unistream_core::buffer::{Buffer, BufferLimits};
+use unistream_core::local::FileSink;
 use unistream_core::producer::{Producer, ProducerConfig};
 use unistream_core::record::{JsonCodec, Record, iso8601};
-use unistream_core::sink::{Delivery, EncodedRecord, Sink};
-use unistream_core::{BoxError, Durability};
+use unistream_core::sink::EncodedRecord;
 
 #[derive(Serialize, Deserialize)]
 struct Rec {
@@ -72,11 +76,27 @@ fn encoded(n: u64) -> Vec<EncodedRecord> {
         .collect()
 }
 
-struct Drop;
-impl Sink for Drop {
-    async fn send(&self, _: &[EncodedRecord]) -> Result<Delivery, BoxError> {
-        Ok(Delivery::All)
-    }
+/// The producer of the local pipeline: JSON encoding, the WAL in `dir()`,
+/// batches of 500 sent to a [`FileSink`] (the path returned).
+fn pipeline(
+    dir: &mut impl FnMut() -> PathBuf,
+    durability: Durability,
+) -> (Producer<FileBuffer, FileSink>, PathBuf) {
+    let d = dir();
+    let mut config = ProducerConfig::default();
+    config.linger = None;
+    let out = d.join("sink.jsonl");
+    let wal =
+        FileBuffer::open(d.join("wal"), opts(500, durability)).unwrap_or_else(|e| panic!("{e}"));
+    let sink = FileSink::open(&out, durability).unwrap_or_else(|e| panic!("{e}"));
+    (Producer::new(config, wal, sink), out)
+}
+
+/// The sink file holds `n` lines: the bench measured work that was done.
+fn check_sink(path: &Path, n: u64) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{e}"));
+    let lines = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+    assert_eq!(lines, n, "records in {}", path.display());
 }
 
 fn rss_kib(field: &str) -> u64 {
@@ -169,28 +189,35 @@ fn run_once(
             bytes,
         });
 
-        let mut config = ProducerConfig::default();
-        config.linger = None;
-        let producer = Producer::new(
-            config,
-            FileBuffer::open(dir(), opts(500, Durability::Process))
-                .unwrap_or_else(|e| panic!("{e}")),
-            Drop,
-        );
-        let t = Instant::now();
-        for i in 0..n {
-            producer
-                .put(&rec(i))
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
+        for (name, many) in [
+            ("producer put -> wal -> file sink (process)", 1),
+            ("producer put_many 500 -> wal -> file sink (process)", 500),
+        ] {
+            let (producer, out) = pipeline(&mut *dir, Durability::Process);
+            let recs: Vec<Rec> = (0..n).map(rec).collect();
+            let t = Instant::now();
+            if many == 1 {
+                for r in &recs {
+                    producer.put(r).await.unwrap_or_else(|e| panic!("{e}"));
+                }
+            } else {
+                for chunk in recs.chunks(many) {
+                    producer
+                        .put_many(chunk)
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                }
+            }
+            producer.flush().await.unwrap_or_else(|e| panic!("{e}"));
+            let secs = t.elapsed().as_secs_f64();
+            check_sink(&out, n);
+            rows.push(Row {
+                name: name.into(),
+                records: n,
+                secs,
+                bytes,
+            });
         }
-        producer.flush().await.unwrap_or_else(|e| panic!("{e}"));
-        rows.push(Row {
-            name: "producer put, encode+send (process)".into(),
-            records: n,
-            secs: t.elapsed().as_secs_f64(),
-            bytes,
-        });
     });
 
     // Power loss: baseline write + fdatasync per 500 records.
@@ -231,6 +258,25 @@ fn run_once(
             name: "wal put_many 500 (power loss)".into(),
             records: nf,
             secs: t.elapsed().as_secs_f64(),
+            bytes: fbytes,
+        });
+
+        let (producer, out) = pipeline(&mut *dir, Durability::PowerLoss);
+        let recs: Vec<Rec> = (0..nf).map(rec).collect();
+        let t = Instant::now();
+        for chunk in recs.chunks(500) {
+            producer
+                .put_many(chunk)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        producer.flush().await.unwrap_or_else(|e| panic!("{e}"));
+        let secs = t.elapsed().as_secs_f64();
+        check_sink(&out, nf);
+        rows.push(Row {
+            name: "producer put_many 500 -> wal -> file sink (power loss)".into(),
+            records: nf,
+            secs,
             bytes: fbytes,
         });
 

@@ -17,12 +17,14 @@
 mod append;
 mod checkpoint;
 mod dlq;
+mod frame_file;
 mod sink;
 mod stream;
 
 pub use append::{AppendFile, lock_exclusive};
 pub use checkpoint::FileCheckpointStore;
 pub use dlq::{FileDeadLetterQueue, dead_letter_line};
+pub use frame_file::{FrameFile, KIND_PADDING};
 pub use sink::FileSink;
 pub use stream::{FilePosition, FileSource};
 

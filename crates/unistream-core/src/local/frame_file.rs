@@ -1,0 +1,254 @@
+//! [`FrameFile`]: the append path of the files made of frames (the
+//! checkpoint journal, the producer's WAL segments).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::framing;
+
+/// Frame kind of padding: its payload is zeros and readers skip it. No
+/// format built on [`framing`] uses kind 0 for anything else.
+pub const KIND_PADDING: u8 = 0;
+
+/// An append-only file of [`framing`] frames.
+///
+/// By default an append is one positioned `write(2)`. [`FrameFile::mapped`]
+/// (Linux) makes appends copies into a **shared memory mapping** of the
+/// file instead: the file is extended with `fallocate` (so the disk space
+/// exists before it is used: a full disk is an error at growth, never a
+/// fault at a store), and the pages of a shared file mapping belong to the
+/// kernel's page cache, so what is copied survives the process being killed
+/// exactly like what a `write(2)` handed over — without a system call per
+/// append. That is process-crash durability; for power-loss durability,
+/// [`sync_data`](FrameFile::sync_data) after appending (it covers mapped
+/// pages too), or do not map.
+///
+/// A kill mid-copy must not leave a torn frame that reads as corruption.
+/// A mapped append is padded (with a [`KIND_PADDING`] frame) to a multiple
+/// of 8 bytes, and published by storing its first 8 bytes **last**, as one
+/// aligned atomic store: until then its first frame header reads as eight
+/// zero bytes, which readers take as the end of the file
+/// ([`RawFrames::ending_at_zero_header`](framing::RawFrames::ending_at_zero_header)).
+/// A process is killed between instructions, so each append is either
+/// published whole or not at all. Readers must therefore use
+/// `ending_at_zero_header` and skip padding frames.
+///
+/// ```
+/// # fn main() -> unistream_core::Result<()> {
+/// use unistream_core::framing;
+/// use unistream_core::local::{FrameFile, KIND_PADDING};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("log");
+/// let file = std::fs::File::options().create(true).read(true).write(true).open(&path).unwrap();
+/// let mut log = FrameFile::new(path.clone(), file, 0)?.mapped(1 << 16);
+/// let mut frame = Vec::new();
+/// framing::encode(&mut frame, 1, |p| p.extend_from_slice(b"hello")).unwrap();
+/// log.append(&frame)?;
+/// drop(log); // gives back the preallocated tail
+/// let bytes = std::fs::read(&path).unwrap();
+/// let kinds: Vec<u8> = framing::raw_frames(&bytes, None)
+///     .ending_at_zero_header()
+///     .map(|f| f.unwrap().1)
+///     .filter(|&k| k != KIND_PADDING)
+///     .collect();
+/// assert_eq!(kinds, [1]);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct FrameFile {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    trim_on_close: bool,
+    #[cfg(target_os = "linux")]
+    map: Option<memmap2::MmapMut>,
+    /// Mapped files grow by at least this much; 0: not mapped.
+    #[cfg(target_os = "linux")]
+    growth: u64,
+}
+
+impl FrameFile {
+    /// `file` (open for reading and writing) holds `len` bytes of frames;
+    /// a longer file is cut to `len`.
+    pub fn new(path: PathBuf, file: File, len: u64) -> Result<Self> {
+        if file.metadata().map_err(|e| Error::io(&path, e))?.len() != len {
+            file.set_len(len).map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(FrameFile {
+            path,
+            file,
+            len,
+            trim_on_close: true,
+            #[cfg(target_os = "linux")]
+            map: None,
+            #[cfg(target_os = "linux")]
+            growth: 0,
+        })
+    }
+
+    /// Appends through a shared memory mapping that grows by at least
+    /// `min_growth` bytes at a time (see the type docs). Only on Linux;
+    /// elsewhere appends stay `write(2)`s.
+    pub fn mapped(mut self, min_growth: u64) -> Self {
+        #[cfg(target_os = "linux")]
+        {
+            self.growth = min_growth.max(1);
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = min_growth;
+        self
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes of frames (padding included).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether no byte was written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The open file (for a sync on another thread: `try_clone` it).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// `fdatasync` of the file: what was appended, mapped or written, is
+    /// then on stable storage.
+    pub fn sync_data(&self) -> Result<()> {
+        self.file.sync_data().map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Appends `frames` (whole frames). A failed write is cut back, so the
+    /// file never holds part of an append.
+    pub fn append(&mut self, frames: &[u8]) -> Result<()> {
+        #[cfg(target_os = "linux")]
+        if self.growth > 0 && self.append_mapped(frames)? {
+            return Ok(());
+        }
+        self.write(frames)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        if let Err(e) = self.file.write_all_at(bytes, self.len) {
+            let _ = self.file.set_len(self.len);
+            return Err(Error::io(&self.path, e));
+        }
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Closes the file without giving back its preallocated tail (for a
+    /// file about to be deleted).
+    pub fn discard(mut self) {
+        self.trim_on_close = false;
+    }
+
+    /// Closes the file, cutting it to its frames (a mapped file is longer);
+    /// unlike dropping it, reports a failure.
+    pub fn close(mut self) -> Result<()> {
+        self.trim_on_close = false;
+        #[cfg(target_os = "linux")]
+        if self.map.take().is_some() {
+            self.file
+                .set_len(self.len)
+                .map_err(|e| Error::io(&self.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Copies `frames` and padding into the mapping and publishes them;
+    /// `false` when the file system cannot preallocate (the caller writes).
+    #[cfg(target_os = "linux")]
+    fn append_mapped(&mut self, frames: &[u8]) -> Result<bool> {
+        if !self.len.is_multiple_of(8) {
+            // A file written so far (a new journal's first part, or a file
+            // an earlier run wrote): align it with one written padding frame.
+            let mut padding = Vec::with_capacity(16);
+            pad_after(&mut padding, self.len);
+            self.write(&padding)?;
+        }
+        let mut padding = Vec::with_capacity(16);
+        pad_after(&mut padding, self.len + frames.len() as u64);
+        let n = (frames.len() + padding.len()) as u64;
+        let end = self.len + n;
+        if self.map.as_ref().is_none_or(|m| (m.len() as u64) < end) {
+            let cap = self.map.as_ref().map_or(0, |m| m.len() as u64);
+            let new_cap = end
+                .max(cap * 2)
+                .max(self.len + self.growth)
+                .next_multiple_of(1 << 12);
+            self.map = None;
+            match rustix::fs::fallocate(&self.file, rustix::fs::FallocateFlags::empty(), 0, new_cap)
+            {
+                Ok(()) => {}
+                Err(rustix::io::Errno::OPNOTSUPP) => {
+                    self.growth = 0;
+                    return Ok(false);
+                }
+                Err(e) => return Err(Error::io(&self.path, e.into())),
+            }
+            // SAFETY: a shared mapping is unsound only if the file changes
+            // size or content behind our back. The files mapped here belong
+            // to one owner, which holds an exclusive lock (the consumer's or
+            // the producer's) while they are open, and only grow while
+            // mapped. A user truncating such a file by hand while it is open
+            // would make a later store fault.
+            let map = unsafe { memmap2::MmapOptions::new().populate().map_mut(&self.file) }
+                .map_err(|e| Error::io(&self.path, e))?;
+            self.map = Some(map);
+        }
+        let Some(map) = self.map.as_mut() else {
+            return Ok(false);
+        };
+        let at = self.len as usize;
+        let dst = &mut map[at..at + n as usize];
+        dst[8..frames.len()].copy_from_slice(&frames[8..]);
+        dst[frames.len()..].copy_from_slice(&padding);
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&frames[..8]);
+        // SAFETY: the map starts on a page boundary and `at` is a multiple
+        // of 8, so the pointer is aligned for a u64; the 8 bytes are inside
+        // `dst`, which is exclusively borrowed, and only accessed atomically
+        // here.
+        let word =
+            unsafe { std::sync::atomic::AtomicU64::from_ptr(dst.as_mut_ptr().cast::<u64>()) };
+        // Release: the body is in place before the header that publishes it.
+        word.store(
+            u64::from_ne_bytes(head),
+            std::sync::atomic::Ordering::Release,
+        );
+        self.len = end;
+        Ok(true)
+    }
+}
+
+/// Appends a padding frame to `out` so that `end + out.len()`, where `end`
+/// is the offset `out` will be written at, is a multiple of 8.
+#[cfg(target_os = "linux")]
+fn pad_after(out: &mut Vec<u8>, end: u64) {
+    let used = end as usize + framing::FRAME_HEADER;
+    let zeros = (8 - used % 8) % 8;
+    // A padding frame of at most 7 bytes always fits.
+    let _ = framing::encode(out, KIND_PADDING, |o| o.resize(o.len() + zeros, 0));
+}
+
+impl Drop for FrameFile {
+    fn drop(&mut self) {
+        // Give back the preallocated tail. A crash leaves it, and the next
+        // open cuts it (it reads as zeros), so a failure here loses nothing.
+        #[cfg(target_os = "linux")]
+        if self.map.take().is_some() && self.trim_on_close {
+            let _ = self.file.set_len(self.len);
+        }
+    }
+}
