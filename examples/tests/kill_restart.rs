@@ -50,6 +50,17 @@ fn ids_in(path: &Path, field: impl Fn(&serde_json::Value) -> String) -> Vec<Stri
 
 #[test]
 fn kill_9_at_random_points_never_loses_a_record_nor_exceeds_max_attempts() {
+    // Small batches: the checkpoint journal appends with write(2).
+    kill_and_restart("7");
+}
+
+#[test]
+fn kill_9_with_a_memory_mapped_checkpoint_journal() {
+    // Batches of 256+ records: the journal is memory-mapped (FrameFile).
+    kill_and_restart("300");
+}
+
+fn kill_and_restart(limit: &str) {
     let bin = example_bin("simple_consumer");
     let dir = tempfile::tempdir().unwrap();
     let stream = dir.path().join("stream.jsonl");
@@ -59,7 +70,7 @@ fn kill_9_at_random_points_never_loses_a_record_nor_exceeds_max_attempts() {
         "--dir",
         dir.path().to_str().unwrap(),
         "--limit",
-        "7",
+        limit,
         "--max-attempts",
         "3",
         "--fail-rate",

@@ -1,6 +1,7 @@
 //! Frames, and the reader of a segment's bytes.
 
 use unistream_core::framing::{self, Cursor, RawFrames};
+use unistream_core::local::KIND_PADDING;
 use unistream_core::sink::EncodedRecord;
 
 pub use unistream_core::framing::{Corruption, FRAME_HEADER};
@@ -48,6 +49,9 @@ pub enum Frame<'a> {
         /// The last committed batch.
         id: u64,
     },
+    /// Padding that aligns a memory-mapped append (kind 0, zeros; see
+    /// [`FrameFile`](unistream_core::local::FrameFile)); carries nothing.
+    Padding,
 }
 
 impl Frame<'_> {
@@ -72,6 +76,7 @@ impl Frame<'_> {
             }
         }
         let kind = match self {
+            Frame::Padding => KIND_PADDING,
             Frame::Record { hash: None, .. } => KIND_RECORD,
             Frame::Record { .. } => KIND_RECORD_HASHED,
             Frame::Seal { .. } => KIND_SEAL,
@@ -92,6 +97,7 @@ impl Frame<'_> {
                 out.extend_from_slice(data);
             }
             Frame::Seal { id } | Frame::Commit { id } => out.extend_from_slice(&id.to_le_bytes()),
+            Frame::Padding => {}
             Frame::Narrow { id, bytes, keep } => {
                 out.extend_from_slice(&id.to_le_bytes());
                 out.extend_from_slice(&bytes.to_le_bytes());
@@ -134,6 +140,9 @@ fn parse(kind: u8, p: &[u8]) -> Option<Frame<'_>> {
             },
             data: c.rest(),
         },
+        KIND_PADDING => {
+            return c.rest().iter().all(|&b| b == 0).then_some(Frame::Padding);
+        }
         KIND_SEAL => Frame::Seal { id: c.u64()? },
         KIND_COMMIT => Frame::Commit { id: c.u64()? },
         KIND_NARROW => {
@@ -154,7 +163,8 @@ fn parse(kind: u8, p: &[u8]) -> Option<Frame<'_>> {
 /// Reads the frames of a segment, in order. Iteration stops at the end of
 /// the good frames: [`Frames::torn`] then says why the bytes after
 /// [`Frames::valid_len`] are not frames — what a crash leaves (a frame cut
-/// short, a last frame whose checksum fails, zeros). A bad frame followed by
+/// short, a last frame whose checksum fails, zeros, a group of frames left
+/// unpublished behind a zero frame header). A bad frame followed by
 /// more data is a [`Corruption`] item. Never panics, whatever the bytes (it
 /// is fuzzed).
 #[derive(Debug)]
@@ -165,7 +175,7 @@ pub struct Frames<'a> {
 /// The frames of a segment's bytes (header included).
 pub fn frames(bytes: &[u8]) -> Frames<'_> {
     Frames {
-        raw: framing::raw_frames(bytes, Some(MAGIC)),
+        raw: framing::raw_frames(bytes, Some(MAGIC)).ending_at_zero_header(),
     }
 }
 
@@ -173,7 +183,7 @@ pub fn frames(bytes: &[u8]) -> Frames<'_> {
 /// the header; offsets are relative to the range.
 pub fn frames_in_range(bytes: &[u8]) -> Frames<'_> {
     Frames {
-        raw: framing::raw_frames(bytes, None),
+        raw: framing::raw_frames(bytes, None).ending_at_zero_header(),
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tracing::{debug, error, info, warn};
 use unistream_core::Durability;
 use unistream_core::buffer::{Batch, Buffer, BufferLimits, BufferStats};
+use unistream_core::local::FrameFile;
 use unistream_core::sink::EncodedRecord;
 use unistream_core::{Error, Result};
 
@@ -105,10 +106,14 @@ struct OpenBatch {
 #[derive(Debug)]
 struct ActiveFile {
     seq: u64,
-    path: PathBuf,
-    file: File,
+    log: FrameFile,
+}
+
+impl ActiveFile {
     /// Bytes in the file.
-    len: u64,
+    fn len(&self) -> u64 {
+        self.log.len()
+    }
 }
 
 #[derive(Debug)]
@@ -197,27 +202,43 @@ fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Creates segment `seq` holding only its header (synced with its directory
 /// in power-loss mode).
-fn create_segment(dir: &Path, seq: u64, durability: Durability) -> Result<ActiveFile> {
+fn create_segment(dir: &Path, seq: u64, options: &FileBufferOptions) -> Result<ActiveFile> {
     let path = dir.join(segment_name(seq));
     let io = |e| Error::io(&path, e);
     let mut file = OpenOptions::new()
         .create(true)
         .truncate(true)
+        .read(true)
         .write(true)
         .open(&path)
         .map_err(io)?;
     file.write_all(MAGIC).map_err(io)?;
-    if durability == Durability::PowerLoss {
+    if options.durability == Durability::PowerLoss {
         file.sync_all().map_err(io)?;
         sync_dir(dir)?;
     }
-    Ok(ActiveFile {
-        seq,
-        path,
-        file,
-        len: MAGIC.len() as u64,
-    })
+    active_file(seq, path, file, MAGIC.len() as u64, options)
 }
+
+/// The active segment's append path: memory-mapped in process-crash mode
+/// (no system call per put; see [`FrameFile`]).
+fn active_file(
+    seq: u64,
+    path: PathBuf,
+    file: File,
+    len: u64,
+    options: &FileBufferOptions,
+) -> Result<ActiveFile> {
+    let log = FrameFile::new(path, file, len)?;
+    let log = match options.durability {
+        Durability::Process => log.mapped(MAP_GROWTH),
+        Durability::PowerLoss => log,
+    };
+    Ok(ActiveFile { seq, log })
+}
+
+/// The mapped active segment grows by at least this much at a time.
+const MAP_GROWTH: u64 = 1 << 20;
 
 impl Inner {
     fn power_loss(&self) -> bool {
@@ -227,13 +248,7 @@ impl Inner {
     /// Writes frames to the active file; on failure, cuts the file back so
     /// that it never holds part of a frame.
     fn write_active(&self, st: &mut State, chunk: &[u8]) -> Result<()> {
-        let a = &mut st.active;
-        if let Err(e) = a.file.write_all(chunk) {
-            let _ = a.file.set_len(a.len);
-            return Err(Error::io(&a.path, e));
-        }
-        a.len += chunk.len() as u64;
-        Ok(())
+        st.active.log.append(chunk)
     }
 
     /// Writes a bookkeeping frame (commit, narrow) durably.
@@ -242,10 +257,7 @@ impl Inner {
         frame.encode(&mut buf).map_err(Error::InvalidTransition)?;
         self.write_active(st, &buf)?;
         if self.power_loss() {
-            st.active
-                .file
-                .sync_data()
-                .map_err(|e| Error::io(&st.active.path, e))?;
+            st.active.log.sync_data()?;
         }
         Ok(())
     }
@@ -267,40 +279,39 @@ impl Inner {
             id,
             file: st.active.seq,
             start: open.start,
-            end: st.active.len,
+            end: st.active.len(),
             original: open.records,
             records: open.records,
             bytes: open.bytes,
             keep: None,
         });
         st.next_id += 1;
-        st.open.start = st.active.len;
+        st.open.start = st.active.len();
         debug!(
             batch = id,
             records = open.records,
             bytes = open.bytes,
             "sealed batch"
         );
-        if st.active.len >= self.options.segment_bytes {
+        if st.active.len() >= self.options.segment_bytes {
             self.roll(st, sync)?;
         }
         Ok(())
     }
 
-    /// Starts the next segment file. In power-loss mode the finished file is
-    /// synced first, so every file but the active one is on disk.
+    /// Starts the next segment file. The finished file is cut to its frames
+    /// first (a mapped one is longer), and in power-loss mode synced, so
+    /// every file but the active one is whole and on disk.
     fn roll(&self, st: &mut State, sync: &GroupSync) -> Result<()> {
+        st.active.log.finish()?;
         if self.power_loss() {
-            st.active
-                .file
-                .sync_data()
-                .map_err(|e| Error::io(&st.active.path, e))?;
+            st.active.log.sync_data()?;
             sync.mark_synced(st.written);
         }
-        st.active = create_segment(&self.dir, st.active.seq + 1, self.options.durability)?;
+        st.active = create_segment(&self.dir, st.active.seq + 1, &self.options)?;
         st.files.push_back(st.active.seq);
         st.open = OpenBatch {
-            start: st.active.len,
+            start: st.active.len(),
             ..OpenBatch::default()
         };
         Ok(())
@@ -382,7 +393,7 @@ impl Inner {
                 continue;
             }
             if st.open.records == 0 {
-                st.open.start = st.active.len;
+                st.open.start = st.active.len();
             }
             self.write_active(st, &buf[chunk_start..at])?;
             st.open.records += n;
@@ -433,7 +444,7 @@ impl Inner {
                         format!("batch {} ends with the seal of batch {id}", meta.id),
                     ));
                 }
-                Frame::Narrow { .. } | Frame::Commit { .. } => {}
+                Frame::Narrow { .. } | Frame::Commit { .. } | Frame::Padding => {}
             }
         }
         if !sealed || all.len() as u64 != meta.original {
@@ -539,12 +550,14 @@ impl GroupSync {
     /// files that were synced when they were finished).
     pub(crate) fn target(inner: &Inner) -> Result<(File, PathBuf, u64)> {
         let st = lock(&inner.state);
+        let path = st.active.log.path();
         let file = st
             .active
-            .file
+            .log
+            .file()
             .try_clone()
-            .map_err(|e| Error::io(&st.active.path, e))?;
-        Ok((file, st.active.path.clone(), st.written))
+            .map_err(|e| Error::io(path, e))?;
+        Ok((file, path.to_owned(), st.written))
     }
 }
 
@@ -730,6 +743,7 @@ fn apply_file(
                 }
                 s.max_id = s.max_id.max(id);
             }
+            Frame::Padding => {}
             Frame::Commit { id } => {
                 while s.sealed.front().is_some_and(|b| b.id <= id) {
                     s.sealed.pop_front();
@@ -837,25 +851,21 @@ fn recover(dir: &Path, options: &FileBufferOptions) -> Result<State> {
         s.files.push_back(seq);
         if is_last {
             let file = OpenOptions::new()
-                .append(true)
+                .read(true)
+                .write(true)
                 .open(&path)
                 .map_err(|e| Error::io(&path, e))?;
             let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
-            active = Some(ActiveFile {
-                seq,
-                path,
-                file,
-                len,
-            });
+            active = Some(active_file(seq, path, file, len, options)?);
         }
     }
     let active = match active {
         Some(a) => a,
         None => {
-            let a = create_segment(dir, last.map_or(1, |l| l + 1), options.durability)?;
+            let a = create_segment(dir, last.map_or(1, |l| l + 1), options)?;
             s.files.push_back(a.seq);
             s.open = OpenBatch {
-                start: a.len,
+                start: a.len(),
                 ..OpenBatch::default()
             };
             a

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use unistream_buffer::frame::{FRAME_HEADER, MAGIC};
+use unistream_buffer::frame::{Frame, MAGIC, frames};
 use unistream_buffer::{FileBuffer, FileBufferOptions, Recovery};
 use unistream_core::buffer::{Buffer, BufferLimits};
 use unistream_core::sink::EncodedRecord;
@@ -23,6 +23,25 @@ fn opts(max_records: usize) -> FileBufferOptions {
 /// Options that start a new segment file after every batch.
 fn tiny_files(max_records: usize) -> FileBufferOptions {
     opts(max_records).with_segment_bytes(1)
+}
+
+/// `(start, end)` of each frame of a segment that is not padding (process
+/// mode maps segments and pads its appends; see `FrameFile`).
+fn frame_spans(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut it = frames(bytes);
+    let mut starts: Vec<(usize, bool)> = it
+        .by_ref()
+        .map(|f| {
+            let (offset, f) = f.unwrap();
+            (offset as usize, f == Frame::Padding)
+        })
+        .collect();
+    starts.push((it.valid_len() as usize, true));
+    starts
+        .windows(2)
+        .filter(|w| !w[0].1)
+        .map(|w| (w[0].0, w[1].0))
+        .collect()
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
@@ -59,9 +78,8 @@ async fn torn_tail_at_every_byte_offset_of_the_last_frame() {
     filled(src.path(), 100, 3).await;
     let seg = segments(src.path()).pop().unwrap();
     let full = std::fs::read(&seg).unwrap();
-    let last_len = FRAME_HEADER + 4 + 1 + 5 + rec(3).data.len();
-    let last_start = full.len() - last_len;
-    for cut in last_start..full.len() {
+    let (last_start, last_end) = *frame_spans(&full).last().unwrap();
+    for cut in last_start..last_end {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(seg.file_name().unwrap()), &full[..cut]).unwrap();
         let wal = FileBuffer::open(dir.path(), opts(100)).unwrap();
@@ -82,8 +100,16 @@ async fn torn_tail_at_every_byte_offset_of_the_last_frame() {
 
 #[tokio::test]
 async fn a_garbled_last_frame_is_a_torn_tail() {
+    // Written (not mapped) appends, where a power loss can garble the last
+    // frame; a mapped append is published whole or not at all.
     let dir = tempfile::tempdir().unwrap();
-    filled(dir.path(), 100, 3).await;
+    {
+        let options = FileBufferOptions::new(BufferLimits::records(100), Durability::PowerLoss);
+        let wal = FileBuffer::open(dir.path(), options).unwrap();
+        for i in 1..=3 {
+            wal.put(&rec(i)).await.unwrap();
+        }
+    }
     let seg = segments(dir.path()).pop().unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
     let n = bytes.len();
@@ -99,8 +125,8 @@ async fn a_flipped_bit_mid_segment_is_reported_with_file_and_offset() {
     filled(dir.path(), 100, 3).await;
     let seg = segments(dir.path()).pop().unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
-    let second = MAGIC.len() + FRAME_HEADER + 4 + 1 + 5 + rec(1).data.len();
-    bytes[second + FRAME_HEADER + 3] ^= 0x10;
+    let second = frame_spans(&bytes)[1].0;
+    bytes[second + 12] ^= 0x10;
     std::fs::write(&seg, &bytes).unwrap();
     match FileBuffer::open(dir.path(), opts(100)) {
         Err(Error::Corrupt {
@@ -254,7 +280,8 @@ async fn a_torn_narrow_frame_falls_back_to_the_previous_state() {
     let seg = segments(dir.path())[0].clone();
     let bytes = std::fs::read(&seg).unwrap();
     // The narrow frame is the last one of the (single) segment file.
-    std::fs::write(&seg, &bytes[..bytes.len() - 3]).unwrap();
+    let (_, narrow_end) = *frame_spans(&bytes).last().unwrap();
+    std::fs::write(&seg, &bytes[..narrow_end - 3]).unwrap();
     let wal = FileBuffer::open(dir.path(), opts(3)).unwrap();
     // The narrowing is lost: the whole batch is sent again (at-least-once).
     assert_eq!(drain(&wal), ["1", "2", "3", "4"]);
@@ -409,4 +436,44 @@ async fn explicit_hash_keys_survive_the_log() {
         Some("170141183460469231731687303715884105728")
     );
     assert_eq!(b.records[1].data, rec(2).data);
+}
+
+/// What `kill -9` leaves of a mapped segment: the file as it is while the
+/// log is open (preallocated zeros after the frames), and the same with a
+/// last append copied but not published (its first 8 bytes still zero).
+#[tokio::test]
+async fn a_mapped_segment_as_a_kill_leaves_it_reopens() {
+    let src = tempfile::tempdir().unwrap();
+    let wal = FileBuffer::open(src.path(), opts(100)).unwrap();
+    for i in 1..=3 {
+        wal.put(&rec(i)).await.unwrap();
+    }
+    let seg = segments(src.path()).pop().unwrap();
+    let live = std::fs::read(&seg).unwrap();
+    let mut it = frames(&live);
+    assert_eq!(it.by_ref().filter(|f| f.is_err()).count(), 0);
+    let end = it.valid_len() as usize;
+    assert!(live.len() > end, "a mapped segment is preallocated");
+    assert!(live[end..].iter().all(|&b| b == 0));
+    wal.put(&rec(4)).await.unwrap();
+    let after = std::fs::read(&seg).unwrap();
+    let (start4, end4) = *frame_spans(&after).last().unwrap();
+    let mut unpublished = after.clone();
+    unpublished[start4..start4 + 8].fill(0);
+    assert!(unpublished[start4 + 8..end4].iter().any(|&b| b != 0));
+    for (name, bytes, want) in [
+        ("preallocated", &live, vec!["1", "2", "3"]),
+        ("unpublished", &unpublished, vec!["1", "2", "3"]),
+        ("published", &after, vec!["1", "2", "3", "4"]),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(seg.file_name().unwrap()), bytes).unwrap();
+        let wal = FileBuffer::open(dir.path(), opts(100)).unwrap();
+        wal.put(&rec(9)).await.unwrap();
+        drop(wal);
+        let wal = FileBuffer::open(dir.path(), opts(100)).unwrap();
+        let mut want = want.clone();
+        want.push("9");
+        assert_eq!(drain(&wal), want, "{name}");
+    }
 }

@@ -153,15 +153,18 @@ impl FrameFile {
         self.trim_on_close = false;
     }
 
-    /// Closes the file, cutting it to its frames (a mapped file is longer);
-    /// unlike dropping it, reports a failure.
-    pub fn close(mut self) -> Result<()> {
-        self.trim_on_close = false;
+    /// Stops mapping the file and cuts it to its frames (a mapped file is
+    /// longer); later appends are written. For a file that is complete:
+    /// unlike dropping it, this reports a failure.
+    pub fn finish(&mut self) -> Result<()> {
         #[cfg(target_os = "linux")]
-        if self.map.take().is_some() {
-            self.file
-                .set_len(self.len)
-                .map_err(|e| Error::io(&self.path, e))?;
+        {
+            self.growth = 0;
+            if self.map.take().is_some() {
+                self.file
+                    .set_len(self.len)
+                    .map_err(|e| Error::io(&self.path, e))?;
+            }
         }
         Ok(())
     }
@@ -203,7 +206,7 @@ impl FrameFile {
             // the producer's) while they are open, and only grow while
             // mapped. A user truncating such a file by hand while it is open
             // would make a later store fault.
-            let map = unsafe { memmap2::MmapOptions::new().populate().map_mut(&self.file) }
+            let map = unsafe { memmap2::MmapMut::map_mut(&self.file) }
                 .map_err(|e| Error::io(&self.path, e))?;
             self.map = Some(map);
         }
