@@ -3,16 +3,19 @@
 //! and decodes the same file, in one run.
 //!
 //! ```text
-//! cargo bench -p unistream-core --bench consumer -- [--records N]
+//! cargo bench -p unistream-core --bench consumer -- [--records N] [--reps R]
 //! ```
 //!
-//! Rows: `limit` 100 and 1000, with no failures and with 10 % of records
-//! failing their first attempt (retried at once); records/s, the ratio to
-//! the plain loop, and checkpoint writes per record. Then the time to reopen
-//! a consumer mid-batch at `limit` 10,000 and its resident memory. Each row
-//! is also printed as a `BENCH {json}` line for `cargo xtask bench`.
+//! Rows: `limit` 100, 1000 and 10,000, with no failures and with 10 % of
+//! records failing their first attempt (retried at once); records/s (median
+//! of `--reps` interleaved runs), the ratio to the plain loop, and checkpoint
+//! writes per record. Then the peak resident memory of a fresh consumer
+//! process at each limit, and the time to reopen a consumer mid-batch at
+//! `limit` 10,000. Each row is also printed as a `BENCH {json}` line for
+//! `cargo xtask bench`.
 
 use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -70,12 +73,12 @@ fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn rss_kib() -> u64 {
+fn rss_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
         .find_map(|l| {
-            l.strip_prefix("VmRSS:")
+            l.strip_prefix(field)
                 .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
         })
         .unwrap_or(0)
@@ -89,9 +92,64 @@ fn config(limit: usize) -> ConsumerConfig {
     c
 }
 
+/// Runs the local consumer over `stream` with a fresh checkpoint in `dir`;
+/// returns records/s and checkpoint writes per record.
+fn consume(
+    rt: &tokio::runtime::Runtime,
+    stream: &Path,
+    dir: &Path,
+    limit: usize,
+    every: u64,
+    n: u64,
+) -> (f64, f64) {
+    let _ = std::fs::remove_dir_all(dir);
+    let store = FileCheckpointStore::open(dir, "bench", Durability::Process)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut c = Consumer::new(
+        config(limit),
+        FileSource::new(stream),
+        Noop {
+            every,
+            hang_at: None,
+        },
+        store,
+        MemoryDeadLetterQueue::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let t = Instant::now();
+    let s = rt.block_on(c.run()).unwrap_or_else(|e| panic!("{e}"));
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    assert_eq!(s.succeeded, n);
+    (rate, c.store().writes() as f64 / n as f64)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn main() {
-    let smoke = !std::env::args().any(|a| a == "--bench");
+    let args: Vec<String> = std::env::args().collect();
+    // Child mode: one consumer run, then its peak resident memory.
+    if let Some(i) = args.iter().position(|a| a == "--rss-child") {
+        let stream = PathBuf::from(&args[i + 1]);
+        let limit: usize = args[i + 2].parse().unwrap_or(1000);
+        let n: u64 = args[i + 3].parse().unwrap_or(0);
+        let dir = stream.with_extension(format!("rss-{limit}"));
+        consume(&runtime(), &stream, &dir, limit, 0, n);
+        println!("{}", rss_kib("VmHWM:"));
+        return;
+    }
+    let smoke = !args.iter().any(|a| a == "--bench");
     let n = arg("--records", if smoke { 3_000 } else { 200_000 });
+    let reps = arg("--reps", if smoke { 1 } else { 3 }).max(1) as usize;
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let stream = tmp.path().join("stream.jsonl");
     {
@@ -112,53 +170,80 @@ fn main() {
             f.write_all(b"\n").unwrap_or_else(|e| panic!("{e}"));
         }
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let rt = runtime();
+
+    // Cases, each run `reps` times, interleaved so that a slow phase of a
+    // shared machine hits all of them alike; medians are reported.
+    let limits: &[usize] = if smoke {
+        &[100, 1000]
+    } else {
+        &[100, 1000, 10_000]
+    };
+    let mut cases: Vec<(usize, u64)> = Vec::new();
+    for &limit in limits {
+        for every in [0u64, 10] {
+            cases.push((limit, every));
+        }
+    }
+    let mut base_runs = Vec::new();
+    let mut case_runs: Vec<Vec<(f64, f64)>> = vec![Vec::new(); cases.len()];
+    for _ in 0..reps {
+        // Baseline: read and decode every line, nothing else.
+        let t = Instant::now();
+        let reader =
+            std::io::BufReader::new(std::fs::File::open(&stream).unwrap_or_else(|e| panic!("{e}")));
+        let mut count = 0u64;
+        for line in reader.split(b'\n') {
+            let line = line.unwrap_or_else(|e| panic!("{e}"));
+            let _: Rec = serde_json::from_slice(&line).unwrap_or_else(|e| panic!("{e}"));
+            count += 1;
+        }
+        assert_eq!(count, n);
+        base_runs.push(n as f64 / t.elapsed().as_secs_f64());
+        for (i, &(limit, every)) in cases.iter().enumerate() {
+            let dir = tmp.path().join(format!("cp-{limit}-{every}"));
+            case_runs[i].push(consume(&rt, &stream, &dir, limit, every, n));
+        }
+    }
+    println!("{n} records of ~100 bytes; median of {reps} runs");
     println!(
         "{:<44} {:>9} {:>12} {:>8} {:>14}",
         "case", "records", "records/s", "vs base", "writes/record"
     );
-
-    // Baseline: read and decode every line, nothing else.
-    let t = Instant::now();
-    let reader =
-        std::io::BufReader::new(std::fs::File::open(&stream).unwrap_or_else(|e| panic!("{e}")));
-    let mut count = 0u64;
-    for line in reader.split(b'\n') {
-        let line = line.unwrap_or_else(|e| panic!("{e}"));
-        let _: Rec = serde_json::from_slice(&line).unwrap_or_else(|e| panic!("{e}"));
-        count += 1;
-    }
-    assert_eq!(count, n);
-    let base = n as f64 / t.elapsed().as_secs_f64();
+    let base = median(base_runs);
     report("baseline: read + decode each line", n, base, 1.0, 0.0);
+    for (&(limit, every), runs) in cases.iter().zip(case_runs) {
+        let writes = runs[0].1;
+        let rate = median(runs.into_iter().map(|r| r.0).collect());
+        let percent = 100u64.checked_div(every).unwrap_or(0);
+        let name = format!("consumer limit {limit}, {percent}% fail once");
+        report(&name, n, rate, rate / base, writes);
+    }
 
-    for limit in [100usize, 1000] {
-        for every in [0u64, 10] {
-            let dir = tmp.path().join(format!("cp-{limit}-{every}"));
-            let store = FileCheckpointStore::open(&dir, "bench", Durability::Process)
+    // Memory: peak RSS of a fresh process running the consumer over the
+    // whole stream, per limit.
+    if let Ok(exe) = std::env::current_exe() {
+        for &limit in limits {
+            let out = std::process::Command::new(&exe)
+                .arg("--rss-child")
+                .arg(&stream)
+                .arg(limit.to_string())
+                .arg(n.to_string())
+                .output()
                 .unwrap_or_else(|e| panic!("{e}"));
-            let mut c = Consumer::new(
-                config(limit),
-                FileSource::new(&stream),
-                Noop {
-                    every,
-                    hang_at: None,
-                },
-                store,
-                MemoryDeadLetterQueue::default(),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
-            let t = Instant::now();
-            let s = rt.block_on(c.run()).unwrap_or_else(|e| panic!("{e}"));
-            let rate = n as f64 / t.elapsed().as_secs_f64();
-            assert_eq!(s.succeeded, n);
-            let writes = c.store().writes() as f64 / n as f64;
-            let percent = 100u64.checked_div(every).unwrap_or(0);
-            let name = format!("consumer limit {limit}, {percent}% fail once");
-            report(&name, n, rate, rate / base, writes);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let peak: u64 = String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            println!("peak RSS of a consumer process at limit {limit}: {peak} KiB");
+            println!(
+                "BENCH {{\"bench\":\"consumer\",\"case\":\"peak rss limit {limit}\",\"peak_kib\":{peak}}}"
+            );
         }
     }
 
@@ -181,7 +266,6 @@ fn main() {
     .unwrap_or_else(|e| panic!("{e}"));
     let _ = rt
         .block_on(async { tokio::time::timeout(Duration::from_secs(5), c.process_batch()).await });
-    let rss = rss_kib();
     drop(c);
     let t = Instant::now();
     let store = FileCheckpointStore::open(&dir, "bench", Durability::Process)
@@ -202,11 +286,9 @@ fn main() {
         .unwrap_or_else(|e| panic!("{e}"));
     let secs = t.elapsed().as_secs_f64();
     assert_eq!(r.succeeded, limit - limit / 2);
+    println!("reopen mid-batch at limit {limit} and finish the batch: {secs:.3} s");
     println!(
-        "reopen mid-batch at limit {limit} and finish the batch: {secs:.3} s; RSS at limit {limit}: {rss} KiB"
-    );
-    println!(
-        "BENCH {{\"bench\":\"consumer\",\"case\":\"recovery limit {limit}\",\"seconds\":{secs:.4},\"rss_kib\":{rss}}}"
+        "BENCH {{\"bench\":\"consumer\",\"case\":\"recovery limit {limit}\",\"seconds\":{secs:.4}}}"
     );
 }
 

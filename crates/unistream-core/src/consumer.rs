@@ -543,7 +543,11 @@ where
                     }
                 }
                 *lock_counter += 1;
-                let lock = format!("{instance}-{lock_counter}");
+                // Hot path (once per attempt): no `format!` machinery.
+                let mut lock = String::with_capacity(instance.len() + 21);
+                lock.push_str(instance);
+                lock.push('-');
+                lock.push_str(itoa::Buffer::new().format(*lock_counter));
                 match cp.begin_attempt(index, &lock, clock.now()) {
                     Ok(_) => {}
                     Err(Error::RecordLocked {

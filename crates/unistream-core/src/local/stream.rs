@@ -19,7 +19,12 @@ pub struct FilePosition {
 impl FilePosition {
     /// As a pointer.
     pub fn to_pointer(self) -> Pointer {
-        Pointer::new(format!("{}@{}", self.line, self.byte))
+        // Hot path (once per record): no `format!` machinery.
+        let mut s = String::with_capacity(24);
+        s.push_str(itoa::Buffer::new().format(self.line));
+        s.push('@');
+        s.push_str(itoa::Buffer::new().format(self.byte));
+        Pointer::new(s)
     }
 
     /// Parses a `"<line>@<byte>"` pointer.
