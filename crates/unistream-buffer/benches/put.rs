@@ -2,7 +2,7 @@
 //! in one run on one machine, and memory with a large backlog.
 //!
 //! ```text
-//! cargo bench -p unistream-buffer --bench put -- [--records N] [--fsync-records N]
+//! cargo bench -p unistream-buffer --bench put -- [--records N] [--fsync-records N] [--reps R] [--backlog N]
 //! ```
 //!
 //! Records are ~100 bytes of JSON. Rows:
@@ -11,14 +11,15 @@
 //! - `wal put_many 500 (process)`;
 //! - `producer put -> wal -> file sink (process)`: the whole local
 //!   pipeline: JSON encoding, the WAL, batches of 500 written to a
-//!   `FileSink`; and the same with `put_many` of 500;
+//!   `FileSink`; the same with batches of 100 and 5000, and with `put_many`
+//!   of 500;
 //! - `baseline write()+fdatasync/500`, `wal put_many 500 (power loss)` and
 //!   the pipeline with `put_many` in power-loss mode;
 //! - `wal put, 64 tasks (power loss)`: group commit;
 //! - `wal put, 1 task (power loss)`: one fdatasync per record, for scale.
 //!
-//! Then the resident memory of a log holding N unsent records, at N/10, N/2
-//! and N, and the time to reopen it.
+//! First, the resident memory of a log holding `--backlog` unsent records
+//! (at a tenth, half and all of them), and the time to reopen it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -77,17 +78,18 @@ fn encoded(n: u64) -> Vec<EncodedRecord> {
 }
 
 /// The producer of the local pipeline: JSON encoding, the WAL in `dir()`,
-/// batches of 500 sent to a [`FileSink`] (the path returned).
+/// batches of `batch` records sent to a [`FileSink`] (the path returned).
 fn pipeline(
     dir: &mut impl FnMut() -> PathBuf,
     durability: Durability,
+    batch: usize,
 ) -> (Producer<FileBuffer, FileSink>, PathBuf) {
     let d = dir();
     let mut config = ProducerConfig::default();
     config.linger = None;
     let out = d.join("sink.jsonl");
     let wal =
-        FileBuffer::open(d.join("wal"), opts(500, durability)).unwrap_or_else(|e| panic!("{e}"));
+        FileBuffer::open(d.join("wal"), opts(batch, durability)).unwrap_or_else(|e| panic!("{e}"));
     let sink = FileSink::open(&out, durability).unwrap_or_else(|e| panic!("{e}"));
     (Producer::new(config, wal, sink), out)
 }
@@ -189,11 +191,25 @@ fn run_once(
             bytes,
         });
 
-        for (name, many) in [
-            ("producer put -> wal -> file sink (process)", 1),
-            ("producer put_many 500 -> wal -> file sink (process)", 500),
+        for (name, batch, many) in [
+            (
+                "producer put -> wal -> file sink, batches of 100 (process)",
+                100,
+                1,
+            ),
+            ("producer put -> wal -> file sink (process)", 500, 1),
+            (
+                "producer put -> wal -> file sink, batches of 5000 (process)",
+                5000,
+                1,
+            ),
+            (
+                "producer put_many 500 -> wal -> file sink (process)",
+                500,
+                500,
+            ),
         ] {
-            let (producer, out) = pipeline(&mut *dir, Durability::Process);
+            let (producer, out) = pipeline(&mut *dir, Durability::Process, batch);
             let recs: Vec<Rec> = (0..n).map(rec).collect();
             let t = Instant::now();
             if many == 1 {
@@ -261,7 +277,7 @@ fn run_once(
             bytes: fbytes,
         });
 
-        let (producer, out) = pipeline(&mut *dir, Durability::PowerLoss);
+        let (producer, out) = pipeline(&mut *dir, Durability::PowerLoss, 500);
         let recs: Vec<Rec> = (0..nf).map(rec).collect();
         let t = Instant::now();
         for chunk in recs.chunks(500) {
@@ -339,6 +355,7 @@ fn main() {
     let n = arg("--records", if smoke { 2_000 } else { 1_000_000 });
     let nf = arg("--fsync-records", if smoke { 500 } else { 20_000 });
     let reps = arg("--reps", if smoke { 1 } else { 3 }).max(1);
+    let backlog = arg("--backlog", if smoke { 2_000 } else { 1_000_000 });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -357,11 +374,11 @@ fn main() {
         let wal =
             FileBuffer::open(&d, opts(500, Durability::Process)).unwrap_or_else(|e| panic!("{e}"));
         let before = rss_kib("VmRSS:");
-        let mut marks = vec![n / 10, n / 2, n];
+        let mut marks = vec![backlog / 10, backlog / 2, backlog];
         marks.reverse();
         let mut next_mark = marks.pop();
         let codec = JsonCodec::default();
-        for i in 0..n / 1000 {
+        for i in 0..backlog / 1000 {
             let chunk: Vec<EncodedRecord> = (i * 1000..(i + 1) * 1000)
                 .map(|j| {
                     let r = rec(j);

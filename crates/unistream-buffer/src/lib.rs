@@ -5,10 +5,14 @@
 //! [`unistream_core::buffer::Buffer`].
 //!
 //! # Invariants
-//! - `put` returns only once its record is stored: written to the active
-//!   segment file with one `write(2)` (it survives `kill -9`), and with
-//!   [`Durability::PowerLoss`](unistream_core::Durability::PowerLoss) also
-//!   covered by an `fdatasync` (group commit: concurrent puts share one).
+//! - `put` returns only once its record is stored in the active segment
+//!   file: with [`Durability::Process`](unistream_core::Durability::Process),
+//!   copied into the file's shared memory mapping (Linux; a `write(2)`
+//!   elsewhere) — the kernel's page cache holds it, so it survives `kill -9`
+//!   — and with [`Durability::PowerLoss`](unistream_core::Durability::PowerLoss)
+//!   written and covered by an `fdatasync` (group commit: concurrent puts
+//!   share one). See [`FrameFile`](unistream_core::local::FrameFile) for how
+//!   a mapped append is published whole or not at all.
 //! - A segment file holds many batches. The records put since the last seal
 //!   form the *open* batch; sealing appends a seal frame carrying the batch's
 //!   id. Ids grow by one, across files and restarts, and never by time.
@@ -43,13 +47,18 @@
 //! kind 2, narrow:  batch id u64le | kept bytes u64le | n u32le | n x index u32le
 //!                                     the batch's records still unsent (ascending);
 //!                                     the last such frame wins
+//! kind 0, padding: zeros             aligns a mapped append to 8 bytes; skipped
 //! ```
+//! A frame header of eight zero bytes ends a segment: behind it is either the
+//! preallocated tail of a mapped segment or an append a crash left
+//! unpublished (see `FrameFile`). A finished segment is cut to its frames
+//! before the next one starts.
 //!
 //! # Recovery on open
 //! - Every file is read, oldest first, and its frames replayed: seals make
 //!   batches, narrow frames shrink them, commit frames drop them.
 //! - A bad **tail** of the newest file — a frame cut short, a last frame whose
-//!   checksum fails, zeros — is what a crash leaves; it is truncated and the
+//!   checksum fails, zeros, an unpublished append — is what a crash leaves; it is truncated and the
 //!   log opens with every record before it (a lost seal, commit or narrow
 //!   frame only means a batch is sent again).
 //! - A bad frame **followed by more data**, a bad tail in an older file, a

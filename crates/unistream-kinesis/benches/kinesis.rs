@@ -84,9 +84,10 @@ async fn shard(env: &Env, stream: &str) -> String {
 
 fn row(name: &str, n: u64, secs: f64, base: f64) -> f64 {
     let rate = n as f64 / secs;
+    let ratio = rate / if base > 0.0 { base } else { rate };
+    println!("{name:<52} {n:>8} {rate:>12.0} {ratio:>8.2}");
     println!(
-        "{name:<52} {n:>8} {rate:>12.0} {:>8.2}",
-        rate / if base > 0.0 { base } else { rate }
+        "BENCH {{\"bench\":\"kinesis\",\"case\":{name:?},\"records\":{n},\"records_per_s\":{rate:.0},\"ratio\":{ratio:.3}}}"
     );
     rate
 }
