@@ -40,6 +40,7 @@ pub struct DynamoDbS3CheckpointStore {
     /// Approximate size of the item, for the 400 KB guard.
     item_bytes: usize,
     calls: StoreCalls,
+    exclusive: bool,
 }
 
 /// How many calls a [`DynamoDbS3CheckpointStore`] made, by kind.
@@ -99,7 +100,19 @@ impl DynamoDbS3CheckpointStore {
             pending: BTreeMap::new(),
             item_bytes: 0,
             calls: StoreCalls::default(),
+            exclusive: false,
         }
+    }
+
+    /// Declares that a lease (e.g. `unistream-leases`) makes this store's
+    /// consumer the only one running for its key. A record left in
+    /// progress by a previous owner is then retried at once, instead of
+    /// after its lock expires: the previous owner lost its lease (it died,
+    /// or stops on its next renewal), and its checkpoint writes fail once
+    /// this store has loaded the item.
+    pub fn exclusive_by_lease(mut self) -> Self {
+        self.exclusive = true;
+        self
     }
 
     /// The calls made so far.
@@ -216,6 +229,10 @@ impl DynamoDbS3CheckpointStore {
 }
 
 impl CheckpointStore for DynamoDbS3CheckpointStore {
+    fn is_exclusive(&self) -> bool {
+        self.exclusive
+    }
+
     async fn load(&mut self) -> Result<Option<StoredCheckpoint>> {
         self.pending.clear();
         self.calls.get_item += 1;

@@ -1,0 +1,565 @@
+//! Which leases this worker holds: renewing, taking over, balancing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tracing::{info, warn};
+use unistream_core::Result;
+use unistream_core::clock::{Clock, SharedClock, SystemClock};
+
+use crate::lease::{Lease, LeaseTable};
+
+/// Timing of lease coordination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LeaseConfig {
+    /// A lease whose counter has not moved for this long (by the observing
+    /// worker's clock) belongs to a dead worker and is taken over; a worker
+    /// that could not renew a lease for this long stops its shard. Default
+    /// 10 s.
+    pub failover: Duration,
+    /// How often held leases are renewed, on a timer of their own,
+    /// whatever processing does. Default: a third of `failover`.
+    pub renew_every: Duration,
+    /// How often the table is read to take free and expired leases and to
+    /// balance. Default: half of `failover`.
+    pub balance_every: Duration,
+    /// How often the stream's shards are listed, to create leases for new
+    /// ones (after a reshard). Default 60 s.
+    pub discover_every: Duration,
+    /// The most leases one worker holds. Default: no limit.
+    pub max_leases: usize,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        LeaseConfig::with_failover(Duration::from_secs(10))
+    }
+}
+
+impl LeaseConfig {
+    /// Defaults derived from a failover time.
+    pub fn with_failover(failover: Duration) -> Self {
+        LeaseConfig {
+            failover,
+            renew_every: failover / 3,
+            balance_every: failover / 2,
+            discover_every: Duration::from_secs(60),
+            max_leases: usize::MAX,
+        }
+    }
+}
+
+/// What a balancing round changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Balanced {
+    /// Leases this worker took (free, expired, or stolen).
+    pub taken: Vec<Lease>,
+    /// Leases this worker held that the table shows in other hands.
+    pub lost: Vec<String>,
+}
+
+/// One worker's view of the lease table: the leases it holds, and what it
+/// has seen of the others. Call [`renew`](Self::renew) every
+/// `renew_every` and [`balance`](Self::balance) every `balance_every`
+/// ([`StreamConsumer`](crate::StreamConsumer) does).
+///
+/// Balancing takes, in this order, free leases, then expired ones (counter
+/// unchanged for `failover`), up to a fair share: the ready leases divided
+/// by the live workers, rounded up. A worker below its share with nothing
+/// free or expired steals **one** lease from the worker holding the most,
+/// if that one holds more than the share; rounds repeat until counts are
+/// even. A lease is ready when its shard has not ended and every parent
+/// shard has (or is no longer in the table).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> unistream_core::Result<()> {
+/// use unistream_leases::{Coordinator, Lease, LeaseConfig, LeaseTable, MemoryLeaseTable};
+///
+/// let table = MemoryLeaseTable::default();
+/// for shard in ["shard-0", "shard-1"] {
+///     table.create(&Lease::new(shard, vec![])).await?;
+/// }
+/// let mut a = Coordinator::new(table.clone(), "worker-a", LeaseConfig::default());
+/// assert_eq!(a.balance().await?.taken.len(), 2); // alone: takes both
+/// let mut b = Coordinator::new(table.clone(), "worker-b", LeaseConfig::default());
+/// assert_eq!(b.balance().await?.taken.len(), 1); // steals one: 1 and 1
+/// assert_eq!(a.renew().await, vec!["shard-0".to_string()]); // a sees the loss
+/// # Ok(()) }
+/// ```
+pub struct Coordinator<T> {
+    table: T,
+    worker: String,
+    config: LeaseConfig,
+    clock: SharedClock,
+    /// The counter last seen of each lease, and since when.
+    seen: HashMap<String, (u64, DateTime<Utc>)>,
+    /// Leases held, with the time of their last successful renewal.
+    held: BTreeMap<String, (Lease, DateTime<Utc>)>,
+}
+
+impl<T: LeaseTable> Coordinator<T> {
+    /// A coordinator for `worker` (an id unique among the workers sharing
+    /// `table`).
+    pub fn new(table: T, worker: impl Into<String>, config: LeaseConfig) -> Self {
+        Coordinator {
+            table,
+            worker: worker.into(),
+            config,
+            clock: Arc::new(SystemClock),
+            seen: HashMap::new(),
+            held: BTreeMap::new(),
+        }
+    }
+
+    /// Uses another clock (virtual in tests).
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// This worker's id.
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LeaseConfig {
+        &self.config
+    }
+
+    /// The lease table.
+    pub fn table(&self) -> &T {
+        &self.table
+    }
+
+    /// The shards whose leases this worker holds.
+    pub fn held(&self) -> Vec<String> {
+        self.held.keys().cloned().collect()
+    }
+
+    /// Whether this worker holds the lease of `shard`.
+    pub fn holds(&self, shard: &str) -> bool {
+        self.held.contains_key(shard)
+    }
+
+    /// Renews every held lease. Returns the shards lost: taken by another
+    /// worker, or not renewed for `failover` (another worker may have
+    /// taken them since). Their processing must stop.
+    pub async fn renew(&mut self) -> Vec<String> {
+        let now = self.clock.now();
+        let mut lost = Vec::new();
+        let shards: Vec<String> = self.held.keys().cloned().collect();
+        for shard in shards {
+            let Some((lease, last_ok)) = self.held.get(&shard).cloned() else {
+                continue;
+            };
+            match self.table.renew(&lease).await {
+                Ok(Some(renewed)) => {
+                    self.seen
+                        .insert(shard.clone(), (renewed.counter, self.clock.now()));
+                    self.held.insert(shard, (renewed, self.clock.now()));
+                }
+                Ok(None) => {
+                    info!(worker = %self.worker, %shard, "lease lost: another worker took it");
+                    self.held.remove(&shard);
+                    lost.push(shard);
+                }
+                Err(e) if now - last_ok >= chrono_duration(self.config.failover) => {
+                    warn!(worker = %self.worker, %shard, error = %e, "lease not renewed within the failover time: giving it up");
+                    self.held.remove(&shard);
+                    lost.push(shard);
+                }
+                Err(e) => {
+                    warn!(worker = %self.worker, %shard, error = %e, "could not renew a lease; trying again");
+                }
+            }
+        }
+        lost
+    }
+
+    /// Reads the table; takes free and expired ready leases up to the fair
+    /// share, or steals one from the busiest worker.
+    pub async fn balance(&mut self) -> Result<Balanced> {
+        let now = self.clock.now();
+        let leases = self.table.list().await?;
+        let mut out = Balanced::default();
+        for l in &leases {
+            match self.seen.get(&l.shard_id) {
+                Some((counter, _)) if *counter == l.counter => {}
+                _ => {
+                    self.seen.insert(l.shard_id.clone(), (l.counter, now));
+                }
+            }
+        }
+        let known: HashSet<&str> = leases.iter().map(|l| l.shard_id.as_str()).collect();
+        self.seen.retain(|k, _| known.contains(k.as_str()));
+        for l in &leases {
+            if self.held.contains_key(&l.shard_id) && !l.is_owned_by(&self.worker) {
+                info!(worker = %self.worker, shard = %l.shard_id, "lease lost: another worker holds it");
+                self.held.remove(&l.shard_id);
+                out.lost.push(l.shard_id.clone());
+            }
+        }
+        let ended: HashSet<&str> = leases
+            .iter()
+            .filter(|l| l.ended)
+            .map(|l| l.shard_id.as_str())
+            .collect();
+        let failover = chrono_duration(self.config.failover);
+        let expired = |l: &Lease| {
+            l.owner.is_some()
+                && !l.is_owned_by(&self.worker)
+                && self
+                    .seen
+                    .get(&l.shard_id)
+                    .is_some_and(|(_, since)| now - *since >= failover)
+        };
+        let ready: Vec<&Lease> = leases
+            .iter()
+            .filter(|l| {
+                !l.ended
+                    && l.parents
+                        .iter()
+                        .all(|p| ended.contains(p.as_str()) || !known.contains(p.as_str()))
+            })
+            .collect();
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for l in &ready {
+            if let Some(owner) = l.owner.as_deref()
+                && !expired(l)
+                && owner != self.worker
+            {
+                *counts.entry(owner).or_default() += 1;
+            }
+        }
+        let workers = counts.len() + 1;
+        let share = ready.len().div_ceil(workers).min(self.config.max_leases);
+        let mut mine = self.held.len();
+        let free = ready.iter().filter(|l| l.owner.is_none());
+        let stale = ready.iter().filter(|l| expired(l));
+        let candidates: Vec<Lease> = free.chain(stale).map(|l| (*l).clone()).collect();
+        for lease in candidates {
+            if mine >= share {
+                break;
+            }
+            if let Some(taken) = self.take(&lease).await? {
+                mine += 1;
+                out.taken.push(taken);
+            }
+        }
+        if mine < share && out.taken.is_empty() {
+            let busiest = counts
+                .iter()
+                .max_by_key(|(w, n)| (**n, std::cmp::Reverse(**w)))
+                .map(|(w, n)| (w.to_string(), *n));
+            if let Some((victim, n)) = busiest
+                && n > share
+                && let Some(lease) = ready
+                    .iter()
+                    .find(|l| l.owner.as_deref() == Some(victim.as_str()))
+            {
+                let lease = (*lease).clone();
+                if let Some(taken) = self.take(&lease).await? {
+                    info!(worker = %self.worker, shard = %taken.shard_id, from = %victim, "stole a lease to balance");
+                    out.taken.push(taken);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn take(&mut self, lease: &Lease) -> Result<Option<Lease>> {
+        let Some(taken) = self.table.take(lease, &self.worker).await? else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        info!(worker = %self.worker, shard = %taken.shard_id, previous = ?lease.owner, "took lease");
+        self.seen
+            .insert(taken.shard_id.clone(), (taken.counter, now));
+        self.held
+            .insert(taken.shard_id.clone(), (taken.clone(), now));
+        Ok(Some(taken))
+    }
+
+    /// Frees a held lease (after its shard's processing stopped and
+    /// checkpointed), so another worker can take it at once.
+    pub async fn release(&mut self, shard: &str) -> Result<()> {
+        if let Some((lease, _)) = self.held.remove(shard)
+            && !self.table.release(&lease).await?
+        {
+            info!(worker = %self.worker, %shard, "lease was lost before it could be released");
+        }
+        Ok(())
+    }
+
+    /// Marks a held lease's shard ended (its checkpoint reached the shard's
+    /// end) and frees it: the lease is retired and the shard's children
+    /// become ready. `false` if the lease was lost meanwhile.
+    pub async fn end(&mut self, shard: &str) -> Result<bool> {
+        let Some((lease, _)) = self.held.remove(shard) else {
+            return Ok(false);
+        };
+        let done = self.table.end(&lease).await?;
+        if done {
+            info!(worker = %self.worker, %shard, "shard ended; its lease is retired");
+        }
+        Ok(done)
+    }
+
+    /// Forgets a lease without touching the table (its checkpoint showed
+    /// that another worker owns the shard now).
+    pub fn forget(&mut self, shard: &str) {
+        self.held.remove(shard);
+    }
+}
+
+fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::MemoryLeaseTable;
+    use unistream_core::clock::VirtualClock;
+
+    async fn table_with(shards: &[(&str, &[&str])]) -> MemoryLeaseTable {
+        let t = MemoryLeaseTable::default();
+        for (s, parents) in shards {
+            t.create(&Lease::new(
+                *s,
+                parents.iter().map(|p| p.to_string()).collect(),
+            ))
+            .await
+            .unwrap();
+        }
+        t
+    }
+
+    fn worker(
+        t: &MemoryLeaseTable,
+        name: &str,
+        clock: &VirtualClock,
+    ) -> Coordinator<MemoryLeaseTable> {
+        Coordinator::new(t.clone(), name, LeaseConfig::default()).with_clock(clock.clone())
+    }
+
+    async fn owners(t: &MemoryLeaseTable) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for l in t.list().await.unwrap() {
+            if let Some(o) = l.owner {
+                *m.entry(o).or_default() += 1;
+            }
+        }
+        m
+    }
+
+    const FOUR: &[(&str, &[&str])] = &[("s0", &[]), ("s1", &[]), ("s2", &[]), ("s3", &[])];
+
+    #[tokio::test]
+    async fn three_workers_share_four_shards_two_one_one_and_stay_there() {
+        let clock = VirtualClock::default();
+        let t = table_with(FOUR).await;
+        let mut ws = vec![
+            worker(&t, "a", &clock),
+            worker(&t, "b", &clock),
+            worker(&t, "c", &clock),
+        ];
+        for _round in 0..6 {
+            for w in &mut ws {
+                w.renew().await;
+                w.balance().await.unwrap();
+            }
+            clock.advance(Duration::from_secs(2));
+        }
+        let mut counts: Vec<usize> = owners(&t).await.into_values().collect();
+        counts.sort();
+        assert_eq!(counts, [1, 1, 2]);
+        // Each shard held by exactly one worker, as each worker believes.
+        let mut held: Vec<String> = ws.iter().flat_map(|w| w.held()).collect();
+        held.sort();
+        assert_eq!(held, ["s0", "s1", "s2", "s3"]);
+        // Stable: more rounds change nothing.
+        let before = t.list().await.unwrap();
+        for w in &mut ws {
+            w.balance().await.unwrap();
+        }
+        let after = t.list().await.unwrap();
+        let who = |v: &[Lease]| v.iter().map(|l| l.owner.clone()).collect::<Vec<_>>();
+        assert_eq!(who(&before), who(&after));
+    }
+
+    #[tokio::test]
+    async fn a_dead_workers_leases_are_taken_after_the_failover_time_not_before() {
+        let clock = VirtualClock::default();
+        let t = table_with(FOUR).await;
+        let mut a = worker(&t, "a", &clock);
+        let mut b = worker(&t, "b", &clock);
+        a.balance().await.unwrap();
+        assert_eq!(a.held().len(), 4);
+        b.balance().await.unwrap(); // steals one
+        b.balance().await.unwrap(); // and another
+        a.renew().await;
+        assert_eq!((a.held().len(), b.held().len()), (2, 2));
+        // `b` sees a's last renewal; then `a` dies: no more renewals. Just
+        // short of the failover time, `b` still leaves its leases alone.
+        assert!(b.balance().await.unwrap().taken.is_empty());
+        clock.advance(Duration::from_secs(9));
+        b.renew().await;
+        assert!(b.balance().await.unwrap().taken.is_empty());
+        clock.advance(Duration::from_secs(1));
+        b.renew().await;
+        let got = b.balance().await.unwrap();
+        assert_eq!(got.taken.len(), 2, "{got:?}");
+        assert_eq!(b.held().len(), 4);
+        assert_eq!(owners(&t).await, BTreeMap::from([("b".to_string(), 4)]));
+    }
+
+    #[tokio::test]
+    async fn stealing_moves_one_lease_per_round() {
+        let clock = VirtualClock::default();
+        let t = table_with(&[
+            ("s0", &[]),
+            ("s1", &[]),
+            ("s2", &[]),
+            ("s3", &[]),
+            ("s4", &[]),
+            ("s5", &[]),
+        ])
+        .await;
+        let mut a = worker(&t, "a", &clock);
+        a.balance().await.unwrap();
+        let mut b = worker(&t, "b", &clock);
+        for expected in [1, 2, 3, 3] {
+            b.balance().await.unwrap();
+            assert_eq!(b.held().len(), expected);
+        }
+        a.renew().await;
+        assert_eq!(a.held().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_lost_lease_cannot_be_renewed_released_or_ended() {
+        let clock = VirtualClock::default();
+        let t = table_with(&[("s0", &[])]).await;
+        let mut a = worker(&t, "a", &clock);
+        a.balance().await.unwrap();
+        let stale = t.list().await.unwrap().remove(0);
+        // Another worker takes it over (as after an expiry).
+        let mut b = worker(&t, "b", &clock);
+        clock.advance(Duration::from_secs(5));
+        b.balance().await.unwrap();
+        clock.advance(Duration::from_secs(10));
+        assert_eq!(b.balance().await.unwrap().taken.len(), 1);
+        assert!(!t.release(&stale).await.unwrap());
+        assert!(!t.end(&stale).await.unwrap());
+        assert_eq!(t.renew(&stale).await.unwrap(), None);
+        assert_eq!(a.renew().await, vec!["s0".to_string()]);
+        assert!(a.held().is_empty());
+    }
+
+    #[tokio::test]
+    async fn children_wait_for_every_parent_to_end() {
+        let clock = VirtualClock::default();
+        // s0 split into s1 and s2; s1 and s2 later merged into s3.
+        let t = table_with(&[
+            ("s0", &[]),
+            ("s1", &["s0"]),
+            ("s2", &["s0"]),
+            ("s3", &["s1", "s2"]),
+        ])
+        .await;
+        let mut a = worker(&t, "a", &clock);
+        let got = a.balance().await.unwrap();
+        assert_eq!(
+            got.taken
+                .iter()
+                .map(|l| l.shard_id.as_str())
+                .collect::<Vec<_>>(),
+            ["s0"]
+        );
+        assert!(a.end("s0").await.unwrap());
+        let got = a.balance().await.unwrap();
+        let mut ids: Vec<&str> = got.taken.iter().map(|l| l.shard_id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["s1", "s2"]);
+        assert!(a.end("s1").await.unwrap());
+        assert!(
+            a.balance().await.unwrap().taken.is_empty(),
+            "s3 waits for s2"
+        );
+        assert!(a.end("s2").await.unwrap());
+        let got = a.balance().await.unwrap();
+        assert_eq!(
+            got.taken
+                .iter()
+                .map(|l| l.shard_id.as_str())
+                .collect::<Vec<_>>(),
+            ["s3"]
+        );
+        // An ended lease is retired: nobody takes it again.
+        let mut b = worker(&t, "b", &clock);
+        clock.advance(Duration::from_secs(60));
+        assert!(b.balance().await.unwrap().taken.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_released_lease_is_taken_at_once() {
+        let clock = VirtualClock::default();
+        let t = table_with(&[("s0", &[]), ("s1", &[])]).await;
+        let mut a = worker(&t, "a", &clock);
+        let mut b = worker(&t, "b", &clock);
+        a.balance().await.unwrap();
+        b.balance().await.unwrap();
+        a.renew().await;
+        assert_eq!((a.held().len(), b.held().len()), (1, 1));
+        let shard = a.held()[0].clone();
+        a.release(&shard).await.unwrap();
+        // No failover wait: the lease is free.
+        let got = b.balance().await.unwrap();
+        assert_eq!(got.taken.len(), 1);
+        assert_eq!(got.taken[0].shard_id, shard);
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_cannot_renew_gives_up_after_the_failover_time() {
+        #[derive(Clone)]
+        struct Failing(MemoryLeaseTable, Arc<std::sync::atomic::AtomicBool>);
+        impl LeaseTable for Failing {
+            async fn list(&self) -> Result<Vec<Lease>> {
+                self.0.list().await
+            }
+            async fn create(&self, l: &Lease) -> Result<bool> {
+                self.0.create(l).await
+            }
+            async fn take(&self, l: &Lease, o: &str) -> Result<Option<Lease>> {
+                self.0.take(l, o).await
+            }
+            async fn renew(&self, l: &Lease) -> Result<Option<Lease>> {
+                if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(unistream_core::Error::backend("test", "network down"));
+                }
+                self.0.renew(l).await
+            }
+            async fn release(&self, l: &Lease) -> Result<bool> {
+                self.0.release(l).await
+            }
+            async fn end(&self, l: &Lease) -> Result<bool> {
+                self.0.end(l).await
+            }
+        }
+        let clock = VirtualClock::default();
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let t = Failing(table_with(&[("s0", &[])]).await, down.clone());
+        let mut a = Coordinator::new(t, "a", LeaseConfig::default()).with_clock(clock.clone());
+        a.balance().await.unwrap();
+        down.store(true, std::sync::atomic::Ordering::SeqCst);
+        clock.advance(Duration::from_secs(5));
+        assert!(a.renew().await.is_empty(), "still within the failover time");
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(a.renew().await, vec!["s0".to_string()]);
+    }
+}

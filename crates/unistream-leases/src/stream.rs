@@ -1,0 +1,413 @@
+//! [`StreamConsumer`]: every shard of a stream, shared by workers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::FutureExt as _;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use unistream_core::checkpoint::CheckpointStore;
+use unistream_core::clock::{Clock, SharedClock, SystemClock};
+use unistream_core::consumer::{Consumer, ConsumerConfig, Processor, RunSummary};
+use unistream_core::dlq::DeadLetterQueue;
+use unistream_core::record::{Codec, JsonCodec};
+use unistream_core::{Error, Result};
+use unistream_kinesis::{KinesisSource, StartingPosition};
+
+use crate::coordinator::{Coordinator, LeaseConfig};
+use crate::lease::{Lease, LeaseTable};
+
+/// What a [`StreamConsumer`] did, as counts.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamSummary {
+    /// Leases taken (free, expired or stolen).
+    pub leases_taken: u64,
+    /// Leases lost to other workers (or not renewed in time).
+    pub leases_lost: u64,
+    /// Shards read to their end and retired.
+    pub shards_ended: u64,
+    /// Shard consumers that stopped on an error (and were restarted).
+    pub shard_errors: u64,
+    /// Records processed (succeeded, ignored or dead-lettered).
+    pub records: u64,
+}
+
+type Make<T> = Box<dyn FnMut(&str) -> Result<T> + Send>;
+
+/// Consumes every shard of a Kinesis stream, sharing them with the other
+/// workers of the same lease table: one consumer engine (with its own
+/// per-record checkpoint) per shard this worker holds a lease for, each as
+/// its own concurrent future, polled by the task that runs [`run`](Self::run).
+///
+/// - Shards are discovered with paged `ListShards` at start and every
+///   `discover_every`; each gets a lease (with its parents).
+/// - Leases are renewed on a timer of their own, independent of processing.
+///   A lease lost (taken by another worker, or not renewed for `failover`)
+///   stops that shard's consumer: it finishes the record in hand and stops.
+///   Its checkpoint writes after the new owner loaded the checkpoint fail
+///   their version condition (`Error::CheckpointOwned`), so a stale worker
+///   can never overwrite the new owner's progress.
+/// - A shard read to its end (after a split or merge) has its lease marked
+///   ended; its children are processed only once every parent has ended.
+/// - Shutdown (the token) stops every shard consumer gracefully, then
+///   releases the leases, so another worker takes them at once.
+///
+/// The checkpoint store of each shard comes from `make_store`, given the
+/// shard's consumer id (`<consumer_id>/<shard id>`): with the DynamoDB + S3
+/// store, build it with `exclusive_by_lease()` so a new owner retries a
+/// record left in progress at once.
+pub struct StreamConsumer<T, P, K, D> {
+    kinesis: aws_sdk_kinesis::Client,
+    stream: String,
+    coordinator: Coordinator<T>,
+    config: ConsumerConfig,
+    start: StartingPosition,
+    make_processor: Make<P>,
+    make_store: Make<K>,
+    make_dlq: Make<D>,
+    shutdown: CancellationToken,
+    clock: SharedClock,
+    get_records_interval: Option<Duration>,
+    on_change: Option<Box<dyn FnMut(&[String]) + Send>>,
+}
+
+/// A shard consumer's run, polled by the worker's task. (Spawning each as a
+/// tokio task would need its future to be provably `Send` for any
+/// processor, which rustc cannot show for these generic engines today;
+/// shard consumers wait on I/O, so one task polling them all loses little.)
+type ShardRun = Pin<Box<dyn Future<Output = (String, Result<RunSummary>)>>>;
+
+struct Running {
+    token: CancellationToken,
+    /// Why it was stopped, if it was.
+    stopping: Option<Stop>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stop {
+    Lost,
+    Shutdown,
+}
+
+impl<T, P, K, D> StreamConsumer<T, P, K, D>
+where
+    T: LeaseTable,
+    P: Processor + 'static,
+    K: CheckpointStore + 'static,
+    D: DeadLetterQueue + 'static,
+    JsonCodec: Codec<P::Record>,
+{
+    /// A worker named `worker` (unique among those sharing `leases`)
+    /// consuming `stream`. `config` is the template of every shard
+    /// consumer's configuration (its `consumer_id` is the prefix of theirs).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        kinesis: aws_sdk_kinesis::Client,
+        stream: impl Into<String>,
+        leases: T,
+        worker: impl Into<String>,
+        lease_config: LeaseConfig,
+        config: ConsumerConfig,
+        start: StartingPosition,
+        make_processor: impl FnMut(&str) -> Result<P> + Send + 'static,
+        make_store: impl FnMut(&str) -> Result<K> + Send + 'static,
+        make_dlq: impl FnMut(&str) -> Result<D> + Send + 'static,
+    ) -> Self {
+        StreamConsumer {
+            kinesis,
+            stream: stream.into(),
+            coordinator: Coordinator::new(leases, worker, lease_config),
+            config,
+            start,
+            make_processor: Box::new(make_processor),
+            make_store: Box::new(make_store),
+            make_dlq: Box::new(make_dlq),
+            shutdown: CancellationToken::new(),
+            clock: Arc::new(SystemClock),
+            get_records_interval: None,
+            on_change: None,
+        }
+    }
+
+    /// Stops gracefully when `token` is cancelled.
+    pub fn with_shutdown(mut self, token: CancellationToken) -> Self {
+        self.shutdown = token;
+        self
+    }
+
+    /// Uses another clock.
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        let clock: SharedClock = Arc::new(clock);
+        self.coordinator = self.coordinator.with_clock(clock.clone());
+        self.clock = clock;
+        self
+    }
+
+    /// The least time between two `GetRecords` calls of one shard (default:
+    /// the source's 200 ms).
+    pub fn with_get_records_interval(mut self, interval: Duration) -> Self {
+        self.get_records_interval = Some(interval);
+        self
+    }
+
+    /// Calls `f` with the shards held whenever they change.
+    pub fn on_change(mut self, f: impl FnMut(&[String]) + Send + 'static) -> Self {
+        self.on_change = Some(Box::new(f));
+        self
+    }
+
+    /// The lease coordinator (e.g. for the shards held).
+    pub fn coordinator(&self) -> &Coordinator<T> {
+        &self.coordinator
+    }
+
+    /// Lists the stream's shards (paged `ListShards`) and creates a lease
+    /// for each shard that has none; returns how many were created.
+    pub async fn discover(&self) -> Result<usize> {
+        let mut created = 0;
+        let mut token: Option<String> = None;
+        loop {
+            let mut req = self.kinesis.list_shards();
+            req = match token.take() {
+                Some(t) => req.next_token(t),
+                None => req.stream_name(&self.stream),
+            };
+            let out = req.send().await.map_err(|e| {
+                Error::backend(
+                    format!("ListShards {}", self.stream),
+                    aws_sdk_kinesis::error::DisplayErrorContext(e).to_string(),
+                )
+            })?;
+            for shard in out.shards() {
+                let parents = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
+                    .into_iter()
+                    .flatten()
+                    .map(str::to_owned)
+                    .collect();
+                let lease = Lease::new(shard.shard_id(), parents);
+                if self.coordinator.table().create(&lease).await? {
+                    info!(stream = %self.stream, shard = %lease.shard_id, parents = ?lease.parents, "new shard: lease created");
+                    created += 1;
+                }
+            }
+            match out.next_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => break,
+            }
+        }
+        Ok(created)
+    }
+
+    fn spawn_shard(
+        &mut self,
+        tasks: &mut FuturesUnordered<ShardRun>,
+        running: &mut HashMap<String, Running>,
+        shard: &str,
+    ) -> Result<()> {
+        let consumer_id = format!("{}/{shard}", self.config.consumer_id);
+        let mut config = self.config.clone();
+        config.consumer_id = consumer_id.clone();
+        config.stop_at_end = false;
+        let mut source = KinesisSource::new(self.kinesis.clone(), &self.stream, shard, self.start)
+            .with_clock(self.clock.clone());
+        if let Some(i) = self.get_records_interval {
+            source = source.with_min_interval(i);
+        }
+        let token = self.shutdown.child_token();
+        let consumer = Consumer::new(
+            config,
+            source,
+            (self.make_processor)(shard)?,
+            (self.make_store)(&consumer_id)?,
+            (self.make_dlq)(shard)?,
+        )?
+        .with_clock(self.clock.clone())
+        .with_shutdown(token.clone());
+        let name = shard.to_owned();
+        tasks.push(Box::pin(async move {
+            let mut consumer = consumer;
+            // A panic in user code stops this shard's consumer only.
+            let result = match AssertUnwindSafe(consumer.run()).catch_unwind().await {
+                Ok(r) => r,
+                Err(_) => Err(Error::backend(
+                    format!("shard consumer {name}"),
+                    "the processor panicked",
+                )),
+            };
+            (name, result)
+        }));
+        running.insert(
+            shard.to_owned(),
+            Running {
+                token,
+                stopping: None,
+            },
+        );
+        info!(worker = %self.coordinator.worker(), %shard, "shard consumer started");
+        Ok(())
+    }
+
+    fn notify(&mut self) {
+        let held = self.coordinator.held();
+        if let Some(f) = self.on_change.as_mut() {
+            f(&held);
+        }
+    }
+
+    /// Runs until the shutdown token is cancelled: discovers shards, keeps
+    /// leases, runs a shard consumer per held lease. On shutdown, stops
+    /// them, waits for them, and releases their leases.
+    pub async fn run(&mut self) -> Result<StreamSummary> {
+        let mut summary = StreamSummary::default();
+        let mut tasks: FuturesUnordered<ShardRun> = FuturesUnordered::new();
+        let mut running: HashMap<String, Running> = HashMap::new();
+        let mut restart_at: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+        let lease_config = self.coordinator.config().clone();
+        let every = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        let now = self.clock.now();
+        let (mut next_renew, mut next_balance, mut next_discover) = (now, now, now);
+        while !self.shutdown.is_cancelled() {
+            let now = self.clock.now();
+            let mut changed = false;
+            if now >= next_discover {
+                if let Err(e) = self.discover().await {
+                    warn!(stream = %self.stream, error = %e, "could not list the stream's shards");
+                }
+                next_discover = now + every(lease_config.discover_every);
+            }
+            if now >= next_renew {
+                for shard in self.coordinator.renew().await {
+                    summary.leases_lost += 1;
+                    changed = true;
+                    if let Some(r) = running.get_mut(&shard) {
+                        r.stopping = Some(Stop::Lost);
+                        r.token.cancel();
+                    }
+                }
+                next_renew = now + every(lease_config.renew_every);
+            }
+            if now >= next_balance {
+                match self.coordinator.balance().await {
+                    Ok(b) => {
+                        for shard in b.lost {
+                            summary.leases_lost += 1;
+                            changed = true;
+                            if let Some(r) = running.get_mut(&shard) {
+                                r.stopping = Some(Stop::Lost);
+                                r.token.cancel();
+                            }
+                        }
+                        for lease in b.taken {
+                            summary.leases_taken += 1;
+                            changed = true;
+                            if running.contains_key(&lease.shard_id) {
+                                // Its old consumer is still stopping: start
+                                // the new one once it has.
+                                restart_at.insert(lease.shard_id.clone(), now);
+                            } else if let Err(e) =
+                                self.spawn_shard(&mut tasks, &mut running, &lease.shard_id)
+                            {
+                                error!(shard = %lease.shard_id, error = %e, "could not start a shard consumer; releasing its lease");
+                                self.coordinator.release(&lease.shard_id).await?;
+                            }
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "could not read the lease table"),
+                }
+                next_balance = now + every(lease_config.balance_every);
+            }
+            let due: Vec<String> = restart_at
+                .iter()
+                .filter(|(s, at)| **at <= now && !running.contains_key(*s))
+                .map(|(s, _)| s.clone())
+                .collect();
+            for shard in due {
+                restart_at.remove(&shard);
+                if self.coordinator.holds(&shard)
+                    && let Err(e) = self.spawn_shard(&mut tasks, &mut running, &shard)
+                {
+                    error!(%shard, error = %e, "could not restart a shard consumer");
+                }
+            }
+            if changed {
+                self.notify();
+            }
+            let next = next_renew.min(next_balance).min(next_discover);
+            let wait = (next - self.clock.now()).to_std().unwrap_or(Duration::ZERO);
+            tokio::select! {
+                _ = self.clock.sleep(wait) => {}
+                _ = self.shutdown.cancelled() => {}
+                Some(done) = tasks.next() => {
+                    let ended = self.finished(done, &mut running, &mut restart_at, &mut summary).await?;
+                    if ended {
+                        // Children may be ready now.
+                        next_balance = self.clock.now();
+                    }
+                    self.notify();
+                }
+            }
+        }
+        // Shutdown: stop every shard consumer, wait, release their leases.
+        for r in running.values_mut() {
+            r.stopping.get_or_insert(Stop::Shutdown);
+            r.token.cancel();
+        }
+        while let Some(done) = tasks.next().await {
+            self.finished(done, &mut running, &mut restart_at, &mut summary)
+                .await?;
+        }
+        for shard in self.coordinator.held() {
+            self.coordinator.release(&shard).await?;
+            info!(worker = %self.coordinator.worker(), %shard, "lease released");
+        }
+        self.notify();
+        Ok(summary)
+    }
+
+    /// Handles a shard consumer that stopped; `true` if its shard ended.
+    async fn finished(
+        &mut self,
+        done: (String, Result<RunSummary>),
+        running: &mut HashMap<String, Running>,
+        restart_at: &mut BTreeMap<String, DateTime<Utc>>,
+        summary: &mut StreamSummary,
+    ) -> Result<bool> {
+        let (shard, result) = done;
+        let stop = running.remove(&shard).and_then(|r| r.stopping);
+        match result {
+            Ok(s) => {
+                summary.records += s.succeeded + s.ignored + s.dead_lettered;
+                if s.closed && stop != Some(Stop::Lost) {
+                    summary.shards_ended += u64::from(self.coordinator.end(&shard).await?);
+                    return Ok(true);
+                }
+                info!(%shard, ?stop, "shard consumer stopped");
+            }
+            Err(Error::CheckpointOwned { detail, .. }) => {
+                info!(%shard, %detail, "another worker owns this shard's checkpoint now; stopping it here");
+                self.coordinator.forget(&shard);
+            }
+            Err(e) => {
+                summary.shard_errors += 1;
+                let delay = self.coordinator.config().balance_every;
+                error!(%shard, error = %e, ?delay, "shard consumer failed; restarting it");
+                if stop.is_none() && !self.shutdown.is_cancelled() {
+                    restart_at.insert(
+                        shard,
+                        self.clock.now()
+                            + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX),
+                    );
+                }
+            }
+        }
+        Ok(false)
+    }
+}
