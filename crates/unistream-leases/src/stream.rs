@@ -41,6 +41,7 @@ pub struct StreamSummary {
 }
 
 type Make<T> = Box<dyn FnMut(&str) -> Result<T> + Send>;
+type OnChange = Box<dyn FnMut(&[String]) + Send>;
 
 /// Consumes every shard of a Kinesis stream, sharing them with the other
 /// workers of the same lease table: one consumer engine (with its own
@@ -76,7 +77,7 @@ pub struct StreamConsumer<T, P, K, D> {
     shutdown: CancellationToken,
     clock: SharedClock,
     get_records_interval: Option<Duration>,
-    on_change: Option<Box<dyn FnMut(&[String]) + Send>>,
+    on_change: Option<OnChange>,
 }
 
 /// A shard consumer's run, polled by the worker's task. (Spawning each as a
