@@ -33,9 +33,12 @@ struct Args {
     /// The stream.
     #[arg(long)]
     stream: String,
-    /// Create the stream (one shard) if it does not exist.
+    /// Create the stream if it does not exist.
     #[arg(long)]
     create: bool,
+    /// Shards of a stream created by `--create`.
+    #[arg(long, default_value_t = 1)]
+    shards: i32,
     /// How many records to put.
     #[arg(long, default_value_t = 15)]
     count: u64,
@@ -75,7 +78,7 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> unistream::Result<()> {
     let client = kinesis_client(args.endpoint.as_deref()).await;
     if args.create {
-        create_stream(&client, &args.stream).await?;
+        create_stream(&client, &args.stream, args.shards).await?;
     }
     let wal = FileBuffer::open(
         args.dir.join("wal"),
@@ -106,7 +109,11 @@ async fn run(args: Args) -> unistream::Result<()> {
     Ok(())
 }
 
-async fn create_stream(client: &aws_sdk_kinesis::Client, stream: &str) -> unistream::Result<()> {
+async fn create_stream(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shards: i32,
+) -> unistream::Result<()> {
     let exists = client
         .describe_stream_summary()
         .stream_name(stream)
@@ -117,7 +124,7 @@ async fn create_stream(client: &aws_sdk_kinesis::Client, stream: &str) -> unistr
         client
             .create_stream()
             .stream_name(stream)
-            .shard_count(1)
+            .shard_count(shards)
             .send()
             .await
             .map_err(|e| {

@@ -70,8 +70,8 @@ pub struct Balanced {
 /// unchanged for `failover`), up to a fair share: the ready leases divided
 /// by the live workers, rounded up. A worker below its share with nothing
 /// free or expired steals **one** lease from the worker holding the most,
-/// if that one holds more than the share; rounds repeat until counts are
-/// even. A lease is ready when its shard has not ended and every parent
+/// if that one holds more than the share or at least two more than itself;
+/// rounds repeat until no two workers differ by more than one lease. A lease is ready when its shard has not ended and every parent
 /// shard has (or is no longer in the table).
 ///
 /// ```
@@ -255,8 +255,10 @@ impl<T: LeaseTable> Coordinator<T> {
                 .iter()
                 .max_by_key(|(w, n)| (**n, std::cmp::Reverse(**w)))
                 .map(|(w, n)| (w.to_string(), *n));
+            // Moving one lease must make things more even: the victim holds
+            // more than the share, or at least two more than this worker.
             if let Some((victim, n)) = busiest
-                && n > share
+                && (n > share || n >= mine + 2)
                 && let Some(lease) = ready
                     .iter()
                     .find(|l| l.owner.as_deref() == Some(victim.as_str()))
@@ -307,12 +309,6 @@ impl<T: LeaseTable> Coordinator<T> {
             info!(worker = %self.worker, %shard, "shard ended; its lease is retired");
         }
         Ok(done)
-    }
-
-    /// Forgets a lease without touching the table (its checkpoint showed
-    /// that another worker owns the shard now).
-    pub fn forget(&mut self, shard: &str) {
-        self.held.remove(shard);
     }
 }
 
@@ -416,6 +412,29 @@ mod tests {
         assert_eq!(got.taken.len(), 2, "{got:?}");
         assert_eq!(b.held().len(), 4);
         assert_eq!(owners(&t).await, BTreeMap::from([("b".to_string(), 4)]));
+    }
+
+    #[tokio::test]
+    async fn two_two_zero_becomes_two_one_one() {
+        let clock = VirtualClock::default();
+        let t = table_with(FOUR).await;
+        let mut a = worker(&t, "a", &clock);
+        let mut b = worker(&t, "b", &clock);
+        a.balance().await.unwrap();
+        b.balance().await.unwrap();
+        b.balance().await.unwrap();
+        a.renew().await;
+        assert_eq!((a.held().len(), b.held().len()), (2, 2));
+        // A third worker: the share is 2 and nobody holds more, but 2 - 0 is
+        // uneven: it steals one.
+        let mut c = worker(&t, "c", &clock);
+        assert_eq!(c.balance().await.unwrap().taken.len(), 1);
+        assert!(c.balance().await.unwrap().taken.is_empty());
+        a.renew().await;
+        b.renew().await;
+        let mut counts: Vec<usize> = owners(&t).await.into_values().collect();
+        counts.sort();
+        assert_eq!(counts, [1, 1, 2]);
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ use futures_util::FutureExt as _;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 use unistream_core::checkpoint::CheckpointStore;
 use unistream_core::clock::{Clock, SharedClock, SystemClock};
 use unistream_core::consumer::{Consumer, ConsumerConfig, Processor, RunSummary};
@@ -256,10 +256,14 @@ where
         Ok(())
     }
 
-    fn notify(&mut self) {
+    /// Calls the `on_change` callback if the shards held changed.
+    fn notify(&mut self, last: &mut Vec<String>) {
         let held = self.coordinator.held();
-        if let Some(f) = self.on_change.as_mut() {
-            f(&held);
+        if held != *last {
+            if let Some(f) = self.on_change.as_mut() {
+                f(&held);
+            }
+            *last = held;
         }
     }
 
@@ -271,6 +275,7 @@ where
         let mut tasks: FuturesUnordered<ShardRun> = FuturesUnordered::new();
         let mut running: HashMap<String, Running> = HashMap::new();
         let mut restart_at: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+        let mut announced: Vec<String> = Vec::new();
         let lease_config = self.coordinator.config().clone();
         let every = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
         let now = self.clock.now();
@@ -316,8 +321,11 @@ where
                             } else if let Err(e) =
                                 self.spawn_shard(&mut tasks, &mut running, &lease.shard_id)
                             {
-                                error!(shard = %lease.shard_id, error = %e, "could not start a shard consumer; releasing its lease");
-                                self.coordinator.release(&lease.shard_id).await?;
+                                // E.g. the previous owner's consumer still
+                                // holds a file checkpoint's lock: it stops at
+                                // its next renewal. Keep the lease, retry.
+                                warn!(shard = %lease.shard_id, error = %e, "could not start a shard consumer yet; retrying");
+                                restart_at.insert(lease.shard_id.clone(), now + every(lease_config.renew_every));
                             }
                         }
                     }
@@ -335,11 +343,12 @@ where
                 if self.coordinator.holds(&shard)
                     && let Err(e) = self.spawn_shard(&mut tasks, &mut running, &shard)
                 {
-                    error!(%shard, error = %e, "could not restart a shard consumer");
+                    warn!(%shard, error = %e, "could not start a shard consumer yet; retrying");
+                    restart_at.insert(shard, now + every(lease_config.renew_every));
                 }
             }
             if changed {
-                self.notify();
+                self.notify(&mut announced);
             }
             let next = next_renew.min(next_balance).min(next_discover);
             let wait = (next - self.clock.now()).to_std().unwrap_or(Duration::ZERO);
@@ -352,7 +361,7 @@ where
                         // Children may be ready now.
                         next_balance = self.clock.now();
                     }
-                    self.notify();
+                    self.notify(&mut announced);
                 }
             }
         }
@@ -369,7 +378,7 @@ where
             self.coordinator.release(&shard).await?;
             info!(worker = %self.coordinator.worker(), %shard, "lease released");
         }
-        self.notify();
+        self.notify(&mut announced);
         Ok(summary)
     }
 
@@ -392,14 +401,16 @@ where
                 }
                 info!(%shard, ?stop, "shard consumer stopped");
             }
-            Err(Error::CheckpointOwned { detail, .. }) => {
-                info!(%shard, %detail, "another worker owns this shard's checkpoint now; stopping it here");
-                self.coordinator.forget(&shard);
+            Err(Error::CheckpointOwned { detail, .. }) if stop.is_some() => {
+                info!(%shard, %detail, "another worker owns this shard's checkpoint now; stopped");
             }
             Err(e) => {
+                // Also `CheckpointOwned` while the lease is still ours: the
+                // previous owner wrote as we loaded; loading again fences
+                // it. A lease lost meanwhile is not restarted (see `run`).
                 summary.shard_errors += 1;
-                let delay = self.coordinator.config().balance_every;
-                error!(%shard, error = %e, ?delay, "shard consumer failed; restarting it");
+                let delay = self.coordinator.config().renew_every;
+                warn!(%shard, error = %e, ?delay, "shard consumer stopped on an error; restarting it while the lease is held");
                 if stop.is_none() && !self.shutdown.is_cancelled() {
                     restart_at.insert(
                         shard,

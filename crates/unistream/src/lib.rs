@@ -16,6 +16,7 @@
 //! | `kinesis` | no | `kinesis`: AWS Kinesis sink and shard source (`unistream-kinesis`) |
 //! | `dynamodb-s3` | no | `dynamodb_s3`: checkpoints in DynamoDB + S3 (`unistream-dynamodb-s3`) |
 //! | `sqs-dlq` | no | `sqs_dlq`: SQS dead-letter queues and redrive (`unistream-sqs-dlq`) |
+//! | `leases` | no | `leases`: every shard of a stream, shared by workers through DynamoDB leases (`unistream-leases`) |
 //!
 //! See the repository's `README.md` and `docs/` for the guarantees
 //! (at-least-once; what a `kill -9` or a power loss can and cannot cause).
@@ -36,3 +37,6 @@ pub use unistream_dynamodb_s3 as dynamodb_s3;
 
 #[cfg(feature = "sqs-dlq")]
 pub use unistream_sqs_dlq as sqs_dlq;
+
+#[cfg(feature = "leases")]
+pub use unistream_leases as leases;

@@ -1,0 +1,310 @@
+//! Consumes **every shard** of a Kinesis stream with as many worker
+//! processes as you start, coordinated by leases in a DynamoDB table. Run
+//! it in several terminals against one stream and watch the shards spread
+//! across them; stop one (Ctrl-C: it checkpoints and releases its leases)
+//! or kill it (`kill -9`: its leases are taken over after the failover
+//! time) and watch the others take its shards.
+//!
+//! ```text
+//! # once: a stream with 4 shards and some records, tables and a bucket
+//! cargo run -p unistream-aws-examples --example aws_kinesis_producer -- --endpoint http://127.0.0.1:5000 \
+//!     --stream demo --create --shards 4 --count 1000 --interval-ms 0
+//! # in each terminal:
+//! cargo run -p unistream-aws-examples --example kinesis_stream_consumer -- --endpoint http://127.0.0.1:5000 \
+//!     --stream demo --create --worker w1
+//! ```
+//!
+//! Each worker prints the shards it holds whenever they change, and appends
+//! one JSON line per processing attempt to `<dir>/<worker>.processed.jsonl`
+//! (`worker`, `shard`, `id`, `attempt`, `ok`, `t` in ns); dead letters go to
+//! `<dir>/<worker>.dlq.jsonl`. Checkpoints (per record) are in DynamoDB +
+//! S3, so any worker can resume any shard.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use unistream::consumer::{Attempt, ConsumerConfig, Outcome, Processor, cancel_on_ctrl_c};
+use unistream::dynamodb_s3::DynamoDbS3CheckpointStore;
+use unistream::kinesis::StartingPosition;
+use unistream::leases::{DynamoDbLeaseTable, LEASE_KEY, LeaseConfig, StreamConsumer};
+use unistream::checkpoint::CheckpointStore;
+use unistream::local::{AppendFile, FileCheckpointStore, FileDeadLetterQueue};
+use unistream::retry::RetryPolicy;
+use unistream::{BoxError, CancellationToken, Durability};
+use unistream_aws_examples::aws_config;
+use unistream_examples::{MyRecord, RandomError, chance, exit_code, init_logging};
+
+#[derive(Parser, Debug)]
+#[command(about = "Consume every shard of a Kinesis stream, shared by workers through DynamoDB leases")]
+struct Args {
+    /// An emulator's endpoint (default: AWS, from the usual configuration).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// The stream.
+    #[arg(long)]
+    stream: String,
+    /// This worker's id (unique among the workers of the stream).
+    #[arg(long, default_value_t = format!("worker-{}", std::process::id()))]
+    worker: String,
+    /// The application: prefix of the checkpoint keys (default: the stream).
+    #[arg(long)]
+    app: Option<String>,
+    /// DynamoDB table of the leases (partition key `lease_key`, a string).
+    #[arg(long, default_value = "unistream-leases")]
+    lease_table: String,
+    /// DynamoDB table of the checkpoints (partition key `id`, a string).
+    #[arg(long, default_value = "unistream-checkpoints")]
+    checkpoint_table: String,
+    /// S3 bucket for the batches' records.
+    #[arg(long, default_value = "unistream-checkpoints")]
+    bucket: String,
+    /// Keep checkpoints in local files under this directory instead of
+    /// DynamoDB + S3 (for workers on one machine sharing the directory).
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    /// Create the tables and the bucket if they do not exist.
+    #[arg(long)]
+    create: bool,
+    /// A lease not renewed for this long is taken over (milliseconds).
+    #[arg(long, default_value_t = 10_000)]
+    failover_ms: u64,
+    /// Records per batch.
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// Attempts per record before the dead-letter queue.
+    #[arg(long, default_value_t = 3)]
+    max_attempts: u32,
+    /// Probability that a processing attempt fails.
+    #[arg(long, default_value_t = 0.0)]
+    fail_rate: f64,
+    /// Seed of the failures.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Milliseconds to wait after a pull that found nothing.
+    #[arg(long, default_value_t = 1000)]
+    delay_ms: u64,
+    /// Least milliseconds between two `GetRecords` of a shard.
+    #[arg(long, default_value_t = 200)]
+    get_interval_ms: u64,
+    /// Where the processed and dead-letter files go.
+    #[arg(long, default_value = "kinesis_stream_consumer_demo")]
+    dir: PathBuf,
+    /// Log what the engine does.
+    #[arg(long)]
+    verbose: bool,
+}
+
+/// Appends one line per attempt; fails at random.
+struct Recorder {
+    worker: String,
+    shard: String,
+    out: AppendFile,
+    fail_rate: f64,
+    seed: u64,
+}
+
+impl Processor for Recorder {
+    type Record = MyRecord;
+
+    async fn process(&mut self, r: &MyRecord, a: &Attempt<'_>) -> Result<Outcome, BoxError> {
+        let ok = chance(self.seed, &r.id, a.number) >= self.fail_rate;
+        let t = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        let line = format!(
+            "{{\"worker\":{:?},\"shard\":{:?},\"id\":{:?},\"attempt\":{},\"ok\":{ok},\"t\":{t}}}\n",
+            self.worker, self.shard, r.id, a.number
+        );
+        self.out.append(line.as_bytes())?;
+        if ok {
+            Ok(Outcome::Succeeded)
+        } else {
+            Err(RandomError(r.id.clone()).into())
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.verbose);
+    exit_code(run(args).await)
+}
+
+async fn run(args: Args) -> unistream::Result<()> {
+    let config = aws_config(args.endpoint.as_deref()).await;
+    let kinesis = aws_sdk_kinesis::Client::new(&config);
+    let ddb = aws_sdk_dynamodb::Client::new(&config);
+    let mut s3_config = aws_sdk_s3::config::Builder::from(&config);
+    if args.endpoint.is_some() {
+        s3_config = s3_config.force_path_style(true);
+    }
+    let s3 = aws_sdk_s3::Client::from_conf(s3_config.build());
+    if args.create {
+        create_resources(&ddb, &s3, &args).await?;
+    }
+    std::fs::create_dir_all(&args.dir).map_err(|e| unistream::Error::io(&args.dir, e))?;
+    let app = args.app.clone().unwrap_or_else(|| args.stream.clone());
+    let mut consumer = ConsumerConfig::new(&app);
+    consumer.limit = args.limit;
+    consumer.retry = RetryPolicy::waits([Duration::ZERO]).with_max_attempts(args.max_attempts);
+    consumer.delay = Duration::from_millis(args.delay_ms);
+    let (table, bucket) = (args.checkpoint_table.clone(), args.bucket.clone());
+    let leases = DynamoDbLeaseTable::new(ddb.clone(), &args.lease_table);
+    let worker_setup = Worker {
+        args: &args,
+        kinesis,
+        leases,
+        consumer,
+    };
+    match args.checkpoint_dir.clone() {
+        Some(dir) => {
+            worker_setup
+                .run(move |consumer_id| {
+                    FileCheckpointStore::open(&dir, consumer_id, Durability::Process)
+                })
+                .await
+        }
+        None => {
+            worker_setup
+                .run(move |consumer_id| {
+                    Ok(DynamoDbS3CheckpointStore::new(
+                        ddb.clone(),
+                        s3.clone(),
+                        &table,
+                        "id",
+                        consumer_id,
+                        &bucket,
+                        "unistream/",
+                    )
+                    .exclusive_by_lease())
+                })
+                .await
+        }
+    }
+}
+
+/// What a worker needs besides its checkpoint store.
+struct Worker<'a> {
+    args: &'a Args,
+    kinesis: aws_sdk_kinesis::Client,
+    leases: DynamoDbLeaseTable,
+    consumer: ConsumerConfig,
+}
+
+impl Worker<'_> {
+    async fn run<K: CheckpointStore + 'static>(
+        self,
+        make_store: impl FnMut(&str) -> unistream::Result<K> + Send + 'static,
+    ) -> unistream::Result<()> {
+        let args = self.args;
+        let worker = args.worker.clone();
+        let out_path = args.dir.join(format!("{worker}.processed.jsonl"));
+        let dlq_path = args.dir.join(format!("{worker}.dlq.jsonl"));
+        let (fail_rate, seed) = (args.fail_rate, args.seed);
+        let shutdown = CancellationToken::new();
+        cancel_on_ctrl_c(shutdown.clone());
+        let name = worker.clone();
+        let me = worker.clone();
+        let mut stream = StreamConsumer::new(
+            self.kinesis,
+            &args.stream,
+            self.leases,
+            &worker,
+            LeaseConfig::with_failover(Duration::from_millis(args.failover_ms)),
+            self.consumer,
+            StartingPosition::TrimHorizon,
+            move |shard| {
+                Ok(Recorder {
+                    worker: name.clone(),
+                    shard: shard.to_owned(),
+                    out: AppendFile::open(&out_path, Durability::Process)?,
+                    fail_rate,
+                    seed,
+                })
+            },
+            make_store,
+            move |_shard| FileDeadLetterQueue::open(&dlq_path, Durability::Process),
+        )
+        .with_shutdown(shutdown)
+        .with_get_records_interval(Duration::from_millis(args.get_interval_ms))
+        .on_change(move |held| println!("{me} holds {held:?}"));
+        println!("{worker} started on stream {}", args.stream);
+        let s = stream.run().await?;
+        println!(
+            "{worker} stopped: {} leases taken, {} lost, {} shards ended, {} records",
+            s.leases_taken, s.leases_lost, s.shards_ended, s.records
+        );
+        Ok(())
+    }
+}
+
+/// Creates the lease and checkpoint tables and the bucket, when missing.
+async fn create_resources(
+    ddb: &aws_sdk_dynamodb::Client,
+    s3: &aws_sdk_s3::Client,
+    args: &Args,
+) -> unistream::Result<()> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    let backend = |what: &str, e: String| unistream::Error::backend(what.to_owned(), e);
+    for (table, key) in [(&args.lease_table, LEASE_KEY), (&args.checkpoint_table, "id")] {
+        let exists = ddb.describe_table().table_name(table).send().await.is_ok();
+        if exists {
+            continue;
+        }
+        let attribute = AttributeDefinition::builder()
+            .attribute_name(key)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| backend("table definition", e.to_string()))?;
+        let schema = KeySchemaElement::builder()
+            .attribute_name(key)
+            .key_type(KeyType::Hash)
+            .build()
+            .map_err(|e| backend("table definition", e.to_string()))?;
+        ddb.create_table()
+            .table_name(table)
+            .attribute_definitions(attribute)
+            .key_schema(schema)
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .map_err(|e| {
+                backend(
+                    "CreateTable",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
+                )
+            })?;
+        // Poll until active (the SDK's waiter waits 20 s at least).
+        for _ in 0..100 {
+            let active = ddb
+                .describe_table()
+                .table_name(table)
+                .send()
+                .await
+                .ok()
+                .and_then(|t| t.table)
+                .and_then(|t| t.table_status)
+                == Some(aws_sdk_dynamodb::types::TableStatus::Active);
+            if active {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    if s3.head_bucket().bucket(&args.bucket).send().await.is_err() {
+        s3.create_bucket()
+            .bucket(&args.bucket)
+            .send()
+            .await
+            .map_err(|e| {
+                backend(
+                    "CreateBucket",
+                    aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+                )
+            })?;
+    }
+    Ok(())
+}
