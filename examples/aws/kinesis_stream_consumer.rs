@@ -25,11 +25,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use unistream::checkpoint::CheckpointStore;
 use unistream::consumer::{Attempt, ConsumerConfig, Outcome, Processor, cancel_on_ctrl_c};
 use unistream::dynamodb_s3::DynamoDbS3CheckpointStore;
 use unistream::kinesis::StartingPosition;
 use unistream::leases::{DynamoDbLeaseTable, LEASE_KEY, LeaseConfig, StreamConsumer};
-use unistream::checkpoint::CheckpointStore;
 use unistream::local::{AppendFile, FileCheckpointStore, FileDeadLetterQueue};
 use unistream::retry::RetryPolicy;
 use unistream::{BoxError, CancellationToken, Durability};
@@ -37,7 +37,9 @@ use unistream_aws_examples::aws_config;
 use unistream_examples::{MyRecord, RandomError, chance, exit_code, init_logging};
 
 #[derive(Parser, Debug)]
-#[command(about = "Consume every shard of a Kinesis stream, shared by workers through DynamoDB leases")]
+#[command(
+    about = "Consume every shard of a Kinesis stream, shared by workers through DynamoDB leases"
+)]
 struct Args {
     /// An emulator's endpoint (default: AWS, from the usual configuration).
     #[arg(long)]
@@ -249,7 +251,10 @@ async fn create_resources(
         AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
     };
     let backend = |what: &str, e: String| unistream::Error::backend(what.to_owned(), e);
-    for (table, key) in [(&args.lease_table, LEASE_KEY), (&args.checkpoint_table, "id")] {
+    for (table, key) in [
+        (&args.lease_table, LEASE_KEY),
+        (&args.checkpoint_table, "id"),
+    ] {
         let exists = ddb.describe_table().table_name(table).send().await.is_ok();
         if exists {
             continue;

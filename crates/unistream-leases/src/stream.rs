@@ -325,7 +325,10 @@ where
                                 // holds a file checkpoint's lock: it stops at
                                 // its next renewal. Keep the lease, retry.
                                 warn!(shard = %lease.shard_id, error = %e, "could not start a shard consumer yet; retrying");
-                                restart_at.insert(lease.shard_id.clone(), now + every(lease_config.renew_every));
+                                restart_at.insert(
+                                    lease.shard_id.clone(),
+                                    now + every(lease_config.renew_every),
+                                );
                             }
                         }
                     }

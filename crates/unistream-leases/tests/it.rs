@@ -90,9 +90,8 @@ impl Processor for Recorder {
 async fn put(env: &Env, stream: &str, ids: std::ops::Range<u64>) {
     let entries: Vec<_> = ids
         .map(|i| {
-            let data = format!(
-                "{{\"id\": \"{i}\", \"create_at\": \"2024-01-09T06:24:06.759449+00:00\"}}"
-            );
+            let data =
+                format!("{{\"id\": \"{i}\", \"create_at\": \"2024-01-09T06:24:06.759449+00:00\"}}");
             PutRecordsRequestEntry::builder()
                 .data(Blob::new(data))
                 .partition_key(i.to_string())
@@ -122,7 +121,12 @@ async fn shards(env: &Env, stream: &str) -> Vec<(String, Option<String>)> {
         .unwrap()
         .shards()
         .iter()
-        .map(|s| (s.shard_id().to_owned(), s.parent_shard_id().map(str::to_owned)))
+        .map(|s| {
+            (
+                s.shard_id().to_owned(),
+                s.parent_shard_id().map(str::to_owned),
+            )
+        })
         .collect()
 }
 
@@ -197,7 +201,14 @@ async fn a_worker_whose_lease_was_stolen_mid_batch_cannot_write_its_checkpoint()
         )
         .exclusive_by_lease()
     };
-    let source = || KinesisSource::new(env.kinesis(), &stream, &shard, StartingPosition::TrimHorizon);
+    let source = || {
+        KinesisSource::new(
+            env.kinesis(),
+            &stream,
+            &shard,
+            StartingPosition::TrimHorizon,
+        )
+    };
     let log: Log = Arc::default();
 
     // Worker a takes the lease and starts the batch; record 3 hangs.
@@ -345,14 +356,20 @@ async fn a_worker_shutting_down_releases_its_leases_and_the_other_takes_them_at_
             if owners().await == [Some("b".to_string()), Some("b".to_string())] {
                 break;
             }
-            assert!(t.elapsed() < failover, "b did not take a's released lease at once");
+            assert!(
+                t.elapsed() < failover,
+                "b did not take a's released lease at once"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let took = t.elapsed();
         put(&env, &stream, 100..120).await;
         let t = Instant::now();
         while log.lock().unwrap().len() < 120 {
-            assert!(t.elapsed() < Duration::from_secs(60), "new records not processed");
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "new records not processed"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         stop_b.cancel();
@@ -361,14 +378,29 @@ async fn a_worker_shutting_down_releases_its_leases_and_the_other_takes_them_at_
     let (ra, rb, took) = tokio::join!(a.run(), b.run(), driver);
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
     eprintln!("released lease taken over in {took:?} (failover {failover:?})");
-    assert!(ra.leases_taken >= 1 && rb.leases_taken >= 2, "{ra:?} {rb:?}");
+    assert!(
+        ra.leases_taken >= 1 && rb.leases_taken >= 2,
+        "{ra:?} {rb:?}"
+    );
     // Every record once: no record was in flight when a stopped gracefully.
-    let mut ids: Vec<String> = log.lock().unwrap().iter().map(|(_, _, id, _)| id.clone()).collect();
+    let mut ids: Vec<String> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, _, id, _)| id.clone())
+        .collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 120);
     // After both shut down, every lease is free.
-    assert!(table.list().await.unwrap().iter().all(|l| l.owner.is_none()));
+    assert!(
+        table
+            .list()
+            .await
+            .unwrap()
+            .iter()
+            .all(|l| l.owner.is_none())
+    );
     env.delete_stream(&stream).await;
     env.delete_table(&leases).await;
     env.delete_table(&checkpoints).await;
@@ -429,7 +461,10 @@ async fn a_split_shard_is_processed_parent_first_by_the_stream_consumer() {
     let driver = async {
         let t = Instant::now();
         while log.lock().unwrap().len() < 60 {
-            assert!(t.elapsed() < Duration::from_secs(90), "not every record was processed");
+            assert!(
+                t.elapsed() < Duration::from_secs(90),
+                "not every record was processed"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         token.cancel();
@@ -439,7 +474,10 @@ async fn a_split_shard_is_processed_parent_first_by_the_stream_consumer() {
     assert_eq!(summary.shards_ended, 1, "{summary:?}");
     let log = log.lock().unwrap().clone();
     let last_parent = log.iter().rposition(|(_, s, ..)| *s == parent).unwrap();
-    let first_child = log.iter().position(|(_, s, ..)| children.contains(s)).unwrap();
+    let first_child = log
+        .iter()
+        .position(|(_, s, ..)| children.contains(s))
+        .unwrap();
     assert!(
         last_parent < first_child,
         "a child record ran before the parent's last one"

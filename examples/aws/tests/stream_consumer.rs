@@ -30,12 +30,14 @@ mod common;
 const RECORDS: u64 = 20_000;
 const FAILOVER_MS: u64 = 3_000;
 
+/// `(time, shards held)` for each change a worker printed.
+type Holds = Arc<Mutex<Vec<(Instant, Vec<String>)>>>;
+
 /// A running worker and what it printed.
 struct Worker {
     name: String,
     child: Child,
-    /// `(time, shards held)` for each change it printed.
-    holds: Arc<Mutex<Vec<(Instant, Vec<String>)>>>,
+    holds: Holds,
 }
 
 fn start(bin: &Path, args: &[String], name: &str) -> Worker {
@@ -46,7 +48,7 @@ fn start(bin: &Path, args: &[String], name: &str) -> Worker {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let holds = Arc::new(Mutex::new(Vec::new()));
+    let holds: Holds = Arc::default();
     let out = child.stdout.take().unwrap();
     let sink = holds.clone();
     let prefix = format!("{name} holds ");
@@ -249,9 +251,11 @@ fn three_workers_share_four_shards_and_take_over_from_a_killed_one() {
     std::fs::create_dir_all(&solo_dir).unwrap();
     let t = Instant::now();
     let mut solo = start(&bin, &args("solo", &solo_dir), "solo");
-    wait_for("the solo worker to finish", Duration::from_secs(300), || {
-        done(&solo_dir).len() == all.len()
-    });
+    wait_for(
+        "the solo worker to finish",
+        Duration::from_secs(300),
+        || done(&solo_dir).len() == all.len(),
+    );
     let solo_secs = t.elapsed().as_secs_f64();
     solo.interrupt();
     assert!(solo.child.wait().unwrap().success());
@@ -264,9 +268,11 @@ fn three_workers_share_four_shards_and_take_over_from_a_killed_one() {
         .iter()
         .map(|w| start(&bin, &args("three", &three_dir), w))
         .collect();
-    wait_for("the three workers to finish", Duration::from_secs(300), || {
-        done(&three_dir).len() == all.len()
-    });
+    wait_for(
+        "the three workers to finish",
+        Duration::from_secs(300),
+        || done(&three_dir).len() == all.len(),
+    );
     let three_secs = t.elapsed().as_secs_f64();
     for w in &mut three {
         w.interrupt();
@@ -295,10 +301,7 @@ fn three_workers_share_four_shards_and_take_over_from_a_killed_one() {
     wait_for("a quarter of the records", Duration::from_secs(300), || {
         done(&out).len() as u64 >= RECORDS / 4
     });
-    let victim = workers
-        .iter()
-        .position(|w| !w.held().is_empty())
-        .unwrap();
+    let victim = workers.iter().position(|w| !w.held().is_empty()).unwrap();
     let orphaned = workers[victim].held();
     workers[victim].child.kill().unwrap(); // SIGKILL
     workers[victim].child.wait().unwrap();
@@ -309,10 +312,7 @@ fn three_workers_share_four_shards_and_take_over_from_a_killed_one() {
         "the killed worker's shards to be taken over",
         Duration::from_secs(60),
         || {
-            let held: HashSet<String> = survivors
-                .iter()
-                .flat_map(|i| workers[*i].held())
-                .collect();
+            let held: HashSet<String> = survivors.iter().flat_map(|i| workers[*i].held()).collect();
             orphaned.iter().all(|s| held.contains(s))
         },
     );
