@@ -108,7 +108,19 @@ fn kill_and_restart(limit: &str) {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_micros(rng.random_range(1_000..30_000)));
+        // Mostly wait until the run has started attempts, then kill at a
+        // random point, so that kills land mid-work however fast the
+        // consumer is; sometimes kill earlier, during start-up and recovery.
+        if rng.random_bool(0.75) {
+            let t = std::time::Instant::now();
+            while log_len() == before
+                && child.try_wait().unwrap().is_none()
+                && t.elapsed() < Duration::from_secs(5)
+            {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        std::thread::sleep(Duration::from_micros(rng.random_range(0..20_000)));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();

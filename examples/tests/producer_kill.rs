@@ -3,7 +3,7 @@
 //! reaches `stream.jsonl`, and every line of `stream.jsonl` parses.
 
 use std::collections::HashSet;
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -51,19 +51,21 @@ fn kill_9_at_random_points_never_loses_an_acknowledged_record() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_micros(rng.random_range(2_000..25_000)));
+        // Mostly kill at a random point after the first acknowledgement, so
+        // that kills land mid-work however fast the program is; sometimes
+        // earlier, during start-up and recovery (not counted as mid-work).
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut out = String::new();
+        if rng.random_bool(0.75) {
+            stdout.read_line(&mut out).unwrap();
+        }
+        std::thread::sleep(Duration::from_micros(rng.random_range(0..20_000)));
         let killed = child.try_wait().unwrap().is_none();
         if killed {
             child.kill().unwrap();
         }
         let status = child.wait().unwrap();
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
+        stdout.read_to_string(&mut out).unwrap();
         let before = acked.len();
         for line in out.lines() {
             let id = line

@@ -15,16 +15,18 @@ use crate::lease::{Lease, LeaseTable};
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LeaseConfig {
-    /// A lease whose counter has not moved for this long (by the observing
-    /// worker's clock) belongs to a dead worker and is taken over; a worker
-    /// that could not renew a lease for this long stops its shard. Default
-    /// 10 s.
+    /// The longest a dead worker's shards wait: its leases are taken over
+    /// within this time of its last renewal. Another worker takes a lease
+    /// whose counter it has seen unchanged for `failover - balance_every`
+    /// (by its own clock), at its next scan; a worker that could not renew
+    /// a lease for `failover - balance_every - renew_every` stops that
+    /// shard, before anyone may take it. Default 10 s.
     pub failover: Duration,
     /// How often held leases are renewed, on a timer of their own,
-    /// whatever processing does. Default: a third of `failover`.
+    /// whatever processing does. Default: a quarter of `failover`.
     pub renew_every: Duration,
     /// How often the table is read to take free and expired leases and to
-    /// balance. Default: half of `failover`.
+    /// balance. Default: a quarter of `failover`.
     pub balance_every: Duration,
     /// How often the stream's shards are listed, to create leases for new
     /// ones (after a reshard). Default 60 s.
@@ -44,8 +46,8 @@ impl LeaseConfig {
     pub fn with_failover(failover: Duration) -> Self {
         LeaseConfig {
             failover,
-            renew_every: failover / 3,
-            balance_every: failover / 2,
+            renew_every: failover / 4,
+            balance_every: failover / 4,
             discover_every: Duration::from_secs(60),
             max_leases: usize::MAX,
         }
@@ -67,7 +69,7 @@ pub struct Balanced {
 /// ([`StreamConsumer`](crate::StreamConsumer) does).
 ///
 /// Balancing takes, in this order, free leases, then expired ones (counter
-/// unchanged for `failover`), up to a fair share: the ready leases divided
+/// seen unchanged for [`expiry`](Self::expiry)), up to a fair share: the ready leases divided
 /// by the live workers, rounded up. A worker below its share with nothing
 /// free or expired steals **one** lease from the worker holding the most,
 /// if that one holds more than the share or at least two more than itself;
@@ -135,6 +137,22 @@ impl<T: LeaseTable> Coordinator<T> {
         &self.table
     }
 
+    /// How long another worker must see a lease's counter unchanged before
+    /// taking it: `failover - balance_every`, so that with one scan to
+    /// notice, a dead worker's lease is taken within `failover`.
+    pub fn expiry(&self) -> Duration {
+        self.config
+            .failover
+            .saturating_sub(self.config.balance_every)
+    }
+
+    /// How long a holder tries to renew a lease before giving it up:
+    /// `expiry() - renew_every`, so it stops before another worker may
+    /// take the lease.
+    pub fn give_up_after(&self) -> Duration {
+        self.expiry().saturating_sub(self.config.renew_every)
+    }
+
     /// The shards whose leases this worker holds.
     pub fn held(&self) -> Vec<String> {
         self.held.keys().cloned().collect()
@@ -146,8 +164,8 @@ impl<T: LeaseTable> Coordinator<T> {
     }
 
     /// Renews every held lease. Returns the shards lost: taken by another
-    /// worker, or not renewed for `failover` (another worker may have
-    /// taken them since). Their processing must stop.
+    /// worker, or not renewed for [`give_up_after`](Self::give_up_after)
+    /// (another worker may take them soon). Their processing must stop.
     pub async fn renew(&mut self) -> Vec<String> {
         let now = self.clock.now();
         let mut lost = Vec::new();
@@ -167,8 +185,8 @@ impl<T: LeaseTable> Coordinator<T> {
                     self.held.remove(&shard);
                     lost.push(shard);
                 }
-                Err(e) if now - last_ok >= chrono_duration(self.config.failover) => {
-                    warn!(worker = %self.worker, %shard, error = %e, "lease not renewed within the failover time: giving it up");
+                Err(e) if now - last_ok >= chrono_duration(self.give_up_after()) => {
+                    warn!(worker = %self.worker, %shard, error = %e, "lease not renewed in time: giving it up before another worker takes it");
                     self.held.remove(&shard);
                     lost.push(shard);
                 }
@@ -208,7 +226,7 @@ impl<T: LeaseTable> Coordinator<T> {
             .filter(|l| l.ended)
             .map(|l| l.shard_id.as_str())
             .collect();
-        let failover = chrono_duration(self.config.failover);
+        let failover = chrono_duration(self.expiry());
         let expired = |l: &Lease| {
             l.owner.is_some()
                 && !l.is_owned_by(&self.worker)
@@ -389,7 +407,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_dead_workers_leases_are_taken_after_the_failover_time_not_before() {
+    async fn a_dead_workers_leases_are_taken_at_expiry_not_before() {
         let clock = VirtualClock::default();
         let t = table_with(FOUR).await;
         let mut a = worker(&t, "a", &clock);
@@ -401,12 +419,14 @@ mod tests {
         a.renew().await;
         assert_eq!((a.held().len(), b.held().len()), (2, 2));
         // `b` sees a's last renewal; then `a` dies: no more renewals. Just
-        // short of the failover time, `b` still leaves its leases alone.
+        // short of the expiry (failover 10 s - one 2.5 s scan), `b` still
+        // leaves its leases alone.
+        assert_eq!(b.expiry(), Duration::from_millis(7500));
         assert!(b.balance().await.unwrap().taken.is_empty());
-        clock.advance(Duration::from_secs(9));
+        clock.advance(Duration::from_millis(7400));
         b.renew().await;
         assert!(b.balance().await.unwrap().taken.is_empty());
-        clock.advance(Duration::from_secs(1));
+        clock.advance(Duration::from_millis(100));
         b.renew().await;
         let got = b.balance().await.unwrap();
         assert_eq!(got.taken.len(), 2, "{got:?}");
@@ -544,7 +564,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_worker_that_cannot_renew_gives_up_after_the_failover_time() {
+    async fn a_worker_that_cannot_renew_gives_up_before_others_may_take_over() {
         #[derive(Clone)]
         struct Failing(MemoryLeaseTable, Arc<std::sync::atomic::AtomicBool>);
         impl LeaseTable for Failing {
@@ -576,9 +596,12 @@ mod tests {
         let mut a = Coordinator::new(t, "a", LeaseConfig::default()).with_clock(clock.clone());
         a.balance().await.unwrap();
         down.store(true, std::sync::atomic::Ordering::SeqCst);
-        clock.advance(Duration::from_secs(5));
-        assert!(a.renew().await.is_empty(), "still within the failover time");
-        clock.advance(Duration::from_secs(5));
+        // It gives up after expiry - renew_every = 7.5 - 2.5 s: before any
+        // other worker may take the lease.
+        assert_eq!(a.give_up_after(), Duration::from_secs(5));
+        clock.advance(Duration::from_millis(4900));
+        assert!(a.renew().await.is_empty(), "still trying");
+        clock.advance(Duration::from_millis(100));
         assert_eq!(a.renew().await, vec!["s0".to_string()]);
     }
 }

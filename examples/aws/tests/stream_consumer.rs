@@ -7,10 +7,10 @@
 //!
 //! One worker alone first (the baseline), then three on a second
 //! application of the same stream, then three more on a third one, one of
-//! which is killed with `kill -9` mid-way. Checked: every record processed or dead-lettered;
-//! the killed worker's shards taken over within the failover time (plus
-//! one balancing round); duplicates only for records the killed worker had
-//! not checkpointed (at most one per shard it held); per shard, processing
+//! which is killed with `kill -9` mid-way. Checked: every record processed
+//! or dead-lettered; the killed worker's shards taken over within the
+//! failover time; duplicates only for records the killed worker had not
+//! checkpointed (at most one per shard it held); per shard, processing
 //! never switches workers more often than the lease moved.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -371,7 +371,10 @@ fn three_workers_share_four_shards_and_take_over_from_a_killed_one() {
             "shard {shard}: processing switched workers {runs} times, lease acquired {moves} times"
         );
     }
-    let takeover_limit = Duration::from_millis(FAILOVER_MS + FAILOVER_MS / 2 + 3_000);
+    // Taken within the failover time of the last renewal (so of the kill),
+    // plus the calls that take the lease and start the shard, which moto —
+    // one Python process, busy serving the workers' reads — answers slowly.
+    let takeover_limit = Duration::from_millis(FAILOVER_MS + 2_000);
     eprintln!(
         "SCALE-OUT {{\"records\":{RECORDS},\"solo_seconds\":{solo_secs:.2},\"three_seconds\":{three_secs:.2},\"solo_rps\":{:.0},\"three_rps\":{:.0},\"takeover_ms\":{},\"failover_ms\":{FAILOVER_MS},\"duplicates\":{},\"dead_letters\":{},\"killed_shards\":{}}}",
         RECORDS as f64 / solo_secs,
