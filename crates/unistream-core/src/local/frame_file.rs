@@ -194,7 +194,14 @@ impl FrameFile {
             match rustix::fs::fallocate(&self.file, rustix::fs::FallocateFlags::empty(), 0, new_cap)
             {
                 Ok(()) => {}
-                Err(rustix::io::Errno::OPNOTSUPP) => {
+                // A file system without preallocation (some network and
+                // FUSE file systems): this file is written instead.
+                Err(
+                    rustix::io::Errno::OPNOTSUPP
+                    | rustix::io::Errno::INVAL
+                    | rustix::io::Errno::NOSYS,
+                ) => {
+                    tracing::debug!(path = %self.path.display(), "no fallocate here: appends are written");
                     self.growth = 0;
                     return Ok(false);
                 }
