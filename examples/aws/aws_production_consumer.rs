@@ -22,7 +22,9 @@ use unistream::local::AppendFile;
 use unistream::retry::RetryPolicy;
 use unistream::sqs_dlq::SqsDeadLetterQueue;
 use unistream::{Durability, Error};
-use unistream_aws_examples::{aws_config, first_shard};
+use unistream_aws_examples::{
+    aws_config, create_bucket_if_missing, create_table_if_missing, first_shard, s3_client,
+};
 use unistream_examples::{AnnouncedDlq, DemoProcessor, exit_code, init_logging, run_verbose};
 
 #[derive(Parser, Debug)]
@@ -91,11 +93,7 @@ async fn run(args: Args) -> unistream::Result<()> {
     let config = aws_config(args.endpoint.as_deref()).await;
     let kinesis = aws_sdk_kinesis::Client::new(&config);
     let ddb = aws_sdk_dynamodb::Client::new(&config);
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(args.endpoint.is_some())
-            .build(),
-    );
+    let s3 = s3_client(&config, args.endpoint.is_some());
     let sqs = aws_sdk_sqs::Client::new(&config);
     if args.create {
         create_resources(&args, &ddb, &s3, &sqs).await?;
@@ -160,62 +158,8 @@ async fn create_resources(
     s3: &aws_sdk_s3::Client,
     sqs: &aws_sdk_sqs::Client,
 ) -> unistream::Result<()> {
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    };
-    if ddb
-        .describe_table()
-        .table_name(&args.table)
-        .send()
-        .await
-        .is_err()
-    {
-        let attr = AttributeDefinition::builder()
-            .attribute_name("id")
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .map_err(|e| aws("table definition", e))?;
-        let key = KeySchemaElement::builder()
-            .attribute_name("id")
-            .key_type(KeyType::Hash)
-            .build()
-            .map_err(|e| aws("table definition", e))?;
-        ddb.create_table()
-            .table_name(&args.table)
-            .attribute_definitions(attr)
-            .key_schema(key)
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
-            .await
-            .map_err(|e| {
-                aws(
-                    "CreateTable",
-                    aws_sdk_dynamodb::error::DisplayErrorContext(e),
-                )
-            })?;
-        for _ in 0..100 {
-            let active = ddb
-                .describe_table()
-                .table_name(&args.table)
-                .send()
-                .await
-                .ok()
-                .and_then(|t| t.table)
-                .and_then(|t| t.table_status)
-                == Some(aws_sdk_dynamodb::types::TableStatus::Active);
-            if active {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    if s3.head_bucket().bucket(&args.bucket).send().await.is_err() {
-        s3.create_bucket()
-            .bucket(&args.bucket)
-            .send()
-            .await
-            .map_err(|e| aws("CreateBucket", aws_sdk_s3::error::DisplayErrorContext(e)))?;
-    }
+    create_table_if_missing(ddb, &args.table, "id").await?;
+    create_bucket_if_missing(s3, &args.bucket).await?;
     let mut create = sqs.create_queue().queue_name(&args.queue);
     if args.queue.ends_with(".fifo") {
         create = create.attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true");

@@ -33,7 +33,9 @@ use unistream::leases::{DynamoDbLeaseTable, LEASE_KEY, LeaseConfig, StreamConsum
 use unistream::local::{AppendFile, FileCheckpointStore, FileDeadLetterQueue};
 use unistream::retry::RetryPolicy;
 use unistream::{BoxError, CancellationToken, Durability};
-use unistream_aws_examples::aws_config;
+use unistream_aws_examples::{
+    aws_config, create_bucket_if_missing, create_table_if_missing, s3_client,
+};
 use unistream_examples::{MyRecord, RandomError, chance, exit_code, init_logging};
 
 #[derive(Parser, Debug)]
@@ -137,11 +139,7 @@ async fn run(args: Args) -> unistream::Result<()> {
     let config = aws_config(args.endpoint.as_deref()).await;
     let kinesis = aws_sdk_kinesis::Client::new(&config);
     let ddb = aws_sdk_dynamodb::Client::new(&config);
-    let mut s3_config = aws_sdk_s3::config::Builder::from(&config);
-    if args.endpoint.is_some() {
-        s3_config = s3_config.force_path_style(true);
-    }
-    let s3 = aws_sdk_s3::Client::from_conf(s3_config.build());
+    let s3 = s3_client(&config, args.endpoint.is_some());
     if args.create {
         create_resources(&ddb, &s3, &args).await?;
     }
@@ -247,69 +245,7 @@ async fn create_resources(
     s3: &aws_sdk_s3::Client,
     args: &Args,
 ) -> unistream::Result<()> {
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    };
-    let backend = |what: &str, e: String| unistream::Error::backend(what.to_owned(), e);
-    for (table, key) in [
-        (&args.lease_table, LEASE_KEY),
-        (&args.checkpoint_table, "id"),
-    ] {
-        let exists = ddb.describe_table().table_name(table).send().await.is_ok();
-        if exists {
-            continue;
-        }
-        let attribute = AttributeDefinition::builder()
-            .attribute_name(key)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .map_err(|e| backend("table definition", e.to_string()))?;
-        let schema = KeySchemaElement::builder()
-            .attribute_name(key)
-            .key_type(KeyType::Hash)
-            .build()
-            .map_err(|e| backend("table definition", e.to_string()))?;
-        ddb.create_table()
-            .table_name(table)
-            .attribute_definitions(attribute)
-            .key_schema(schema)
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
-            .await
-            .map_err(|e| {
-                backend(
-                    "CreateTable",
-                    aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
-                )
-            })?;
-        // Poll until active (the SDK's waiter waits 20 s at least).
-        for _ in 0..100 {
-            let active = ddb
-                .describe_table()
-                .table_name(table)
-                .send()
-                .await
-                .ok()
-                .and_then(|t| t.table)
-                .and_then(|t| t.table_status)
-                == Some(aws_sdk_dynamodb::types::TableStatus::Active);
-            if active {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    if s3.head_bucket().bucket(&args.bucket).send().await.is_err() {
-        s3.create_bucket()
-            .bucket(&args.bucket)
-            .send()
-            .await
-            .map_err(|e| {
-                backend(
-                    "CreateBucket",
-                    aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
-                )
-            })?;
-    }
-    Ok(())
+    create_table_if_missing(ddb, &args.lease_table, LEASE_KEY).await?;
+    create_table_if_missing(ddb, &args.checkpoint_table, "id").await?;
+    create_bucket_if_missing(s3, &args.bucket).await
 }

@@ -245,17 +245,11 @@ impl Inner {
         self.options.durability == Durability::PowerLoss
     }
 
-    /// Writes frames to the active file; on failure, cuts the file back so
-    /// that it never holds part of a frame.
-    fn write_active(&self, st: &mut State, chunk: &[u8]) -> Result<()> {
-        st.active.log.append(chunk)
-    }
-
     /// Writes a bookkeeping frame (commit, narrow) durably.
     fn write_meta(&self, st: &mut State, frame: &Frame<'_>) -> Result<()> {
         let mut buf = Vec::with_capacity(32);
         frame.encode(&mut buf).map_err(Error::InvalidTransition)?;
-        self.write_active(st, &buf)?;
+        st.active.log.append(&buf)?;
         if self.power_loss() {
             st.active.log.sync_data()?;
         }
@@ -273,7 +267,7 @@ impl Inner {
         Frame::Seal { id }
             .encode(&mut buf)
             .map_err(Error::InvalidTransition)?;
-        self.write_active(st, &buf)?;
+        st.active.log.append(&buf)?;
         let open = std::mem::take(&mut st.open);
         st.sealed.push_back(BatchMeta {
             id,
@@ -395,7 +389,8 @@ impl Inner {
             if st.open.records == 0 {
                 st.open.start = st.active.len();
             }
-            self.write_active(st, &buf[chunk_start..at])?;
+            // A failed append is cut back: the file never holds part of a frame.
+            st.active.log.append(&buf[chunk_start..at])?;
             st.open.records += n;
             st.open.bytes += bytes;
             st.total_records += n;

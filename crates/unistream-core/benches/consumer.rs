@@ -103,24 +103,35 @@ fn consume(
     n: u64,
 ) -> (f64, f64) {
     let _ = std::fs::remove_dir_all(dir);
-    let store = FileCheckpointStore::open(dir, "bench", Durability::Process)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut c = Consumer::new(
-        config(limit),
-        FileSource::new(stream),
-        Noop {
-            every,
-            hang_at: None,
-        },
-        store,
-        MemoryDeadLetterQueue::default(),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let mut c = local_consumer(stream, dir, limit, every, None);
     let t = Instant::now();
     let s = rt.block_on(c.run()).unwrap_or_else(|e| panic!("{e}"));
     let rate = n as f64 / t.elapsed().as_secs_f64();
     assert_eq!(s.succeeded, n);
     (rate, c.store().writes() as f64 / n as f64)
+}
+
+type LocalConsumer = Consumer<FileSource, Noop, FileCheckpointStore, MemoryDeadLetterQueue>;
+
+/// The local consumer over `stream`, its checkpoint in `dir`; the processor
+/// fails the first attempt of one record in `every` and hangs on `hang_at`.
+fn local_consumer(
+    stream: &Path,
+    dir: &Path,
+    limit: usize,
+    every: u64,
+    hang_at: Option<String>,
+) -> LocalConsumer {
+    let store = FileCheckpointStore::open(dir, "bench", Durability::Process)
+        .unwrap_or_else(|e| panic!("{e}"));
+    Consumer::new(
+        config(limit),
+        FileSource::new(stream),
+        Noop { every, hang_at },
+        store,
+        MemoryDeadLetterQueue::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -251,36 +262,12 @@ fn main() {
     let limit = 10_000usize.min(n as usize);
     let dir = tmp.path().join("cp-recovery");
     let hang = (limit / 2).to_string();
-    let store = FileCheckpointStore::open(&dir, "bench", Durability::Process)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut c = Consumer::new(
-        config(limit),
-        FileSource::new(&stream),
-        Noop {
-            every: 0,
-            hang_at: Some(hang),
-        },
-        store,
-        MemoryDeadLetterQueue::default(),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let mut c = local_consumer(&stream, &dir, limit, 0, Some(hang));
     let _ = rt
         .block_on(async { tokio::time::timeout(Duration::from_secs(5), c.process_batch()).await });
     drop(c);
     let t = Instant::now();
-    let store = FileCheckpointStore::open(&dir, "bench", Durability::Process)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut c = Consumer::new(
-        config(limit),
-        FileSource::new(&stream),
-        Noop {
-            every: 0,
-            hang_at: None,
-        },
-        store,
-        MemoryDeadLetterQueue::default(),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let mut c = local_consumer(&stream, &dir, limit, 0, None);
     let r = rt
         .block_on(c.process_batch())
         .unwrap_or_else(|e| panic!("{e}"));

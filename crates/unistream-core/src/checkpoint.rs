@@ -379,6 +379,15 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// The tracker of the record at `index` of the batch (for a store saving
+    /// it); an error if there is none.
+    pub fn tracker(&self, index: usize) -> Result<&Tracker> {
+        let len = self.trackers.len();
+        self.trackers.get(index).ok_or_else(|| {
+            Error::InvalidTransition(format!("no record at index {index} (batch of {len})"))
+        })
+    }
+
     fn tracker_mut(&mut self, index: usize) -> Result<&mut Tracker> {
         let len = self.trackers.len();
         self.trackers.get_mut(index).ok_or_else(|| {

@@ -460,11 +460,7 @@ impl CheckpointStore for DynamoDbS3CheckpointStore {
     }
 
     async fn save_tracker(&mut self, checkpoint: &Checkpoint, index: usize) -> Result<()> {
-        let Some(t) = checkpoint.trackers().get(index) else {
-            return Err(Error::InvalidTransition(format!(
-                "no tracker at index {index}"
-            )));
-        };
+        let t = checkpoint.tracker(index)?;
         self.pending.insert(index, t.clone());
         Ok(())
     }

@@ -109,14 +109,7 @@ async fn produce(env: &Env, stream: &str, ids: std::ops::Range<u64>) {
 }
 
 async fn first_shard(env: &Env, stream: &str) -> String {
-    let shards = env
-        .kinesis()
-        .list_shards()
-        .stream_name(stream)
-        .send()
-        .await
-        .unwrap();
-    shards.shards()[0].shard_id().to_owned()
+    env.shards(stream).await.remove(0).0
 }
 
 #[tokio::test]
@@ -271,22 +264,7 @@ async fn a_split_shard_is_read_to_its_end_which_closes_the_consumer_and_names_th
     let stream = env.create_stream(1).await;
     produce(&env, &stream, 0..10).await;
     let parent = first_shard(&env, &stream).await;
-    let k = env.kinesis();
-    k.update_shard_count()
-        .stream_name(&stream)
-        .target_shard_count(2)
-        .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
-        .send()
-        .await
-        .unwrap();
-    unistream_test_support::poll_until("the split", Duration::from_secs(20), || async {
-        k.list_shards()
-            .stream_name(&stream)
-            .send()
-            .await
-            .is_ok_and(|s| s.shards().len() >= 3)
-    })
-    .await;
+    env.split_in_two(&stream).await;
     let processor = Flaky::default();
     let source = KinesisSource::new(
         env.kinesis(),

@@ -330,7 +330,8 @@ impl<T: LeaseTable> Coordinator<T> {
     }
 }
 
-fn chrono_duration(d: Duration) -> chrono::Duration {
+/// `d` as a chrono duration (saturating).
+pub(crate) fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 

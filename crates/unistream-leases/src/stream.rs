@@ -21,7 +21,7 @@ use unistream_core::record::{Codec, JsonCodec};
 use unistream_core::{Error, Result};
 use unistream_kinesis::{KinesisSource, StartingPosition};
 
-use crate::coordinator::{Coordinator, LeaseConfig};
+use crate::coordinator::{Coordinator, LeaseConfig, chrono_duration};
 use crate::lease::{Lease, LeaseTable};
 
 /// What a [`StreamConsumer`] did, as counts.
@@ -277,7 +277,6 @@ where
         let mut restart_at: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
         let mut announced: Vec<String> = Vec::new();
         let lease_config = self.coordinator.config().clone();
-        let every = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
         let now = self.clock.now();
         let (mut next_renew, mut next_balance, mut next_discover) = (now, now, now);
         while !self.shutdown.is_cancelled() {
@@ -287,7 +286,7 @@ where
                 if let Err(e) = self.discover().await {
                     warn!(stream = %self.stream, error = %e, "could not list the stream's shards");
                 }
-                next_discover = now + every(lease_config.discover_every);
+                next_discover = now + chrono_duration(lease_config.discover_every);
             }
             if now >= next_renew {
                 for shard in self.coordinator.renew().await {
@@ -298,7 +297,7 @@ where
                         r.token.cancel();
                     }
                 }
-                next_renew = now + every(lease_config.renew_every);
+                next_renew = now + chrono_duration(lease_config.renew_every);
             }
             if now >= next_balance {
                 match self.coordinator.balance().await {
@@ -327,14 +326,14 @@ where
                                 warn!(shard = %lease.shard_id, error = %e, "could not start a shard consumer yet; retrying");
                                 restart_at.insert(
                                     lease.shard_id.clone(),
-                                    now + every(lease_config.renew_every),
+                                    now + chrono_duration(lease_config.renew_every),
                                 );
                             }
                         }
                     }
                     Err(e) => warn!(error = %e, "could not read the lease table"),
                 }
-                next_balance = now + every(lease_config.balance_every);
+                next_balance = now + chrono_duration(lease_config.balance_every);
             }
             let due: Vec<String> = restart_at
                 .iter()
@@ -347,7 +346,7 @@ where
                     && let Err(e) = self.spawn_shard(&mut tasks, &mut running, &shard)
                 {
                     warn!(%shard, error = %e, "could not start a shard consumer yet; retrying");
-                    restart_at.insert(shard, now + every(lease_config.renew_every));
+                    restart_at.insert(shard, now + chrono_duration(lease_config.renew_every));
                 }
             }
             if changed {
@@ -415,11 +414,7 @@ where
                 let delay = self.coordinator.config().renew_every;
                 warn!(%shard, error = %e, ?delay, "shard consumer stopped on an error; restarting it while the lease is held");
                 if stop.is_none() && !self.shutdown.is_cancelled() {
-                    restart_at.insert(
-                        shard,
-                        self.clock.now()
-                            + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX),
-                    );
+                    restart_at.insert(shard, self.clock.now() + chrono_duration(delay));
                 }
             }
         }

@@ -5,8 +5,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -88,46 +86,15 @@ impl Processor for Recorder {
 }
 
 async fn put(env: &Env, stream: &str, ids: std::ops::Range<u64>) {
-    let entries: Vec<_> = ids
-        .map(|i| {
+    env.put_raw(
+        stream,
+        ids.map(|i| {
             let data =
                 format!("{{\"id\": \"{i}\", \"create_at\": \"2024-01-09T06:24:06.759449+00:00\"}}");
-            PutRecordsRequestEntry::builder()
-                .data(Blob::new(data))
-                .partition_key(i.to_string())
-                .build()
-                .unwrap()
-        })
-        .collect();
-    for chunk in entries.chunks(500) {
-        let out = env
-            .kinesis()
-            .put_records()
-            .stream_name(stream)
-            .set_records(Some(chunk.to_vec()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(out.failed_record_count(), Some(0));
-    }
-}
-
-async fn shards(env: &Env, stream: &str) -> Vec<(String, Option<String>)> {
-    env.kinesis()
-        .list_shards()
-        .stream_name(stream)
-        .send()
-        .await
-        .unwrap()
-        .shards()
-        .iter()
-        .map(|s| {
-            (
-                s.shard_id().to_owned(),
-                s.parent_shard_id().map(str::to_owned),
-            )
-        })
-        .collect()
+            (i.to_string(), data.into_bytes())
+        }),
+    )
+    .await;
 }
 
 fn config(app: &str, limit: usize) -> ConsumerConfig {
@@ -183,7 +150,7 @@ async fn a_worker_whose_lease_was_stolen_mid_batch_cannot_write_its_checkpoint()
     }
     let stream = env.create_stream(1).await;
     put(&env, &stream, 0..10).await;
-    let shard = shards(&env, &stream).await.remove(0).0;
+    let shard = env.shards(&stream).await.remove(0).0;
     let leases = env.create_table(LEASE_KEY).await;
     let checkpoints = env.create_table("id").await;
     let bucket = env.create_bucket().await;
@@ -416,21 +383,10 @@ async fn a_split_shard_is_processed_parent_first_by_the_stream_consumer() {
     }
     let stream = env.create_stream(1).await;
     put(&env, &stream, 0..30).await;
-    let parent = shards(&env, &stream).await.remove(0).0;
-    let k = env.kinesis();
-    k.update_shard_count()
-        .stream_name(&stream)
-        .target_shard_count(2)
-        .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
-        .send()
-        .await
-        .unwrap();
-    unistream_test_support::poll_until("the split", Duration::from_secs(20), || async {
-        shards(&env, &stream).await.len() >= 3
-    })
-    .await;
+    let parent = env.shards(&stream).await.remove(0).0;
+    env.split_in_two(&stream).await;
     put(&env, &stream, 30..60).await;
-    let all = shards(&env, &stream).await;
+    let all = env.shards(&stream).await;
     let children: Vec<String> = all
         .iter()
         .filter(|(_, p)| p.as_deref() == Some(parent.as_str()))

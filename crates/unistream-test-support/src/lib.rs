@@ -30,7 +30,8 @@ use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
 };
-use aws_sdk_kinesis::types::StreamStatus;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
 use aws_sdk_sqs::types::QueueAttributeName;
 
 /// An AWS service an emulator may or may not serve.
@@ -190,6 +191,73 @@ impl Env {
         )
         .await;
         name
+    }
+
+    /// The shards of `stream`: `(shard id, parent shard id)`.
+    pub async fn shards(&self, stream: &str) -> Vec<(String, Option<String>)> {
+        self.kinesis()
+            .list_shards()
+            .stream_name(stream)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("list shards of {stream}: {e:?}"))
+            .shards()
+            .iter()
+            .map(|s| {
+                (
+                    s.shard_id().to_owned(),
+                    s.parent_shard_id().map(str::to_owned),
+                )
+            })
+            .collect()
+    }
+
+    /// Splits a one-shard stream into two (uniform scaling) and waits until
+    /// the children are listed. Only kinesis-local (or AWS) ends the parent.
+    pub async fn split_in_two(&self, stream: &str) {
+        self.kinesis()
+            .update_shard_count()
+            .stream_name(stream)
+            .target_shard_count(2)
+            .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("split {stream}: {e:?}"));
+        poll_until("the split", Duration::from_secs(20), || async {
+            self.shards(stream).await.len() >= 3
+        })
+        .await;
+    }
+
+    /// Puts `(partition key, data)` records with plain `PutRecords` calls of
+    /// up to 500, one call at a time (moto loses records under concurrent
+    /// calls to one shard); panics if any record is refused.
+    pub async fn put_raw(
+        &self,
+        stream: &str,
+        records: impl IntoIterator<Item = (String, Vec<u8>)>,
+    ) {
+        let entries: Vec<PutRecordsRequestEntry> = records
+            .into_iter()
+            .map(|(key, data)| {
+                PutRecordsRequestEntry::builder()
+                    .data(Blob::new(data))
+                    .partition_key(key)
+                    .build()
+                    .unwrap_or_else(|e| panic!("{e}"))
+            })
+            .collect();
+        for chunk in entries.chunks(500) {
+            let out = self
+                .kinesis()
+                .put_records()
+                .stream_name(stream)
+                .set_records(Some(chunk.to_vec()))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("put records to {stream}: {e:?}"));
+            assert_eq!(out.failed_record_count(), Some(0), "refused records");
+        }
     }
 
     /// Deletes a stream.

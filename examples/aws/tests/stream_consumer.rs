@@ -20,8 +20,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use unistream_test_support::Env;
 
 #[path = "../../tests/common/mod.rs"]
@@ -167,36 +165,19 @@ fn wait_for(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
 }
 
 async fn fill(env: &Env, stream: &str) {
-    let k = env.kinesis();
     let t0 = chrono::Utc::now();
-    let ids: Vec<u64> = (0..RECORDS).collect();
-    // One writer, one call at a time: moto's PutRecords is not safe under
-    // concurrency.
-    for chunk in ids.chunks(500) {
-        let entries = chunk
-            .iter()
-            .map(|i| {
-                let data = format!(
-                    "{{\"id\": \"{i}\", \"create_at\": \"{}\", \"value\": {}}}",
-                    t0.format("%Y-%m-%dT%H:%M:%S%.6f+00:00"),
-                    i % 100
-                );
-                PutRecordsRequestEntry::builder()
-                    .data(Blob::new(data))
-                    .partition_key(i.to_string())
-                    .build()
-                    .unwrap()
-            })
-            .collect();
-        let out = k
-            .put_records()
-            .stream_name(stream)
-            .set_records(Some(entries))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(out.failed_record_count(), Some(0));
-    }
+    env.put_raw(
+        stream,
+        (0..RECORDS).map(|i| {
+            let data = format!(
+                "{{\"id\": \"{i}\", \"create_at\": \"{}\", \"value\": {}}}",
+                t0.format("%Y-%m-%dT%H:%M:%S%.6f+00:00"),
+                i % 100
+            );
+            (i.to_string(), data.into_bytes())
+        }),
+    )
+    .await;
 }
 
 #[test]

@@ -567,11 +567,7 @@ impl CheckpointStore for FileCheckpointStore {
     }
 
     async fn save_tracker(&mut self, checkpoint: &Checkpoint, index: usize) -> Result<()> {
-        let Some(k) = checkpoint.trackers().get(index) else {
-            return Err(Error::InvalidTransition(format!(
-                "no tracker at index {index}"
-            )));
-        };
+        let k = checkpoint.tracker(index)?;
         frame(&mut self.pending, KIND_TRACKER, |o| {
             o.extend_from_slice(&(index as u32).to_le_bytes());
             encode_tracker(o, k);
@@ -623,8 +619,13 @@ mod tests {
             .collect()
     }
 
+    /// The test consumer's store in `dir`, in process-crash mode.
+    fn open_store(dir: &Path) -> FileCheckpointStore {
+        FileCheckpointStore::open(dir, "c/1 ü", Durability::Process).unwrap()
+    }
+
     async fn store_with_batch(dir: &Path, n: usize) -> (FileCheckpointStore, Checkpoint) {
-        let mut store = FileCheckpointStore::open(dir, "c/1 ü", Durability::Process).unwrap();
+        let mut store = open_store(dir);
         assert!(store.load().await.unwrap().is_none());
         let mut cp = Checkpoint::new("c/1 ü", Pointer::from("0"), 3, Duration::from_secs(60));
         cp.start_batch(
@@ -668,8 +669,7 @@ mod tests {
         store.save_tracker(&cp, 1).await.unwrap();
         store.sync().await.unwrap();
         drop(store);
-        let mut store =
-            FileCheckpointStore::open(dir.path(), "c/1 ü", Durability::Process).unwrap();
+        let mut store = open_store(dir.path());
         let loaded = store.load().await.unwrap().unwrap();
         assert_eq!(loaded.checkpoint, cp);
         assert_eq!(loaded.records, records(3));
@@ -709,8 +709,7 @@ mod tests {
         let last_start = *frame_offsets(&bytes).last().unwrap();
         let cut = last_start + (bytes.len() - last_start) / 2;
         std::fs::write(&path, &bytes[..cut]).unwrap();
-        let mut store =
-            FileCheckpointStore::open(dir.path(), "c/1 ü", Durability::Process).unwrap();
+        let mut store = open_store(dir.path());
         let loaded = store.load().await.unwrap().unwrap();
         assert_eq!(loaded.checkpoint, expected);
         assert_eq!(loaded.checkpoint.trackers()[0].status, Status::InProgress);
@@ -721,8 +720,7 @@ mod tests {
         store.save_tracker(&cp, 0).await.unwrap();
         store.sync().await.unwrap();
         drop(store);
-        let mut store =
-            FileCheckpointStore::open(dir.path(), "c/1 ü", Durability::Process).unwrap();
+        let mut store = open_store(dir.path());
         assert_eq!(store.load().await.unwrap().unwrap().checkpoint, cp);
     }
 
@@ -742,8 +740,7 @@ mod tests {
         let offset = frame_offsets(&bytes)[3];
         bytes[offset + 20] ^= 0x01;
         std::fs::write(&path, &bytes).unwrap();
-        let mut store =
-            FileCheckpointStore::open(dir.path(), "c/1 ü", Durability::Process).unwrap();
+        let mut store = open_store(dir.path());
         match store.load().await {
             Err(Error::Corrupt {
                 path: p,
@@ -767,8 +764,7 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         // Keep the batch frame and the first record only.
         std::fs::write(&path, &bytes[..frame_offsets(&bytes)[2]]).unwrap();
-        let mut store =
-            FileCheckpointStore::open(dir.path(), "c/1 ü", Durability::Process).unwrap();
+        let mut store = open_store(dir.path());
         let err = store.load().await.unwrap_err();
         assert!(matches!(err, Error::CheckpointUnreadable { .. }), "{err}");
         assert!(err.to_string().contains("1 of its 3 records"), "{err}");
@@ -789,8 +785,7 @@ mod tests {
             .path()
             .join(format!("{}.{:020}.journal.tmp", file_stem("c/1 ü"), 2));
         std::fs::write(&tmp, b"0000").unwrap();
-        let mut store =
-            FileCheckpointStore::open(dir.path(), "c/1 ü", Durability::Process).unwrap();
+        let mut store = open_store(dir.path());
         let loaded = store.load().await.unwrap().unwrap();
         assert_eq!(loaded.checkpoint, cp);
         assert!(loaded.checkpoint.is_committed());
@@ -899,8 +894,7 @@ mod tests {
             .unwrap_or(bytes.len());
         for cut in last..bytes.len() {
             std::fs::write(&path, &bytes[..cut]).unwrap();
-            let mut store =
-                FileCheckpointStore::open(dir.path(), "c/1 ü", Durability::Process).unwrap();
+            let mut store = open_store(dir.path());
             let loaded = store.load().await.unwrap().unwrap();
             if cut < end {
                 assert_eq!(loaded.checkpoint, expected, "cut at {cut}");
@@ -919,8 +913,7 @@ mod tests {
         let path = journal_of(dir.path());
         // What the development version's text journal looked like.
         std::fs::write(&path, b"0badc0de {\"t\":\"commit\"}\n").unwrap();
-        let mut store =
-            FileCheckpointStore::open(dir.path(), "c/1 ü", Durability::Process).unwrap();
+        let mut store = open_store(dir.path());
         match store.load().await {
             Err(Error::Corrupt {
                 path: p,
@@ -972,16 +965,14 @@ mod tests {
         for (name, bytes) in [("preallocated", &live), ("unpublished", &killed)] {
             let other = tempfile::tempdir().unwrap();
             std::fs::write(other.path().join(path.file_name().unwrap()), bytes).unwrap();
-            let mut s2 =
-                FileCheckpointStore::open(other.path(), "c/1 ü", Durability::Process).unwrap();
+            let mut s2 = open_store(other.path());
             let loaded = s2.load().await.unwrap().unwrap();
             assert_eq!(loaded.checkpoint, published, "{name}");
             // It goes on from there.
             s2.save_tracker(&cp, 0).await.unwrap();
             s2.sync().await.unwrap();
             drop(s2);
-            let mut s3 =
-                FileCheckpointStore::open(other.path(), "c/1 ü", Durability::Process).unwrap();
+            let mut s3 = open_store(other.path());
             assert_eq!(s3.load().await.unwrap().unwrap().checkpoint, cp, "{name}");
         }
         // A clean close gives the preallocated space back.

@@ -176,13 +176,12 @@ impl FrameFile {
         if !self.len.is_multiple_of(8) {
             // A file written so far (a new journal's first part, or a file
             // an earlier run wrote): align it with one written padding frame.
-            let mut padding = Vec::with_capacity(16);
-            pad_after(&mut padding, self.len);
-            self.write(&padding)?;
+            let (padding, len) = padding_after(self.len);
+            self.write(&padding[..len])?;
         }
-        let mut padding = Vec::with_capacity(16);
-        pad_after(&mut padding, self.len + frames.len() as u64);
-        let n = (frames.len() + padding.len()) as u64;
+        let (padding, padding_len) = padding_after(self.len + frames.len() as u64);
+        let padding = &padding[..padding_len];
+        let n = (frames.len() + padding_len) as u64;
         let end = self.len + n;
         if self.map.as_ref().is_none_or(|m| (m.len() as u64) < end) {
             let cap = self.map.as_ref().map_or(0, |m| m.len() as u64);
@@ -223,7 +222,7 @@ impl FrameFile {
         let at = self.len as usize;
         let dst = &mut map[at..at + n as usize];
         dst[8..frames.len()].copy_from_slice(&frames[8..]);
-        dst[frames.len()..].copy_from_slice(&padding);
+        dst[frames.len()..].copy_from_slice(padding);
         let mut head = [0u8; 8];
         head.copy_from_slice(&frames[..8]);
         // SAFETY: the map starts on a page boundary and `at` is a multiple
@@ -242,14 +241,19 @@ impl FrameFile {
     }
 }
 
-/// Appends a padding frame to `out` so that `end + out.len()`, where `end`
-/// is the offset `out` will be written at, is a multiple of 8.
+/// The padding frame (bytes, length) that, written at offset `end`, ends
+/// on a multiple of 8. Built on the stack: it is on the path of every
+/// mapped append.
 #[cfg(target_os = "linux")]
-fn pad_after(out: &mut Vec<u8>, end: u64) {
-    let used = end as usize + framing::FRAME_HEADER;
-    let zeros = (8 - used % 8) % 8;
-    // A padding frame of at most 7 bytes always fits.
-    let _ = framing::encode(out, KIND_PADDING, |o| o.resize(o.len() + zeros, 0));
+fn padding_after(end: u64) -> ([u8; 16], usize) {
+    let zeros = (8 - (end as usize + framing::FRAME_HEADER) % 8) % 8;
+    let mut frame = [0u8; 16];
+    frame[..4].copy_from_slice(&(zeros as u32).to_le_bytes());
+    // The checksum covers the kind byte and the payload: all zeros.
+    let crc = crc32c::crc32c(&[0u8; 8][..1 + zeros]);
+    frame[4..8].copy_from_slice(&crc.to_le_bytes());
+    frame[8] = KIND_PADDING;
+    (frame, framing::FRAME_HEADER + zeros)
 }
 
 impl Drop for FrameFile {
@@ -259,6 +263,25 @@ impl Drop for FrameFile {
         #[cfg(target_os = "linux")]
         if self.map.take().is_some() && self.trim_on_close {
             let _ = self.file.set_len(self.len);
+        }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding_frames_are_frames_that_align() {
+        for end in 0..16u64 {
+            let (bytes, len) = padding_after(end);
+            assert_eq!((end + len as u64) % 8, 0);
+            let mut expected = Vec::new();
+            framing::encode(&mut expected, KIND_PADDING, |o| {
+                o.resize(o.len() + len - framing::FRAME_HEADER, 0)
+            })
+            .unwrap();
+            assert_eq!(&bytes[..len], &expected[..]);
         }
     }
 }
