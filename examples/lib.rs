@@ -410,6 +410,55 @@ mod tests {
         );
     }
 
+    /// A `kill -9` can cut the write of the target's last line at any byte;
+    /// the record is then processed again (its success was never recorded)
+    /// and must land on a line of its own.
+    #[tokio::test]
+    async fn a_target_line_cut_at_every_offset_is_written_again_on_its_own_line() {
+        use unistream::Durability;
+        use unistream::consumer::Attempt;
+        use unistream::source::Pointer;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("target.jsonl");
+        let t = DateTime::from_timestamp(1_704_781_446, 0).unwrap();
+        let records: Vec<MyRecord> = (1..=3)
+            .map(|i| MyRecord {
+                id: i.to_string(),
+                create_at: t,
+                value: i,
+            })
+            .collect();
+        let accepted: String = records[..2].iter().map(|r| r.to_json() + "\n").collect();
+        let last = records[2].to_json() + "\n";
+        let pointer = Pointer::from("2@0");
+        for cut in 0..last.len() {
+            std::fs::write(&path, format!("{accepted}{}", &last[..cut])).unwrap();
+            let mut processor = DemoProcessor {
+                target: AppendFile::open(&path, Durability::Process).unwrap(),
+                attempt_log: None,
+                poison: HashSet::new(),
+                fail_rate: 0.0,
+                seed: 0,
+                verbose: false,
+                failures: 0,
+            };
+            let outcome = processor
+                .process(&records[2], &Attempt::new(2, 3, &pointer, 1))
+                .await
+                .unwrap();
+            assert_eq!(outcome, Outcome::Succeeded);
+            drop(processor);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let got: Vec<MyRecord> = text
+                .lines()
+                .map(|l| {
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("cut at {cut}: {l:?}: {e}"))
+                })
+                .collect();
+            assert_eq!(got, records, "cut at {cut}");
+        }
+    }
+
     #[test]
     fn chance_is_deterministic_and_spread() {
         assert_eq!(chance(1, "a", 1), chance(1, "a", 1));

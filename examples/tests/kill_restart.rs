@@ -60,6 +60,123 @@ fn kill_9_with_a_memory_mapped_checkpoint_journal() {
     kill_and_restart("300");
 }
 
+/// Large records all dead-lettered: most of the consumer's time is spent in
+/// multi-page `write(2)`s of dead letters (each letter embeds its ~96 KiB
+/// record), so kills often cut one short. A torn letter must be dropped when
+/// the DLQ is reopened, and the letter sent again on its own line.
+#[test]
+fn kill_9_while_writing_large_dead_letters() {
+    let bin = example_bin("simple_consumer");
+    let dir = tempfile::tempdir().unwrap();
+    let stream = dir.path().join("stream.jsonl");
+    let dlq_path = dir.path().join("dlq.jsonl");
+    let pad = "x".repeat(96 * 1024);
+    let mut next_id = 1;
+    let mut append_large = |n: u64| {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stream)
+            .unwrap();
+        let mut out = String::new();
+        for id in next_id..next_id + n {
+            out.push_str(&format!(
+                "{{\"id\": \"{id}\", \"create_at\": \"2024-01-09T06:24:06.759449+00:00\", \"value\": 1, \"pad\": \"{pad}\"}}\n"
+            ));
+        }
+        f.write_all(out.as_bytes()).unwrap();
+        next_id += n;
+    };
+    append_large(60);
+    let args = [
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--limit",
+        "5",
+        "--max-attempts",
+        "1",
+        "--fail-rate",
+        "1.0",
+        "--backoff-ms",
+        "0",
+        "--until-end",
+    ];
+    let mut rng = kill_test_rng();
+    let dlq_len = || std::fs::metadata(&dlq_path).map(|m| m.len()).unwrap_or(0);
+    let torn = || {
+        std::fs::read(&dlq_path)
+            .map(|b| b.last().is_some_and(|&c| c != b'\n'))
+            .unwrap_or(false)
+    };
+    // A kill counts when it lands while letters are being written; a tear
+    // when it leaves the DLQ ending in part of a letter.
+    let (mut kills, mut tears, mut runs) = (0, 0, 0);
+    while kills < 40 || (tears < 5 && runs < 400) {
+        assert!(
+            runs < 600,
+            "only {kills} kills landed mid-work in {runs} runs"
+        );
+        runs += 1;
+        let before = dlq_len();
+        let mut child = Command::new(&bin)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t = std::time::Instant::now();
+        while dlq_len() == before
+            && child.try_wait().unwrap().is_none()
+            && t.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        std::thread::sleep(Duration::from_micros(rng.random_range(0..3_000)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            if dlq_len() > before {
+                kills += 1;
+                tears += usize::from(torn());
+            }
+        } else {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "run {runs} failed to start or finish: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        append_large(10);
+    }
+    let out = Command::new(&bin).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "final run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dlq: HashSet<String> = ids_in(&dlq_path, |v| {
+        v["record"]["id"].as_str().unwrap().to_owned()
+    })
+    .into_iter()
+    .collect();
+    let lost: Vec<u64> = (1..next_id)
+        .filter(|id| !dlq.contains(&id.to_string()))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "records lost after {kills} kills: {lost:?}"
+    );
+    eprintln!(
+        "{kills} kills mid-work in {runs} runs, {tears} left a torn dead letter; {} records in the DLQ",
+        dlq.len()
+    );
+    assert!(
+        tears > 0,
+        "no kill cut a dead letter short in {runs} runs: the test no longer exercises torn appends"
+    );
+}
+
 fn kill_and_restart(limit: &str) {
     let bin = example_bin("simple_consumer");
     let dir = tempfile::tempdir().unwrap();

@@ -217,9 +217,13 @@ fn moto_server() -> Result<PathBuf, String> {
     }
     let venv = target_dir().join("it-venv");
     let exe = venv.join("bin").join("moto_server");
-    if exe.exists() {
+    // Written last: an install cut short (a kill, a lost network) has no
+    // marker, and is removed and done again.
+    let marker = venv.join(format!("installed-{MOTO}"));
+    if marker.exists() && exe.exists() {
         return Ok(exe);
     }
+    remove_partial_install(&venv)?;
     eprintln!(
         "xtask: moto is not importable; installing {MOTO} into {}",
         venv.display()
@@ -239,7 +243,20 @@ fn moto_server() -> Result<PathBuf, String> {
     if !status.success() || !exe.exists() {
         return Err(format!("pip install {MOTO} failed"));
     }
+    std::fs::write(&marker, b"").map_err(|e| format!("{}: {e}", marker.display()))?;
     Ok(exe)
+}
+
+/// Removes `dir`, the leftovers of an install that did not finish.
+fn remove_partial_install(dir: &Path) -> Result<(), String> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {
+            eprintln!("xtask: removed an unfinished install in {}", dir.display());
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("cannot remove {}: {e}", dir.display())),
+    }
 }
 
 fn start_moto() -> Result<Server, String> {
@@ -262,7 +279,9 @@ fn start_kinesis_local() -> Result<Server, String> {
         .join("node_modules")
         .join("kinesis-local")
         .join("main.js");
-    if !main.exists() {
+    let marker = prefix.join(format!("installed-{KINESIS_LOCAL}"));
+    if !(marker.exists() && main.exists()) {
+        remove_partial_install(&prefix)?;
         eprintln!(
             "xtask: installing {KINESIS_LOCAL} into {}",
             prefix.display()
@@ -277,6 +296,7 @@ fn start_kinesis_local() -> Result<Server, String> {
         if !status.success() || !main.exists() {
             return Err(format!("npm install {KINESIS_LOCAL} failed"));
         }
+        std::fs::write(&marker, b"").map_err(|e| format!("{}: {e}", marker.display()))?;
     }
     let (port, tls_port) = (free_port()?, free_port()?);
     let package = prefix.join("node_modules").join("kinesis-local");

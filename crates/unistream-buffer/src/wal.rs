@@ -201,7 +201,9 @@ fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 /// Creates segment `seq` holding only its header (synced with its directory
-/// in power-loss mode).
+/// in power-loss mode). If that fails, the file is removed again: the
+/// previous segment stays the newest, so that a restart does not take it for
+/// a finished segment that has records after its last seal.
 fn create_segment(dir: &Path, seq: u64, options: &FileBufferOptions) -> Result<ActiveFile> {
     let path = dir.join(segment_name(seq));
     let io = |e| Error::io(&path, e);
@@ -212,12 +214,21 @@ fn create_segment(dir: &Path, seq: u64, options: &FileBufferOptions) -> Result<A
         .write(true)
         .open(&path)
         .map_err(io)?;
-    file.write_all(MAGIC).map_err(io)?;
-    if options.durability == Durability::PowerLoss {
-        file.sync_all().map_err(io)?;
-        sync_dir(dir)?;
+    let header = file.write_all(MAGIC).map_err(io).and_then(|()| {
+        if options.durability == Durability::PowerLoss {
+            file.sync_all().map_err(io)?;
+            sync_dir(dir)?;
+        }
+        Ok(())
+    });
+    let created =
+        header.and_then(|()| active_file(seq, path.clone(), file, MAGIC.len() as u64, options));
+    if created.is_err()
+        && let Err(rm) = std::fs::remove_file(&path)
+    {
+        warn!(path = %path.display(), error = %rm, "cannot remove a segment whose creation failed");
     }
-    active_file(seq, path, file, MAGIC.len() as u64, options)
+    created
 }
 
 /// The active segment's append path: memory-mapped in process-crash mode

@@ -62,6 +62,28 @@ pub struct Attempt<'a> {
     pub batch_sequence: u64,
 }
 
+impl<'a> Attempt<'a> {
+    /// Attempt `number` of at most `max_attempts` on the record at
+    /// `pointer`, in batch `batch_sequence`: what the engine passes to
+    /// [`Processor::process`], for calling a processor in its own tests.
+    ///
+    /// ```
+    /// use unistream_core::consumer::Attempt;
+    /// use unistream_core::source::Pointer;
+    /// let pointer = Pointer::from("0@0");
+    /// let first = Attempt::new(1, 3, &pointer, 1);
+    /// assert_eq!((first.number, first.max_attempts), (1, 3));
+    /// ```
+    pub fn new(number: u32, max_attempts: u32, pointer: &'a Pointer, batch_sequence: u64) -> Self {
+        Attempt {
+            number,
+            max_attempts,
+            pointer,
+            batch_sequence,
+        }
+    }
+}
+
 /// The user's processing code (the seed's `process_record`).
 ///
 /// Contract: `process` MAY fail (any error; it is recorded with its cause

@@ -59,10 +59,11 @@ pub enum Error {
     },
 
     /// A file another process holds an exclusive lock on (a running
-    /// producer's write-ahead log or stream file).
+    /// producer's write-ahead log, a consumer's checkpoint, or an append-only
+    /// line file such as a stream or dead-letter file).
     #[error("{} is locked by another process ({what})", path.display())]
     Locked {
-        /// The lock file.
+        /// The locked file (or its lock file).
         path: PathBuf,
         /// What it protects.
         what: String,

@@ -438,6 +438,67 @@ async fn oversize_records_already_buffered_are_set_aside_not_jammed() {
     assert_eq!(ok.num_calls(), 1);
 }
 
+/// A `kill -9` can cut the write of a set-aside record at any byte; the
+/// batch is then sent again from the producer's log, and the record must be
+/// set aside again on a line of its own.
+#[tokio::test]
+async fn a_rejected_line_cut_at_every_offset_is_written_again_on_its_own_line() {
+    let ok = mock!(Client::put_records)
+        .match_requests(|r| r.records().len() == 1)
+        .sequence()
+        .output(|| {
+            PutRecordsOutput::builder()
+                .records(ok_entry("1"))
+                .build()
+                .unwrap()
+        })
+        .repeatedly()
+        .build();
+    let client = mock_client!(aws_sdk_kinesis, [&ok]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rejected.jsonl");
+    let open = || {
+        let file =
+            unistream_core::local::AppendFile::open(&path, unistream_core::Durability::Process)
+                .unwrap();
+        KinesisSink::new(client.clone(), "s")
+            .with_max_record_bytes(100)
+            .with_rejected_file(file)
+    };
+    let big = |id: &str| EncodedRecord::new(id, "b", vec![b'x'; 200]);
+    let sink = open();
+    for id in ["big1", "big2", "big3"] {
+        assert_eq!(sink.send(&[big(id)]).await.unwrap(), Delivery::All);
+    }
+    drop(sink);
+    let full = std::fs::read(&path).unwrap();
+    let last_start = full[..full.len() - 1]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .unwrap()
+        + 1;
+    for cut in last_start..full.len() {
+        std::fs::write(&path, &full[..cut]).unwrap();
+        let sink = open();
+        assert_eq!(
+            sink.send(&[rec("1", "a"), big("big3")]).await.unwrap(),
+            Delivery::All
+        );
+        drop(sink);
+        let ids: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value =
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("cut at {cut}: {l:?}: {e}"));
+                v["record_id"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        assert_eq!(ids, ["big1", "big2", "big3"], "cut at {cut}");
+        assert_eq!(std::fs::read(&path).unwrap(), full, "cut at {cut}");
+    }
+}
+
 #[tokio::test]
 async fn each_record_keeps_its_partition_key_and_explicit_hash_key() {
     let put = mock!(Client::put_records)

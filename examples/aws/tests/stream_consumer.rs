@@ -105,6 +105,21 @@ struct Attempt {
     t: i64,
 }
 
+/// The lines of a JSON-lines file, each of which must parse, but for an
+/// unterminated last one: a worker killed for good (never restarted to
+/// repair it) may leave half a line.
+fn whole_lines(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    whole
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("bad line {l:?} in {}: {e}", path.display()))
+        })
+        .collect()
+}
+
 fn attempts(dir: &Path) -> Vec<Attempt> {
     let mut all = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -112,11 +127,7 @@ fn attempts(dir: &Path) -> Vec<Attempt> {
         if !path.to_string_lossy().ends_with(".processed.jsonl") {
             continue;
         }
-        for line in std::fs::read_to_string(&path).unwrap_or_default().lines() {
-            // A killed worker may leave half a line.
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
+        for v in whole_lines(&path) {
             all.push(Attempt {
                 worker: v["worker"].as_str().unwrap().to_owned(),
                 shard: v["shard"].as_str().unwrap().to_owned(),
@@ -136,10 +147,8 @@ fn dead_letters(dir: &Path) -> HashSet<String> {
         if !path.to_string_lossy().ends_with(".dlq.jsonl") {
             continue;
         }
-        for line in std::fs::read_to_string(&path).unwrap_or_default().lines() {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-                ids.insert(v["record_id"].as_str().unwrap().to_owned());
-            }
+        for v in whole_lines(&path) {
+            ids.insert(v["record_id"].as_str().unwrap().to_owned());
         }
     }
     ids

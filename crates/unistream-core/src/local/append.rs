@@ -1,23 +1,84 @@
+//! Append-only line files: the one mechanism every JSON-lines file of the
+//! project is written through (dead-letter files, stream files, the examples'
+//! target files, `KinesisSink`'s rejected-records file).
+
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use tracing::{error, warn};
 
 use super::Durability;
 use crate::error::{Error, Result};
 
-/// A file opened for appending whole chunks (whole lines) with one `write`
-/// each, so concurrent readers and a crash never see half a chunk followed by
-/// another chunk; a crash can at most leave one unterminated last line,
-/// which every reader of this crate skips.
+/// A file of lines, appended whole: each [`append`](Self::append) is one
+/// `write(2)` of whole lines, and nothing is ever written after a torn line.
+///
+/// - **A torn tail is repaired on open.** A `kill -9` can cut a write short
+///   (Linux stops a write that spans pages when a fatal signal is pending),
+///   leaving an unterminated last line. [`open`](Self::open) truncates the
+///   bytes after the last newline, with a `warn!` naming the file and the
+///   number of bytes dropped, before anything else is appended: the line is a
+///   write that never completed, so its caller never saw it succeed, and the
+///   at-least-once machinery (the producer's write-ahead log, the consumer's
+///   checkpoint) sends its record again. Without the repair the next line
+///   would be glued onto the fragment, and both would be unreadable.
+/// - **One writer.** The repair is only safe if nobody else is appending, so
+///   `open` takes an exclusive `flock` on the file: a second *process*
+///   opening it gets [`Error::Locked`]. Within one process, every `open` of
+///   the same file shares one descriptor and lock (the first `open` repairs),
+///   so several tasks (say, one consumer per shard) may each open it.
+/// - **A failed write leaves no fragment.** If a write fails part-way (disk
+///   full, I/O error), the bytes it did write are truncated away before the
+///   error is returned; should that fail too, the next `open` repairs it.
+/// - Readers of this crate never consume an unterminated last line, so a
+///   concurrent reader only ever sees whole lines.
+///
+/// ```
+/// # fn main() -> unistream_core::Result<()> {
+/// use unistream_core::Durability;
+/// use unistream_core::local::AppendFile;
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("out.jsonl");
+/// std::fs::write(&path, "{\"id\": 1}\n{\"id\": 2")?; // as a kill mid-write leaves it
+/// let file = AppendFile::open(&path, Durability::Process)?;
+/// file.append(b"{\"id\": 3}\n")?;
+/// assert_eq!(std::fs::read_to_string(&path)?, "{\"id\": 1}\n{\"id\": 3}\n");
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct AppendFile {
     path: PathBuf,
-    file: File,
     durability: Durability,
+    shared: Arc<Shared>,
 }
 
+/// The one descriptor (holding the `flock`) of a file open in this process.
+#[derive(Debug)]
+struct Shared {
+    key: FileKey,
+    // Serializes this process's appends, so that a failed write's fragment is
+    // the file's last bytes when it is truncated away.
+    file: Mutex<File>,
+}
+
+/// Device and inode: the identity of an open file, whatever path named it.
+type FileKey = (u64, u64);
+
+/// The files this process has open for appending.
+static OPEN: Mutex<BTreeMap<FileKey, Weak<Shared>>> = Mutex::new(BTreeMap::new());
+
 impl AppendFile {
-    /// Opens (creating it and its directory if needed) `path` for appending.
+    /// Opens (creating it and its directory if needed) `path` for appending,
+    /// takes its writer lock and repairs a torn last line.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] if another process has it open through `AppendFile`;
+    /// [`Error::Io`] if it cannot be created, read, locked or truncated.
     pub fn open(path: impl Into<PathBuf>, durability: Durability) -> Result<Self> {
         let path = path.into();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -25,13 +86,40 @@ impl AppendFile {
         }
         let file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
+        let meta = file.metadata().map_err(|e| Error::io(&path, e))?;
+        let key = (meta.dev(), meta.ino());
+        let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(shared) = open.get(&key).and_then(Weak::upgrade) {
+            return Ok(AppendFile {
+                path,
+                durability,
+                shared,
+            });
+        }
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    path,
+                    what: "another process appends to it".into(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        }
+        repair_torn_tail(&file, &path, meta.len())?;
+        let shared = Arc::new(Shared {
+            key,
+            file: Mutex::new(file),
+        });
+        open.insert(key, Arc::downgrade(&shared));
         Ok(AppendFile {
             path,
-            file,
             durability,
+            shared,
         })
     }
 
@@ -40,24 +128,108 @@ impl AppendFile {
         &self.path
     }
 
-    /// Appends `chunk` (which should end with a newline) and, in power-loss
-    /// mode, waits until it is on disk.
+    /// Appends `chunk` (whole lines: it should end with a newline) with one
+    /// `write(2)` and, in power-loss mode, waits until it is on disk.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the write or the sync fails; the bytes of a failed
+    /// write are truncated away first.
     pub fn append(&self, chunk: &[u8]) -> Result<()> {
-        (&self.file)
-            .write_all(chunk)
-            .map_err(|e| Error::io(&self.path, e))?;
+        let file = self
+            .shared
+            .file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut written = 0;
+        while written < chunk.len() {
+            match (&*file).write(&chunk[written..]) {
+                Ok(0) => {
+                    return Err(self.undo(&file, written, std::io::ErrorKind::WriteZero.into()));
+                }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.undo(&file, written, e)),
+            }
+        }
         if self.durability == Durability::PowerLoss {
-            self.file
-                .sync_data()
-                .map_err(|e| Error::io(&self.path, e))?;
+            file.sync_data().map_err(|e| Error::io(&self.path, e))?;
         }
         Ok(())
     }
+
+    /// Truncates the `written` bytes of a failed append (the file's last
+    /// bytes: this process is its only writer and holds the append mutex).
+    fn undo(&self, file: &File, written: usize, cause: std::io::Error) -> Error {
+        if written > 0 {
+            let cut = file
+                .metadata()
+                .and_then(|m| file.set_len(m.len().saturating_sub(written as u64)));
+            if let Err(e) = cut {
+                error!(path = %self.path.display(), written, error = %e, "cannot truncate a failed append; the next open drops it");
+            }
+        }
+        Error::io(&self.path, cause)
+    }
+}
+
+impl Drop for AppendFile {
+    fn drop(&mut self) {
+        let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
+        // Handles are only added under the registry lock: if this is the
+        // last, it stays the last. It unlocks the file here, under the
+        // registry lock, so that a later `open` in this process never finds
+        // the file still locked by a descriptor about to close.
+        if Arc::strong_count(&self.shared) == 1 {
+            open.remove(&self.shared.key);
+            let file = self
+                .shared
+                .file
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Err(e) = file.unlock() {
+                warn!(path = %self.path.display(), error = %e, "cannot unlock an append file");
+            }
+        }
+    }
+}
+
+/// Truncates the bytes after the last newline of `file` (`len` bytes long).
+fn repair_torn_tail(file: &File, path: &Path, len: u64) -> Result<()> {
+    let io = |e| Error::io(path, e);
+    let mut end = len;
+    let mut chunk = vec![0u8; 64 * 1024];
+    let good = loop {
+        if end == 0 {
+            break 0;
+        }
+        let start = end.saturating_sub(chunk.len() as u64);
+        let n = (end - start) as usize;
+        file.read_exact_at(&mut chunk[..n], start).map_err(io)?;
+        if let Some(i) = chunk[..n].iter().rposition(|&b| b == b'\n') {
+            break start + i as u64 + 1;
+        }
+        end = start;
+    };
+    if good < len {
+        warn!(
+            path = %path.display(),
+            offset = good,
+            dropped = len - good,
+            "dropping a torn last line (a write that never completed; its record is sent again)"
+        );
+        file.set_len(good).map_err(io)?;
+    }
+    Ok(())
 }
 
 /// Takes an exclusive advisory lock (`flock`) on `path`, creating the file.
 /// `Ok(None)` if another process holds it. The OS releases the lock when the
 /// returned file is dropped or the process dies, even by `kill -9`.
+///
+/// # Errors
+///
+/// [`Error::Io`] if the file cannot be created or locked.
 pub fn lock_exclusive(path: &Path) -> Result<Option<File>> {
     let file = OpenOptions::new()
         .create(true)
@@ -69,5 +241,130 @@ pub fn lock_exclusive(path: &Path) -> Result<Option<File>> {
         Ok(()) => Ok(Some(file)),
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
         Err(std::fs::TryLockError::Error(e)) => Err(Error::io(path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(path: &Path) -> Vec<String> {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "torn tail: {text:?}"
+        );
+        text.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn a_line_cut_at_every_offset_is_dropped_before_the_next_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let whole = "{\"id\": \"1\"}\n{\"id\": \"2\"}\n";
+        let last = "{\"id\": \"3\", \"note\": \"a line the kill cut short\"}\n";
+        for cut in 0..last.len() {
+            std::fs::write(&path, format!("{whole}{}", &last[..cut])).unwrap();
+            let file = AppendFile::open(&path, Durability::Process).unwrap();
+            file.append(last.as_bytes()).unwrap();
+            drop(file);
+            let got = lines(&path);
+            assert_eq!(got.len(), 3, "cut at {cut}: {got:?}");
+            for l in &got {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .unwrap_or_else(|e| panic!("cut at {cut}: {l:?}: {e}"));
+            }
+            assert_eq!(format!("{}\n{}\n", got[0], got[1]), whole, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_file_of_one_torn_line_longer_than_the_read_chunk_is_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, vec![b'x'; 200_000]).unwrap();
+        let file = AppendFile::open(&path, Durability::Process).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        file.append(b"a\n").unwrap();
+        assert_eq!(lines(&path), ["a"]);
+    }
+
+    #[test]
+    fn a_short_write_then_a_restart_loses_only_the_unfinished_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dlq.jsonl");
+        let file = AppendFile::open(&path, Durability::Process).unwrap();
+        file.append(b"{\"id\": \"1\"}\n").unwrap();
+        // The kernel stops a write part-way and the process dies: half a line
+        // reaches the file (written here through a descriptor of its own),
+        // and nothing more is written by that process.
+        let half = b"{\"id\": \"2\", \"pad\": \"xxxxxxxx";
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(half)
+            .unwrap();
+        drop(file);
+        // The restart: the record is sent again.
+        let file = AppendFile::open(&path, Durability::PowerLoss).unwrap();
+        file.append(b"{\"id\": \"2\", \"pad\": \"xxxxxxxxxxxxxxxx\"}\n")
+            .unwrap();
+        assert_eq!(
+            lines(&path),
+            [
+                "{\"id\": \"1\"}",
+                "{\"id\": \"2\", \"pad\": \"xxxxxxxxxxxxxxxx\"}"
+            ]
+        );
+    }
+
+    #[test]
+    fn another_process_is_locked_out_and_this_one_shares_one_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        // Another process's writer: a descriptor of its own holding the lock.
+        let other = File::create(&path).unwrap();
+        other.try_lock().unwrap();
+        let err = AppendFile::open(&path, Durability::Process).unwrap_err();
+        assert!(matches!(err, Error::Locked { .. }), "{err}");
+        drop(other);
+
+        // Two tasks of this process (say, two shards) open it: one
+        // descriptor, one repair, both append.
+        std::fs::write(&path, "a\ntorn").unwrap();
+        let first = AppendFile::open(&path, Durability::Process).unwrap();
+        first.append(b"b\n").unwrap();
+        let second = AppendFile::open(dir.path().join("./out.jsonl"), Durability::Process).unwrap();
+        second.append(b"c\n").unwrap();
+        assert!(Arc::ptr_eq(&first.shared, &second.shared));
+        assert!(File::open(&path).unwrap().try_lock().is_err());
+        drop(first);
+        assert!(File::open(&path).unwrap().try_lock().is_err(), "still open");
+        second.append(b"d\n").unwrap();
+        drop(second);
+        assert!(File::open(&path).unwrap().try_lock().is_ok(), "unlocked");
+        assert_eq!(lines(&path), ["a", "b", "c", "d"]);
+        // And a later open in this process locks it again.
+        let again = AppendFile::open(&path, Durability::Process).unwrap();
+        assert!(File::open(&path).unwrap().try_lock().is_err());
+        drop(again);
+    }
+
+    #[test]
+    fn a_failed_write_is_truncated_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let file = AppendFile::open(&path, Durability::Process).unwrap();
+        file.append(b"a\n").unwrap();
+        // As if a write had put 3 bytes of "bcd\n" down, then failed (disk
+        // full): `undo` removes them before the error is returned.
+        let f = file.shared.file.lock().unwrap();
+        (&*f).write_all(b"bcd").unwrap();
+        let err = file.undo(&f, 3, std::io::ErrorKind::StorageFull.into());
+        drop(f);
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        file.append(b"e\n").unwrap();
+        assert_eq!(lines(&path), ["a", "e"]);
     }
 }

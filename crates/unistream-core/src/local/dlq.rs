@@ -127,6 +127,43 @@ mod tests {
         assert!(line.ends_with(b"\n"));
     }
 
+    /// A `kill -9` can cut a letter's write at any byte: reopened, the queue
+    /// drops the torn letter, and the letter sent again gets its own line.
+    #[tokio::test]
+    async fn a_letter_cut_at_every_offset_is_sent_again_on_its_own_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dlq.jsonl");
+        let letters: Vec<DeadLetter> = (1..=3)
+            .map(|i| {
+                let mut l =
+                    letter(format!(r#"{{"id": "{i}", "pad": "{}"}}"#, "x".repeat(300)).as_bytes());
+                l.record_id = i.to_string();
+                l
+            })
+            .collect();
+        let accepted: Vec<u8> = letters[..2].iter().flat_map(dead_letter_line).collect();
+        let last = dead_letter_line(&letters[2]);
+        for cut in 0..last.len() {
+            let mut bytes = accepted.clone();
+            bytes.extend_from_slice(&last[..cut]);
+            std::fs::write(&path, &bytes).unwrap();
+            let dlq = FileDeadLetterQueue::open(&path, Durability::Process).unwrap();
+            dlq.send(&letters[2]).await.unwrap();
+            drop(dlq);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let ids: Vec<String> = text
+                .lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l)
+                        .unwrap_or_else(|e| panic!("cut at {cut}: {l:?}: {e}"));
+                    v["record"]["id"].as_str().unwrap().to_owned()
+                })
+                .collect();
+            assert_eq!(ids, ["1", "2", "3"], "cut at {cut}");
+            assert!(text.as_bytes().starts_with(&accepted), "cut at {cut}");
+        }
+    }
+
     #[test]
     fn non_json_records_keep_their_exact_bytes() {
         let line = dead_letter_line(&letter(b"\xffnot json"));

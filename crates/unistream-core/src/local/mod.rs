@@ -7,7 +7,11 @@
 //! - [`FileDeadLetterQueue`]: a JSON-lines file of failed records with their
 //!   failure metadata.
 //! - [`FileSink`]: the producer's side of the stream file: whole lines, one
-//!   write per batch, a torn tail repaired on open.
+//!   write per batch.
+//! - [`AppendFile`]: what every JSON-lines file above (and the examples'
+//!   output files) is written through: one writing process (`flock`), whole
+//!   lines per write, and a torn last line dropped on open, before anything
+//!   is appended after it.
 //!
 //! These backends do small blocking writes on the calling task (a `write(2)`
 //! of a few hundred bytes); in [`Durability::PowerLoss`] mode they also wait

@@ -1,11 +1,7 @@
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use tracing::warn;
-
-use super::{AppendFile, Durability, lock_exclusive};
-use crate::error::{BoxError, Error, Result};
+use super::{AppendFile, Durability};
+use crate::error::{BoxError, Result};
 use crate::sink::{Delivery, EncodedRecord, Sink};
 
 /// A sink that appends each batch to a JSON-lines stream file (the file a
@@ -15,39 +11,30 @@ use crate::sink::{Delivery, EncodedRecord, Sink};
 ///   [`Durability::PowerLoss`] it is also `fdatasync`ed before `send`
 ///   returns.
 /// - A crash can still cut a large write short. On open, a torn last line
-///   (bytes after the last newline) is truncated: readers never consume an
-///   unterminated line, and the producer sends the whole batch again from its
-///   buffer, so nothing is lost (records before the cut appear twice:
-///   at-least-once).
-/// - An exclusive lock (`<file>.lock`) keeps a second producer from writing
+///   (bytes after the last newline) is truncated ([`AppendFile`]): readers
+///   never consume an unterminated line, and the producer sends the whole
+///   batch again from its buffer, so nothing is lost (records before the cut
+///   appear twice: at-least-once).
+/// - The file's writer lock keeps a producer in another process from writing
 ///   the same file — the repair above is only safe with one writer.
 /// - A record containing a newline byte is refused by
 ///   [`Sink::validate`], before the producer accepts it.
 #[derive(Debug)]
 pub struct FileSink {
     file: AppendFile,
-    _lock: File,
 }
 
 impl FileSink {
     /// Opens (creates) the stream file at `path`, takes its writer lock and
     /// repairs a torn last line.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] if a process other than this one writes it;
+    /// [`Error::Io`] if it cannot be created, locked or repaired.
     pub fn open(path: impl Into<PathBuf>, durability: Durability) -> Result<Self> {
-        let path = path.into();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        }
-        let lock_path = path.with_extension("jsonl.lock");
-        let Some(lock) = lock_exclusive(&lock_path)? else {
-            return Err(Error::Locked {
-                path: lock_path,
-                what: format!("another producer writes {}", path.display()),
-            });
-        };
-        repair_torn_tail(&path)?;
         Ok(FileSink {
             file: AppendFile::open(path, durability)?,
-            _lock: lock,
         })
     }
 
@@ -55,39 +42,6 @@ impl FileSink {
     pub fn path(&self) -> &Path {
         self.file.path()
     }
-}
-
-/// Truncates bytes after the last newline of the file, if any.
-fn repair_torn_tail(path: &Path) -> Result<()> {
-    let io = |e| Error::io(path, e);
-    let mut f = match OpenOptions::new().read(true).write(true).open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io(e)),
-    };
-    let len = f.metadata().map_err(io)?.len();
-    let mut end = len;
-    let mut chunk = vec![0u8; 64 * 1024];
-    while end > 0 {
-        let start = end.saturating_sub(chunk.len() as u64);
-        let n = (end - start) as usize;
-        f.seek(SeekFrom::Start(start)).map_err(io)?;
-        f.read_exact(&mut chunk[..n]).map_err(io)?;
-        if let Some(i) = chunk[..n].iter().rposition(|&b| b == b'\n') {
-            let good = start + i as u64 + 1;
-            if good < len {
-                warn!(path = %path.display(), offset = good, dropped = len - good, "truncating a torn last line of the stream");
-                f.set_len(good).map_err(io)?;
-            }
-            return Ok(());
-        }
-        end = start;
-    }
-    if len > 0 {
-        warn!(path = %path.display(), dropped = len, "the stream holds only a torn line; truncating it");
-        f.set_len(0).map_err(io)?;
-    }
-    Ok(())
 }
 
 impl Sink for FileSink {
@@ -141,12 +95,16 @@ mod tests {
     }
 
     #[test]
-    fn one_writer_at_a_time_and_no_newlines() {
+    fn one_writing_process_at_a_time_and_no_newlines() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.jsonl");
-        let sink = FileSink::open(&path, Durability::Process).unwrap();
+        // Another process's writer: a descriptor of its own holding the lock.
+        let other = std::fs::File::create(&path).unwrap();
+        other.try_lock().unwrap();
         let err = FileSink::open(&path, Durability::Process).unwrap_err();
-        assert!(matches!(err, Error::Locked { .. }), "{err}");
+        assert!(matches!(err, crate::Error::Locked { .. }), "{err}");
+        drop(other);
+        let sink = FileSink::open(&path, Durability::Process).unwrap();
         assert!(
             sink.validate(&EncodedRecord::new("1", "1", b"a\nb".to_vec()))
                 .is_err()
