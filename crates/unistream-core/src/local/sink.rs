@@ -30,8 +30,8 @@ impl FileSink {
     ///
     /// # Errors
     ///
-    /// [`Error::Locked`] if a process other than this one writes it;
-    /// [`Error::Io`] if it cannot be created, locked or repaired.
+    /// [`Error::Locked`](crate::Error::Locked) if a process other than this one writes it;
+    /// [`Error::Io`](crate::Error::Io) if it cannot be created, locked or repaired.
     pub fn open(path: impl Into<PathBuf>, durability: Durability) -> Result<Self> {
         Ok(FileSink {
             file: AppendFile::open(path, durability)?,
