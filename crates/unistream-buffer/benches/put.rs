@@ -29,12 +29,12 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use unistream_buffer::{FileBuffer, FileBufferOptions};
-use unistream_core::Durability;
 use unistream_core::buffer::{Buffer, BufferLimits};
-use unistream_core::local::FileSink;
 use unistream_core::producer::{Producer, ProducerConfig};
 use unistream_core::record::{JsonCodec, Record, iso8601};
 use unistream_core::sink::EncodedRecord;
+use unistream_local::Durability;
+use unistream_local::FileSink;
 
 #[derive(Serialize, Deserialize)]
 struct Rec {

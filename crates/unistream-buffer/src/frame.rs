@@ -1,10 +1,10 @@
 //! Frames, and the reader of a segment's bytes.
 
-use unistream_core::framing::{self, Cursor, RawFrames};
-use unistream_core::local::KIND_PADDING;
 use unistream_core::sink::EncodedRecord;
+use unistream_local::KIND_PADDING;
+use unistream_local::framing::{self, Cursor, RawFrames};
 
-pub use unistream_core::framing::{Corruption, FRAME_HEADER};
+pub use unistream_local::framing::{Corruption, FRAME_HEADER};
 
 /// The first 8 bytes of every segment: magic and format version 2.
 pub const MAGIC: &[u8; 8] = b"USWAL\0\0\x02";
@@ -50,7 +50,7 @@ pub enum Frame<'a> {
         id: u64,
     },
     /// Padding that aligns a memory-mapped append (kind 0, zeros; see
-    /// [`FrameFile`](unistream_core::local::FrameFile)); carries nothing.
+    /// [`FrameFile`](unistream_local::FrameFile)); carries nothing.
     Padding,
 }
 

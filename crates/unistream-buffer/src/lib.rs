@@ -6,12 +6,12 @@
 //!
 //! # Invariants
 //! - `put` returns only once its record is stored in the active segment
-//!   file: with [`Durability::Process`](unistream_core::Durability::Process),
+//!   file: with [`Durability::Process`](unistream_local::Durability::Process),
 //!   copied into the file's shared memory mapping (Linux; a `write(2)`
 //!   elsewhere) — the kernel's page cache holds it, so it survives `kill -9`
-//!   — and with [`Durability::PowerLoss`](unistream_core::Durability::PowerLoss)
+//!   — and with [`Durability::PowerLoss`](unistream_local::Durability::PowerLoss)
 //!   written and covered by an `fdatasync` (group commit: concurrent puts
-//!   share one). See [`FrameFile`](unistream_core::local::FrameFile) for how
+//!   share one). See [`FrameFile`](unistream_local::FrameFile) for how
 //!   a mapped append is published whole or not at all.
 //! - A segment file holds many batches. The records put since the last seal
 //!   form the *open* batch; sealing appends a seal frame carrying the batch's
@@ -73,7 +73,6 @@
 #![warn(missing_docs)]
 
 pub mod frame;
-mod sync;
 mod wal;
 
 pub use wal::{FileBuffer, FileBufferOptions, Recovery};

@@ -4,9 +4,10 @@ use std::path::{Path, PathBuf};
 
 use unistream_buffer::frame::{Frame, MAGIC, frames};
 use unistream_buffer::{FileBuffer, FileBufferOptions, Recovery};
+use unistream_core::Error;
 use unistream_core::buffer::{Buffer, BufferLimits};
 use unistream_core::sink::EncodedRecord;
-use unistream_core::{Durability, Error};
+use unistream_local::Durability;
 
 fn rec(i: u32) -> EncodedRecord {
     EncodedRecord::new(

@@ -8,9 +8,9 @@ use std::collections::VecDeque;
 use proptest::prelude::*;
 use unistream_buffer::frame::{MAGIC, encode_record, frames};
 use unistream_buffer::{FileBuffer, FileBufferOptions};
-use unistream_core::Durability;
 use unistream_core::buffer::{Buffer, BufferLimits};
 use unistream_core::sink::EncodedRecord;
+use unistream_local::Durability;
 
 #[derive(Debug, Clone)]
 enum Op {

@@ -20,12 +20,13 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use unistream_core::BoxError;
 use unistream_core::consumer::{Attempt, Consumer, ConsumerConfig, Outcome, Processor};
-use unistream_core::local::{FileCheckpointStore, FileSource};
 use unistream_core::memory::MemoryDeadLetterQueue;
 use unistream_core::record::{JsonCodec, Record, iso8601};
 use unistream_core::retry::RetryPolicy;
-use unistream_core::{BoxError, Durability};
+use unistream_local::Durability;
+use unistream_local::{FileCheckpointStore, FileSource};
 
 #[derive(Serialize, Deserialize)]
 struct Rec {

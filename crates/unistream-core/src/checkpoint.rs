@@ -200,7 +200,10 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    fn new(record_id: String, now: DateTime<Utc>) -> Self {
+    /// A pending tracker for `record_id`, created and updated at `now` (what
+    /// a new batch starts with; stores that decode trackers field by field
+    /// start from it).
+    pub fn new(record_id: String, now: DateTime<Utc>) -> Self {
         Tracker {
             record_id,
             status: Status::Pending,
@@ -613,7 +616,7 @@ pub struct StoredCheckpoint {
 /// Persists a [`Checkpoint`] and its batch's records.
 ///
 /// Contract:
-/// - `save_batch` is durable (to the store's [`Durability`](crate::Durability))
+/// - `save_batch` is durable (to the store's own durability)
 ///   when it returns, records included, and atomic: after a crash, `load`
 ///   returns either the previous batch or the new one, whole.
 /// - `save_tracker` MAY buffer; everything saved is durable once `sync` or

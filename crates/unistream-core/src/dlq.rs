@@ -2,7 +2,9 @@
 
 use std::future::Future;
 
+use base64::Engine as _;
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 use crate::checkpoint::ErrorInfo;
 use crate::error::Result;
@@ -59,6 +61,70 @@ impl DeadLetter {
     }
 }
 
+#[derive(Serialize)]
+struct Line<'a> {
+    record: Record<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record_base64: Option<String>,
+    record_id: &'a str,
+    attempts: u32,
+    error: Option<String>,
+    errors: Option<&'a ErrorInfo>,
+    consumer_id: &'a str,
+    pointer: &'a str,
+    first_attempt_time: Option<DateTime<Utc>>,
+    last_attempt_time: DateTime<Utc>,
+    dead_letter_time: DateTime<Utc>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Record<'a> {
+    Json(&'a serde_json::value::RawValue),
+    Text(String),
+}
+
+impl DeadLetter {
+    /// The letter as one JSON object (no newline): what the file and
+    /// Kinesis dead-letter queues store.
+    ///
+    /// ```text
+    /// {"record": {...the record as read...}, "record_id": "17", "attempts": 3,
+    ///  "error": "random error at record_id = 17", "errors": {"message": ..., "causes": [...]},
+    ///  "consumer_id": "c1", "pointer": "16@1190", "first_attempt_time": ...,
+    ///  "last_attempt_time": ..., "dead_letter_time": ...}
+    /// ```
+    ///
+    /// `record` is the record itself when its bytes are JSON; otherwise it is
+    /// the bytes as (lossy) text and `record_base64` holds them exactly.
+    pub fn to_json(&self) -> Vec<u8> {
+        let letter = self;
+        let (record, record_base64) = match serde_json::from_slice(&letter.data) {
+            Ok(raw) => (Record::Json(raw), None),
+            Err(_) => (
+                Record::Text(String::from_utf8_lossy(&letter.data).into_owned()),
+                Some(base64::engine::general_purpose::STANDARD.encode(&letter.data)),
+            ),
+        };
+        let line = Line {
+            record,
+            record_base64,
+            record_id: &letter.record_id,
+            attempts: letter.attempts,
+            error: letter.error.as_ref().map(ToString::to_string),
+            errors: letter.error.as_ref(),
+            consumer_id: &letter.consumer_id,
+            pointer: letter.pointer.as_str(),
+            first_attempt_time: letter.first_attempt_time,
+            last_attempt_time: letter.last_attempt_time,
+            dead_letter_time: letter.dead_letter_time,
+        };
+        // Serializing this struct cannot fail: every field is a string, number,
+        // time or already-valid JSON.
+        serde_json::to_vec(&line).unwrap_or_default()
+    }
+}
+
 /// Receives records that failed every attempt (the seed's
 /// `process_failed_record`).
 ///
@@ -81,4 +147,50 @@ impl DeadLetter {
 pub trait DeadLetterQueue: Send + Sync {
     /// Stores one letter.
     fn send(&self, letter: &DeadLetter) -> impl Future<Output = Result<()>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(data: &[u8]) -> DeadLetter {
+        let mut l = DeadLetter::new(
+            "c1",
+            "17",
+            data.to_vec(),
+            Pointer::from("16@1190"),
+            Utc::now(),
+        );
+        l.attempts = 3;
+        l.error = Some(ErrorInfo {
+            message: "random error".into(),
+            causes: vec!["io".into()],
+        });
+        l
+    }
+
+    #[test]
+    fn json_records_are_embedded_as_is() {
+        let line = letter(br#"{"id": "17", "value": 31}"#).to_json();
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["record"]["value"], 31);
+        assert_eq!(v["attempts"], 3);
+        assert_eq!(v["error"], "random error: io");
+        assert_eq!(v["consumer_id"], "c1");
+        assert_eq!(v["pointer"], "16@1190");
+        assert!(v.get("record_base64").is_none());
+        assert!(!line.contains(&b'\n'));
+    }
+
+    #[test]
+    fn non_json_records_keep_their_exact_bytes() {
+        let line = letter(b"\xffnot json").to_json();
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        let b64 = v["record_base64"].as_str().unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        assert_eq!(bytes, b"\xffnot json");
+        assert!(v["record"].as_str().unwrap().ends_with("not json"));
+    }
 }

@@ -2,8 +2,10 @@
 //!
 //! The engine room of [unistream](https://crates.io/crates/unistream):
 //! records and codecs, the retry policy, the checkpoint state machine, the
-//! consumer engine and its traits, and the embedded local-file backends. It
-//! knows nothing of AWS; backend crates implement its traits.
+//! producer and consumer engines and their traits, and in-memory backends.
+//! It does no file I/O and knows nothing of AWS: backend crates
+//! (`unistream-local`, `unistream-buffer`, the AWS crates) implement its
+//! traits.
 //!
 //! | module | what it holds |
 //! |---|---|
@@ -14,10 +16,10 @@
 //! | [`source`] | [`Source`](source::Source): read records from a pointer |
 //! | [`dlq`] | [`DeadLetterQueue`](dlq::DeadLetterQueue) |
 //! | [`consumer`] | the [`Consumer`](consumer::Consumer) engine and the [`Processor`](consumer::Processor) trait |
-//! | [`local`] | local-file stream, checkpoint store and dead-letter queue |
 //! | [`memory`] | in-memory variants for tests |
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod buffer;
 pub mod checkpoint;
@@ -25,8 +27,6 @@ pub mod clock;
 pub mod consumer;
 pub mod dlq;
 mod error;
-pub mod framing;
-pub mod local;
 pub mod memory;
 pub mod producer;
 pub mod record;
@@ -37,17 +37,3 @@ mod timefmt;
 
 pub use error::{BoxError, Error, Result};
 pub use tokio_util::sync::CancellationToken;
-
-/// How much of a crash the local files survive. Explicit in every local
-/// backend's constructor.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Durability {
-    /// Data is handed to the OS (`write(2)`) before the call returns: it
-    /// survives the process crashing or being killed (`kill -9`), not a power
-    /// loss or kernel crash.
-    #[default]
-    Process,
-    /// Data is on stable storage (`fdatasync`, and `fsync` of directories for
-    /// new files) before the call returns: it survives a power loss too.
-    PowerLoss,
-}

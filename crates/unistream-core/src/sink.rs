@@ -87,3 +87,48 @@ pub trait Sink: Send + Sync {
         batch: &[EncodedRecord],
     ) -> impl Future<Output = Result<Delivery, BoxError>> + Send;
 }
+
+/// Where a sink sets aside records it can never send (too large for the
+/// stream, say): one JSON line each, so that nothing is dropped silently.
+/// `unistream_local::AppendFile` is one; a team may set them aside anywhere
+/// else (an object store, a table) by implementing this.
+///
+/// Contract: when [`set_aside`](Self::set_aside) returns `Ok`, the line is
+/// stored (to the target's own durability) and the sink treats the record as
+/// done; on `Err` the sink fails its `send`, and the record stays in the
+/// producer's buffer. A line MAY be set aside twice after a crash
+/// (at-least-once).
+///
+/// ```
+/// use std::sync::Mutex;
+/// use unistream_core::sink::SetAside;
+///
+/// #[derive(Debug, Default)]
+/// struct InMemory(Mutex<Vec<Vec<u8>>>);
+///
+/// impl SetAside for InMemory {
+///     fn set_aside(&self, line: &[u8]) -> unistream_core::Result<()> {
+///         self.0.lock().unwrap().push(line.to_vec());
+///         Ok(())
+///     }
+///     fn location(&self) -> String {
+///         "memory".into()
+///     }
+/// }
+///
+/// let target = InMemory::default();
+/// target.set_aside(b"{\"record_id\": \"big\"}\n").unwrap();
+/// assert_eq!(target.0.lock().unwrap().len(), 1);
+/// ```
+pub trait SetAside: Send + Sync + std::fmt::Debug {
+    /// Stores `line` (one JSON object and its newline).
+    ///
+    /// # Errors
+    ///
+    /// Whatever keeps the line from being stored; the sink's `send` then
+    /// fails with it.
+    fn set_aside(&self, line: &[u8]) -> crate::Result<()>;
+
+    /// Where the lines go (a path, a URL), for logs and error messages.
+    fn location(&self) -> String;
+}

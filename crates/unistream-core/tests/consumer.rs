@@ -12,11 +12,12 @@ use unistream_core::clock::VirtualClock;
 use unistream_core::consumer::{
     Attempt, Consumer, ConsumerConfig, OnExhausted, Outcome, Processor,
 };
-use unistream_core::local::{FileCheckpointStore, FileDeadLetterQueue, FileSource};
 use unistream_core::memory::{MemoryCheckpointStore, MemoryDeadLetterQueue, MemorySource};
 use unistream_core::record::{JsonCodec, Record, iso8601};
 use unistream_core::retry::RetryPolicy;
-use unistream_core::{BoxError, CancellationToken, Durability, Error};
+use unistream_core::{BoxError, CancellationToken, Error};
+use unistream_local::Durability;
+use unistream_local::{FileCheckpointStore, FileDeadLetterQueue, FileSource};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct Rec {

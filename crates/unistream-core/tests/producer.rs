@@ -228,9 +228,9 @@ async fn send_errors_can_be_returned_but_the_record_is_kept() {
 #[tokio::test]
 async fn records_a_sink_cannot_take_are_refused_before_buffering() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = unistream_core::local::FileSink::open(
+    let sink = unistream_local::FileSink::open(
         dir.path().join("s.jsonl"),
-        unistream_core::Durability::Process,
+        unistream_local::Durability::Process,
     )
     .unwrap();
     let p = Producer::new(

@@ -17,14 +17,15 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use unistream_core::BoxError;
 use unistream_core::buffer::BufferLimits;
 use unistream_core::consumer::{Attempt, Consumer, ConsumerConfig, Outcome, Processor};
-use unistream_core::local::FileCheckpointStore;
 use unistream_core::memory::{MemoryBuffer, MemoryDeadLetterQueue};
 use unistream_core::producer::{Producer, ProducerConfig};
 use unistream_core::record::{JsonCodec, Record, iso8601};
-use unistream_core::{BoxError, Durability};
 use unistream_kinesis::{KinesisSink, KinesisSource, StartingPosition};
+use unistream_local::Durability;
+use unistream_local::FileCheckpointStore;
 use unistream_test_support::Env;
 
 #[derive(Serialize, Deserialize)]

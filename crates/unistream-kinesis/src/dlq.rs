@@ -1,5 +1,4 @@
 use unistream_core::dlq::{DeadLetter, DeadLetterQueue};
-use unistream_core::local::dead_letter_line;
 use unistream_core::sink::{Delivery, EncodedRecord, Sink};
 use unistream_core::{Error, Result};
 
@@ -8,10 +7,10 @@ use crate::KinesisSink;
 /// A dead-letter queue that is another Kinesis stream, written through a
 /// [`KinesisSink`].
 ///
-/// Each letter is one Kinesis record: the same JSON object a
-/// [`FileDeadLetterQueue`](unistream_core::local::FileDeadLetterQueue) writes
-/// (`record`, `record_id`, `attempts`, `error`, `consumer_id`, `pointer`,
-/// times), partitioned by the record's partition key (its id if unknown).
+/// Each letter is one Kinesis record: the JSON object of
+/// [`DeadLetter::to_json`] (`record`, `record_id`, `attempts`, `error`,
+/// `consumer_id`, `pointer`, times; the same a file dead-letter queue
+/// writes), partitioned by the record's partition key (its id if unknown).
 ///
 /// ```no_run
 /// # async fn demo(client: aws_sdk_kinesis::Client) {
@@ -33,8 +32,7 @@ impl KinesisDeadLetterQueue {
 
 impl DeadLetterQueue for KinesisDeadLetterQueue {
     async fn send(&self, letter: &DeadLetter) -> Result<()> {
-        let mut line = dead_letter_line(letter);
-        line.pop(); // the newline
+        let line = letter.to_json();
         let key: String = letter
             .partition_key
             .as_deref()

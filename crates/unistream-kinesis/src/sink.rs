@@ -9,8 +9,7 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use tracing::{debug, error, warn};
 use unistream_core::BoxError;
 use unistream_core::checkpoint::ErrorInfo;
-use unistream_core::local::AppendFile;
-use unistream_core::sink::{Delivery, EncodedRecord, Sink};
+use unistream_core::sink::{Delivery, EncodedRecord, SetAside, Sink};
 
 /// Most records in one `PutRecords` call.
 pub const MAX_RECORDS_PER_CALL: usize = 500;
@@ -47,7 +46,7 @@ pub struct KinesisSink {
     stream: String,
     max_record_bytes: usize,
     ordering: Ordering,
-    rejected: Option<Arc<AppendFile>>,
+    rejected: Option<Arc<dyn SetAside>>,
 }
 
 impl KinesisSink {
@@ -65,11 +64,12 @@ impl KinesisSink {
     /// Where records too large for the stream go if they are already in the
     /// producer's buffer (`validate` refuses new ones at `put`; old ones can
     /// be there after the limit was lowered): one JSON line each, with the
-    /// record's id, key, size and bytes (base64). Without it, such a record
-    /// makes `send` fail with an error naming it and this setting, so that
-    /// nothing is dropped.
-    pub fn with_rejected_file(mut self, file: AppendFile) -> Self {
-        self.rejected = Some(Arc::new(file));
+    /// record's id, key, size and bytes (base64) — into a file with
+    /// `unistream_local::AppendFile`. Without it, such a record makes `send`
+    /// fail with an error naming it and this setting, so that nothing is
+    /// dropped.
+    pub fn with_rejected(mut self, target: impl SetAside + 'static) -> Self {
+        self.rejected = Some(Arc::new(target));
         self
     }
 
@@ -77,7 +77,7 @@ impl KinesisSink {
         let Some(file) = &self.rejected else {
             return Err(format!(
                 "record {:?} is {size} bytes, over the stream's {} bytes; it can never be sent: \
-                 configure KinesisSink::with_rejected_file to set such records aside",
+                 configure KinesisSink::with_rejected to set such records aside",
                 r.id, self.max_record_bytes
             )
             .into());
@@ -92,8 +92,8 @@ impl KinesisSink {
         });
         let mut bytes = serde_json::to_vec(&line)?;
         bytes.push(b'\n');
-        file.append(&bytes)?;
-        error!(record_id = %r.id, size, max = self.max_record_bytes, path = %file.path().display(), "record too large for the stream; set aside");
+        file.set_aside(&bytes)?;
+        error!(record_id = %r.id, size, max = self.max_record_bytes, to = %file.location(), "record too large for the stream; set aside");
         Ok(())
     }
 

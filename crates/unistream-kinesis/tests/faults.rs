@@ -411,8 +411,8 @@ async fn oversize_records_already_buffered_are_set_aside_not_jammed() {
     let client = mock_client!(aws_sdk_kinesis, [&ok]);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rejected.jsonl");
-    let file = unistream_core::local::AppendFile::open(&path, unistream_core::Durability::Process)
-        .unwrap();
+    let file =
+        unistream_local::AppendFile::open(&path, unistream_local::Durability::Process).unwrap();
     let small = rec("1", "a");
     let big = EncodedRecord::new("big", "b", vec![b'x'; 200]);
     // Without a rejected file: a clear error naming the record, nothing dropped.
@@ -423,13 +423,13 @@ async fn oversize_records_already_buffered_are_set_aside_not_jammed() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("\"big\"") && err.contains("with_rejected_file"),
+        err.contains("\"big\"") && err.contains("with_rejected"),
         "{err}"
     );
     // With one: set aside, the rest sent, the batch done.
     let sink = KinesisSink::new(client, "s")
         .with_max_record_bytes(100)
-        .with_rejected_file(file);
+        .with_rejected(file);
     assert_eq!(sink.send(&[small, big]).await.unwrap(), Delivery::All);
     let line: serde_json::Value =
         serde_json::from_str(std::fs::read_to_string(&path).unwrap().trim()).unwrap();
@@ -459,11 +459,10 @@ async fn a_rejected_line_cut_at_every_offset_is_written_again_on_its_own_line() 
     let path = dir.path().join("rejected.jsonl");
     let open = || {
         let file =
-            unistream_core::local::AppendFile::open(&path, unistream_core::Durability::Process)
-                .unwrap();
+            unistream_local::AppendFile::open(&path, unistream_local::Durability::Process).unwrap();
         KinesisSink::new(client.clone(), "s")
             .with_max_record_bytes(100)
-            .with_rejected_file(file)
+            .with_rejected(file)
     };
     let big = |id: &str| EncodedRecord::new(id, "b", vec![b'x'; 200]);
     let sink = open();

@@ -8,15 +8,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use unistream_core::BoxError;
-use unistream_core::Durability;
 use unistream_core::buffer::BufferLimits;
 use unistream_core::consumer::{Attempt, Consumer, ConsumerConfig, Outcome, Processor};
-use unistream_core::local::FileCheckpointStore;
 use unistream_core::memory::{MemoryBuffer, MemoryCheckpointStore, MemoryDeadLetterQueue};
 use unistream_core::producer::{Producer, ProducerConfig};
 use unistream_core::record::{Record, iso8601};
 use unistream_core::retry::RetryPolicy;
 use unistream_kinesis::{KinesisSink, KinesisSource, StartingPosition};
+use unistream_local::Durability;
+use unistream_local::FileCheckpointStore;
 use unistream_test_support::{Env, Service};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -10,17 +10,18 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use unistream_core::clock::VirtualClock;
 use unistream_core::consumer::{Attempt, Consumer, ConsumerConfig, Outcome, Processor};
-use unistream_core::local::FileCheckpointStore;
 use unistream_core::memory::MemoryDeadLetterQueue;
 use unistream_core::record::{Record, iso8601};
 use unistream_core::retry::RetryPolicy;
-use unistream_core::{BoxError, CancellationToken, Durability, Error};
+use unistream_core::{BoxError, CancellationToken, Error};
 use unistream_dynamodb_s3::DynamoDbS3CheckpointStore;
 use unistream_kinesis::{KinesisSource, StartingPosition};
 use unistream_leases::{
     Coordinator, DynamoDbLeaseTable, LEASE_KEY, Lease, LeaseConfig, LeaseTable, MemoryLeaseTable,
     StreamConsumer,
 };
+use unistream_local::Durability;
+use unistream_local::FileCheckpointStore;
 use unistream_test_support::{Env, Service};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

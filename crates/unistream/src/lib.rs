@@ -7,11 +7,13 @@
 //! sends what keeps failing to a dead-letter queue, and resumes exactly where
 //! it stopped.
 //!
-//! This crate is a facade: it re-exports [`unistream_core`] (the engines and
-//! the embedded local-file backends) and, behind features, the backends:
+//! This crate is a facade: it re-exports [`unistream_core`] (the engines,
+//! their traits and the in-memory backends) and, behind features, the
+//! backends:
 //!
 //! | feature | default | what |
 //! |---|---|---|
+//! | `local` | yes | [`local`]: the local-file stream, checkpoint store and dead-letter file, and [`Durability`] (`unistream-local`) |
 //! | `file-buffer` | yes | [`wal`]: the durable file write-ahead log ([`FileBuffer`]) |
 //! | `kinesis` | no | `kinesis`: AWS Kinesis sink and shard source (`unistream-kinesis`) |
 //! | `dynamodb-s3` | no | `dynamodb_s3`: checkpoints in DynamoDB + S3 (`unistream-dynamodb-s3`) |
@@ -23,6 +25,11 @@
 
 pub use unistream_core as core;
 pub use unistream_core::*;
+
+#[cfg(feature = "local")]
+pub use unistream_local as local;
+#[cfg(feature = "local")]
+pub use unistream_local::Durability;
 
 #[cfg(feature = "file-buffer")]
 pub use unistream_buffer as wal;

@@ -13,10 +13,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio::sync::Notify;
 use unistream_core::{Error, Result};
 
-use crate::wal::Inner;
+use super::state::Inner;
 
 #[derive(Debug, Default)]
-pub(crate) struct GroupSync {
+pub(super) struct GroupSync {
     state: Mutex<SyncState>,
     done: Notify,
     syncs: std::sync::atomic::AtomicU64,
@@ -45,19 +45,19 @@ impl GroupSync {
     }
 
     /// How many group syncs ran.
-    pub(crate) fn syncs(&self) -> u64 {
+    pub(super) fn syncs(&self) -> u64 {
         self.syncs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Records that every frame up to `upto` is on disk (a sealed segment
     /// was synced).
-    pub(crate) fn mark_synced(&self, upto: u64) {
+    pub(super) fn mark_synced(&self, upto: u64) {
         let mut s = self.lock();
         s.synced = s.synced.max(upto);
     }
 
     /// Returns once frame number `target` is on disk.
-    pub(crate) async fn wait(&self, target: u64, inner: &Inner) -> Result<()> {
+    pub(super) async fn wait(&self, target: u64, inner: &Inner) -> Result<()> {
         loop {
             let notified = self.done.notified();
             tokio::pin!(notified);

@@ -14,7 +14,7 @@
 //! functions encode and decode payload fields.
 //!
 //! ```
-//! use unistream_core::framing::{self, Cursor};
+//! use unistream_local::framing::{self, Cursor};
 //!
 //! const MAGIC: &[u8; 8] = b"EXAMPLE\x01";
 //! let mut file = MAGIC.to_vec();

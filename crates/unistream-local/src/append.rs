@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use tracing::{error, warn};
 
-use super::Durability;
-use crate::error::{Error, Result};
+use crate::Durability;
+use unistream_core::{Error, Result};
 
 /// A file of lines, appended whole: each [`append`](Self::append) is one
 /// `write(2)` of whole lines, and nothing is ever written after a torn line.
@@ -38,9 +38,8 @@ use crate::error::{Error, Result};
 ///   concurrent reader only ever sees whole lines.
 ///
 /// ```
-/// # fn main() -> unistream_core::Result<()> {
-/// use unistream_core::Durability;
-/// use unistream_core::local::AppendFile;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use unistream_local::{AppendFile, Durability};
 /// let dir = tempfile::tempdir().unwrap();
 /// let path = dir.path().join("out.jsonl");
 /// std::fs::write(&path, "{\"id\": 1}\n{\"id\": 2")?; // as a kill mid-write leaves it
@@ -191,6 +190,16 @@ impl Drop for AppendFile {
                 warn!(path = %self.path.display(), error = %e, "cannot unlock an append file");
             }
         }
+    }
+}
+
+impl unistream_core::sink::SetAside for AppendFile {
+    fn set_aside(&self, line: &[u8]) -> Result<()> {
+        self.append(line)
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
     }
 }
 

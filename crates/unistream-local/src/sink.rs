@@ -1,11 +1,11 @@
 use std::path::{Path, PathBuf};
 
-use super::{AppendFile, Durability};
-use crate::error::{BoxError, Result};
-use crate::sink::{Delivery, EncodedRecord, Sink};
+use crate::{AppendFile, Durability};
+use unistream_core::sink::{Delivery, EncodedRecord, Sink};
+use unistream_core::{BoxError, Result};
 
 /// A sink that appends each batch to a JSON-lines stream file (the file a
-/// [`FileSource`](super::FileSource) reads), one record per line.
+/// [`FileSource`](crate::FileSource) reads), one record per line.
 ///
 /// - A batch is written with one `write`, whole lines only; with
 ///   [`Durability::PowerLoss`] it is also `fdatasync`ed before `send`
@@ -30,8 +30,8 @@ impl FileSink {
     ///
     /// # Errors
     ///
-    /// [`Error::Locked`](crate::Error::Locked) if a process other than this one writes it;
-    /// [`Error::Io`](crate::Error::Io) if it cannot be created, locked or repaired.
+    /// [`Error::Locked`](unistream_core::Error::Locked) if a process other than this one writes it;
+    /// [`Error::Io`](unistream_core::Error::Io) if it cannot be created, locked or repaired.
     pub fn open(path: impl Into<PathBuf>, durability: Durability) -> Result<Self> {
         Ok(FileSink {
             file: AppendFile::open(path, durability)?,
@@ -102,7 +102,7 @@ mod tests {
         let other = std::fs::File::create(&path).unwrap();
         other.try_lock().unwrap();
         let err = FileSink::open(&path, Durability::Process).unwrap_err();
-        assert!(matches!(err, crate::Error::Locked { .. }), "{err}");
+        assert!(matches!(err, unistream_core::Error::Locked { .. }), "{err}");
         drop(other);
         let sink = FileSink::open(&path, Durability::Process).unwrap();
         assert!(

@@ -5,8 +5,8 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
 use crate::framing;
+use unistream_core::{Error, Result};
 
 /// Frame kind of padding: its payload is zeros and readers skip it. No
 /// format built on [`framing`] uses kind 0 for anything else.
@@ -37,8 +37,7 @@ pub const KIND_PADDING: u8 = 0;
 ///
 /// ```
 /// # fn main() -> unistream_core::Result<()> {
-/// use unistream_core::framing;
-/// use unistream_core::local::{FrameFile, KIND_PADDING};
+/// use unistream_local::{FrameFile, KIND_PADDING, framing};
 ///
 /// let dir = tempfile::tempdir().unwrap();
 /// let path = dir.path().join("log");

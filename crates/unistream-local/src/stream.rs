@@ -3,8 +3,8 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
-use crate::source::{Fetched, Pointer, Source, SourceRecord};
+use unistream_core::source::{Fetched, Pointer, Source, SourceRecord};
+use unistream_core::{Error, Result};
 
 /// A position in a JSON-lines file: the line number (0-based) and the byte
 /// offset where that line starts. Written as `"<line>@<byte>"`.

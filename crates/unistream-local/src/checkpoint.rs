@@ -63,14 +63,14 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use tracing::warn;
 
-use super::Durability;
-use super::frame_file::{FrameFile, KIND_PADDING};
-use crate::checkpoint::{
+use crate::Durability;
+use crate::frame_file::{FrameFile, KIND_PADDING};
+use crate::framing::{self, Cursor, put_bytes, put_str};
+use unistream_core::checkpoint::{
     Checkpoint, CheckpointStore, ErrorInfo, Status, StoredCheckpoint, Tracker,
 };
-use crate::error::{Error, Result};
-use crate::framing::{self, Cursor, put_bytes, put_str};
-use crate::source::{Pointer, SourceRecord};
+use unistream_core::source::{Pointer, SourceRecord};
+use unistream_core::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"USCKPT\0\x02";
 const KIND_BATCH: u8 = 1;
@@ -91,8 +91,8 @@ const MAP_FROM_RECORDS: usize = 256;
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> unistream_core::Result<()> {
 /// use unistream_core::checkpoint::CheckpointStore;
-/// use unistream_core::local::FileCheckpointStore;
-/// use unistream_core::Durability;
+/// use unistream_local::FileCheckpointStore;
+/// use unistream_local::Durability;
 ///
 /// let dir = tempfile::tempdir().unwrap();
 /// let mut store = FileCheckpointStore::open(dir.path(), "consumer-1", Durability::Process)?;
@@ -160,7 +160,7 @@ impl FileCheckpointStore {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let stem = file_stem(consumer_id);
         let lock_path = dir.join(format!("{stem}.lock"));
-        let Some(lock) = super::lock_exclusive(&lock_path)? else {
+        let Some(lock) = crate::lock_exclusive(&lock_path)? else {
             return Err(Error::CheckpointOwned {
                 store: dir.display().to_string(),
                 key: consumer_id.to_owned(),
@@ -435,20 +435,18 @@ fn decode_tracker(c: &mut Cursor<'_>) -> Option<Tracker> {
     } else {
         None
     };
-    Some(Tracker {
-        record_id,
-        status,
-        attempts,
-        create_time,
-        update_time,
-        lock,
-        lock_time,
-        lock_expire_time,
-        first_attempt_time,
-        data,
-        errors,
-        dead_lettered: has(DEAD_LETTERED),
-    })
+    let mut t = Tracker::new(record_id, create_time);
+    t.status = status;
+    t.attempts = attempts;
+    t.update_time = update_time;
+    t.lock = lock;
+    t.lock_time = lock_time;
+    t.lock_expire_time = lock_expire_time;
+    t.first_attempt_time = first_attempt_time;
+    t.data = data;
+    t.errors = errors;
+    t.dead_lettered = has(DEAD_LETTERED);
+    Some(t)
 }
 
 fn encode_batch(out: &mut Vec<u8>, checkpoint: &Checkpoint, records: usize) {
@@ -601,8 +599,8 @@ impl CheckpointStore for FileCheckpointStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::{ErrorInfo, Status};
     use std::time::Duration;
+    use unistream_core::checkpoint::{ErrorInfo, Status};
 
     fn now() -> chrono::DateTime<chrono::Utc> {
         chrono::DateTime::from_timestamp(1_704_781_446, 0).unwrap()
@@ -834,23 +832,20 @@ mod tests {
     #[test]
     fn every_tracker_field_round_trips() {
         let t0 = now();
-        let full = Tracker {
-            record_id: "id \u{1F600} \"x\"".into(),
-            status: Status::Exhausted,
-            attempts: 7,
-            create_time: t0,
-            update_time: t0 + chrono::Duration::nanoseconds(123_456_789),
-            lock: Some("lock-1".into()),
-            lock_time: Some(t0 + chrono::Duration::seconds(1)),
-            lock_expire_time: Some(t0 + chrono::Duration::seconds(61)),
-            first_attempt_time: Some(t0 - chrono::Duration::seconds(5)),
-            data: Some(serde_json::json!({"k": [1, "two", null]})),
-            errors: Some(ErrorInfo {
-                message: "outer".into(),
-                causes: vec!["inner".into(), "root\n".into()],
-            }),
-            dead_lettered: true,
-        };
+        let mut full = Tracker::new("id \u{1F600} \"x\"".into(), t0);
+        full.status = Status::Exhausted;
+        full.attempts = 7;
+        full.update_time = t0 + chrono::Duration::nanoseconds(123_456_789);
+        full.lock = Some("lock-1".into());
+        full.lock_time = Some(t0 + chrono::Duration::seconds(1));
+        full.lock_expire_time = Some(t0 + chrono::Duration::seconds(61));
+        full.first_attempt_time = Some(t0 - chrono::Duration::seconds(5));
+        full.data = Some(serde_json::json!({"k": [1, "two", null]}));
+        full.errors = Some(ErrorInfo {
+            message: "outer".into(),
+            causes: vec!["inner".into(), "root\n".into()],
+        });
+        full.dead_lettered = true;
         let mut bare = full.clone();
         (bare.lock, bare.lock_time, bare.data, bare.errors) = (None, None, None, None);
         bare.dead_lettered = false;
