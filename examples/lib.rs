@@ -152,6 +152,7 @@ pub struct RandomError(pub String);
 /// The seed's consumer `process_record`: fails at random (or always, for a
 /// poisoned id), else appends the record to a target file. Prints `❌`/`✅`
 /// lines when verbose.
+#[derive(Debug)]
 pub struct DemoProcessor {
     /// Where processed records go, one JSON line each.
     pub target: AppendFile,
@@ -200,6 +201,7 @@ impl Processor for DemoProcessor {
 
 /// A dead-letter queue (the file one by default), announcing each letter
 /// like the seed's `process_failed_record` (`✅ DLQ: ...`) when verbose.
+#[derive(Debug)]
 pub struct AnnouncedDlq<D = FileDeadLetterQueue> {
     /// The queue.
     pub inner: D,
@@ -224,6 +226,7 @@ pub struct SendError;
 
 /// A sink that fails each send with probability `fail_rate` (seeded), else
 /// passes the batch on: the seed's `MyProducer.send`.
+#[derive(Debug)]
 pub struct RandomFailSink<S> {
     /// The real sink.
     pub inner: S,

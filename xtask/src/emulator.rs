@@ -21,7 +21,7 @@ const KINESIS_LOCAL: &str = "kinesis-local@0.6.2";
 
 /// An emulator the xtask can start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Emulator {
+pub(crate) enum Emulator {
     /// `moto_server`: Kinesis, DynamoDB, S3, SQS, offline.
     Moto,
     /// The npm package `kinesis-local` (kinesis-mock): Kinesis only, with
@@ -33,7 +33,7 @@ pub enum Emulator {
 
 impl Emulator {
     /// The name the tests see in `UNISTREAM_IT_EMULATOR`.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Emulator::Moto => "moto",
             Emulator::KinesisLocal => "kinesis-local",
@@ -53,7 +53,7 @@ fn kill_group(pgid: u32, signal: &str) {
 }
 
 /// A started emulator; dropping it stops it.
-pub struct Server {
+pub(crate) struct Server {
     url: String,
     kind: Kind,
 }
@@ -65,7 +65,7 @@ enum Kind {
 
 impl Server {
     /// Where it listens.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.url.clone()
     }
 }
@@ -369,7 +369,7 @@ fn start_localstack() -> Result<Server, String> {
 }
 
 /// Starts an emulator.
-pub fn start(emulator: Emulator) -> Result<Server, String> {
+pub(crate) fn start(emulator: Emulator) -> Result<Server, String> {
     match emulator {
         Emulator::Moto => start_moto(),
         Emulator::KinesisLocal => start_kinesis_local(),

@@ -328,6 +328,17 @@ pub struct Consumer<S, P: Processor, K, D, C = JsonCodec> {
     state: Option<BatchState<P::Record>>,
 }
 
+impl<S, P: Processor, K, D, C> std::fmt::Debug for Consumer<S, P, K, D, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("config", &self.config)
+            .field("instance", &self.instance)
+            .field("in_batch", &self.state.is_some())
+            .field("shutdown", &self.shutdown.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<S, P, K, D> Consumer<S, P, K, D, JsonCodec>
 where
     S: Source,

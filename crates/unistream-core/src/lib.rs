@@ -19,7 +19,6 @@
 //! | [`memory`] | in-memory variants for tests |
 
 #![warn(missing_docs)]
-#![forbid(unsafe_code)]
 
 pub mod buffer;
 pub mod checkpoint;

@@ -180,6 +180,16 @@ pub struct Producer<B, S, C = JsonCodec> {
     active_since: Mutex<Option<DateTime<Utc>>>,
 }
 
+impl<B, S, C> std::fmt::Debug for Producer<B, S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("config", &self.config)
+            .field("buffer", &std::any::type_name::<B>())
+            .field("sink", &std::any::type_name::<S>())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<B: Buffer, S: Sink> Producer<B, S, JsonCodec> {
     /// A producer encoding records as JSON, on the system clock.
     pub fn new(config: ProducerConfig, buffer: B, sink: S) -> Self {

@@ -51,7 +51,7 @@ pub(crate) fn format_seed<'a>(t: &DateTime<Utc>, buf: &'a mut [u8; 32]) -> Optio
 }
 
 /// Serializes a time (years outside 0..=9999 fall back to chrono).
-pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     let mut buf = [0u8; 30];
     match format(t, &mut buf) {
         Some(text) => s.serialize_str(text),
@@ -60,7 +60,7 @@ pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Err
 }
 
 /// Parses any RFC 3339 time.
-pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
     let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
     DateTime::parse_from_rfc3339(&s)
         .map(|t| t.with_timezone(&Utc))
@@ -68,12 +68,15 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::
 }
 
 /// The same for `Option<DateTime<Utc>>`.
-pub mod option {
+pub(crate) mod option {
     use chrono::{DateTime, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
 
     /// Serializes an optional time.
-    pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(
+        t: &Option<DateTime<Utc>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match t {
             Some(t) => super::serialize(t, s),
             None => s.serialize_none(),
@@ -81,7 +84,9 @@ pub mod option {
     }
 
     /// Parses an optional time.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<DateTime<Utc>>, D::Error> {
         #[derive(Deserialize)]
         struct W(#[serde(with = "super")] DateTime<Utc>);
         Ok(Option::<W>::deserialize(d)?.map(|w| w.0))

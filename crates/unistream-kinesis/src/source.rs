@@ -83,6 +83,19 @@ pub struct KinesisSource {
     stats: ShardStats,
 }
 
+impl std::fmt::Debug for KinesisSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The cached iterator is left out: it is a credential-like token.
+        f.debug_struct("KinesisSource")
+            .field("stream", &self.stream)
+            .field("shard_id", &self.shard_id)
+            .field("start", &self.start)
+            .field("pointer", &self.cache.as_ref().map(|(p, _)| p))
+            .field("min_interval", &self.min_interval)
+            .finish_non_exhaustive()
+    }
+}
+
 impl KinesisSource {
     /// A source for `shard_id` of `stream`, starting at `start` when there is
     /// no checkpoint.

@@ -102,6 +102,16 @@ pub struct Coordinator<T> {
     held: BTreeMap<String, (Lease, DateTime<Utc>)>,
 }
 
+impl<T> std::fmt::Debug for Coordinator<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("worker", &self.worker)
+            .field("config", &self.config)
+            .field("held", &self.held.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T: LeaseTable> Coordinator<T> {
     /// A coordinator for `worker` (an id unique among the workers sharing
     /// `table`).

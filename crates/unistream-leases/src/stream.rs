@@ -80,6 +80,17 @@ pub struct StreamConsumer<T, P, K, D> {
     on_change: Option<OnChange>,
 }
 
+impl<T, P, K, D> std::fmt::Debug for StreamConsumer<T, P, K, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamConsumer")
+            .field("stream", &self.stream)
+            .field("coordinator", &self.coordinator)
+            .field("config", &self.config)
+            .field("start", &self.start)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A shard consumer's run, polled by the worker's task. (Spawning each as a
 /// tokio task would need its future to be provably `Send` for any
 /// processor, which rustc cannot show for these generic engines today;

@@ -170,7 +170,10 @@ impl FrameFile {
 
     /// Copies `frames` and padding into the mapping and publishes them;
     /// `false` when the file system cannot preallocate (the caller writes).
+    /// The crate's only `unsafe` code: mapping the file, and the atomic
+    /// store that publishes an append.
     #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
     fn append_mapped(&mut self, frames: &[u8]) -> Result<bool> {
         if !self.len.is_multiple_of(8) {
             // A file written so far (a new journal's first part, or a file

@@ -32,6 +32,16 @@ pub struct SqsDeadLetterQueue {
     clock: SharedClock,
 }
 
+impl std::fmt::Debug for SqsDeadLetterQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqsDeadLetterQueue")
+            .field("queue_url", &self.queue_url)
+            .field("fifo", &self.fifo)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Message {
     record_id: String,
     entry: SendMessageBatchRequestEntry,

@@ -8,12 +8,12 @@ use std::process::Command;
 
 /// Builds the example (a no-op when it is up to date, so the binary is never
 /// stale even when only this test target was built) and returns its path.
-pub fn example_bin(name: &str) -> PathBuf {
+pub(crate) fn example_bin(name: &str) -> PathBuf {
     example_bin_of("unistream-examples", name)
 }
 
 /// [`example_bin`] for an example of another package of the workspace.
-pub fn example_bin_of(package: &str, name: &str) -> PathBuf {
+pub(crate) fn example_bin_of(package: &str, name: &str) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "--quiet", "--package", package, "--example", name]);
@@ -34,7 +34,7 @@ pub fn example_bin_of(package: &str, name: &str) -> PathBuf {
 
 /// The random generator of a kill test: seeded by `KILL_TEST_SEED` if set,
 /// so that a failing run can be replayed; the seed is printed.
-pub fn kill_test_rng() -> rand::rngs::SmallRng {
+pub(crate) fn kill_test_rng() -> rand::rngs::SmallRng {
     use rand::SeedableRng;
     let seed: u64 = std::env::var("KILL_TEST_SEED")
         .ok()
