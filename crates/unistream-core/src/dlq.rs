@@ -6,7 +6,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::checkpoint::ErrorInfo;
+use crate::error::ErrorInfo;
 use crate::error::Result;
 use crate::source::Pointer;
 

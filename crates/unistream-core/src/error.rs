@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
 /// A boxed error from user code or a backend (processor, sink, AWS SDK, ...).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -191,5 +193,49 @@ impl Error {
             backend: backend.into(),
             source: source.into(),
         }
+    }
+}
+
+/// An error as stored in a tracker: its text and its cause chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// `to_string()` of the error.
+    pub message: String,
+    /// `to_string()` of each `source()`, outermost first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<String>,
+}
+
+impl ErrorInfo {
+    /// An error with no cause.
+    pub fn new(message: impl Into<String>) -> Self {
+        ErrorInfo {
+            message: message.into(),
+            causes: Vec::new(),
+        }
+    }
+
+    /// The text and cause chain of an error.
+    pub fn from_error(error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut causes = Vec::new();
+        let mut source = error.source();
+        while let Some(e) = source {
+            causes.push(e.to_string());
+            source = e.source();
+        }
+        ErrorInfo {
+            message: error.to_string(),
+            causes,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)?;
+        for c in &self.causes {
+            write!(f, ": {c}")?;
+        }
+        Ok(())
     }
 }

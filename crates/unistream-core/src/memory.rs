@@ -6,8 +6,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::buffer::{Batch, Buffer, BufferLimits, BufferStats};
-use crate::checkpoint::{Checkpoint, CheckpointStore, ErrorInfo, StoredCheckpoint};
+use crate::checkpoint::{Checkpoint, CheckpointStore, StoredCheckpoint};
 use crate::dlq::{DeadLetter, DeadLetterQueue};
+use crate::error::ErrorInfo;
 use crate::error::{BoxError, Error, Result};
 use crate::sink::{Delivery, EncodedRecord, Sink};
 use crate::source::{Fetched, Pointer, Source, SourceRecord};

@@ -29,8 +29,8 @@ use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 
 use crate::buffer::Buffer;
-use crate::checkpoint::ErrorInfo;
 use crate::clock::{Clock, SharedClock, SystemClock};
+use crate::error::ErrorInfo;
 use crate::error::{Error, Result};
 use crate::record::{Codec, JsonCodec, Record};
 use crate::retry::RetryPolicy;

@@ -2,8 +2,8 @@
 
 use std::future::Future;
 
-use crate::checkpoint::ErrorInfo;
 use crate::error::BoxError;
+use crate::error::ErrorInfo;
 
 /// A record ready to send: its id, its partition key and its encoded bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]

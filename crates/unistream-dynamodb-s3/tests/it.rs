@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use unistream_core::checkpoint::{Checkpoint, CheckpointStore, ErrorInfo, Status};
+use unistream_core::ErrorInfo;
+use unistream_core::checkpoint::{Checkpoint, CheckpointStore, Status};
 use unistream_core::clock::VirtualClock;
 use unistream_core::consumer::{Attempt, Consumer, ConsumerConfig, Outcome, Processor};
 use unistream_core::memory::{MemoryDeadLetterQueue, MemorySource};

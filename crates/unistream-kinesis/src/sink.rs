@@ -8,7 +8,7 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use tracing::{debug, error, warn};
 use unistream_core::BoxError;
-use unistream_core::checkpoint::ErrorInfo;
+use unistream_core::ErrorInfo;
 use unistream_core::sink::{Delivery, EncodedRecord, SetAside, Sink};
 
 /// Most records in one `PutRecords` call.

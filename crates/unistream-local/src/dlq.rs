@@ -36,7 +36,7 @@ impl DeadLetterQueue for FileDeadLetterQueue {
 mod tests {
     use super::*;
     use chrono::Utc;
-    use unistream_core::checkpoint::ErrorInfo;
+    use unistream_core::ErrorInfo;
     use unistream_core::source::Pointer;
 
     fn line_of(letter: &DeadLetter) -> Vec<u8> {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use chrono::DateTime;
 use unistream_core::Error;
-use unistream_core::checkpoint::ErrorInfo;
+use unistream_core::ErrorInfo;
 use unistream_core::dlq::{DeadLetter, DeadLetterQueue};
 use unistream_core::source::Pointer;
 use unistream_sqs_dlq::SqsDeadLetterQueue;

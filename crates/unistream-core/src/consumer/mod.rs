@@ -1,4 +1,6 @@
-//! The consumer engine (SPEC §7).
+//! The consumer engine: [`Consumer`] (this file), its settings
+//! (`config.rs`), the user's [`Processor`] (`processor.rs`), what it reports
+//! (`report.rs`) and the signal helper (`signal.rs`). See `docs/consumer.md`.
 //!
 //! [`Consumer::process_batch`] does one step of the loop:
 //! 1. if the checkpoint's batch is finished, commit it and fetch the next one
@@ -23,248 +25,29 @@
 //! saved sends it again. Make processing idempotent, keyed by the record id,
 //! to get effectively-once results.
 
-use std::future::Future;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::checkpoint::{Checkpoint, CheckpointStore, ErrorInfo, Status, StoredCheckpoint};
+use crate::checkpoint::{Checkpoint, CheckpointStore, Status, StoredCheckpoint};
 use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::dlq::{DeadLetter, DeadLetterQueue};
-use crate::error::{BoxError, Error, Result};
+use crate::error::ErrorInfo;
+use crate::error::{Error, Result};
 use crate::record::{Codec, JsonCodec, Record};
-use crate::retry::{RetryPolicy, retry};
-use crate::source::{Pointer, Source, SourceRecord};
+use crate::retry::retry;
+use crate::source::{Source, SourceRecord};
 
-/// What a successful [`Processor::process`] call decided.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// Processed.
-    Succeeded,
-    /// Processed; keep this value in the tracker's `data`.
-    SucceededWith(serde_json::Value),
-    /// Deliberately skipped (final, not sent to the dead-letter queue).
-    Ignored,
-}
+mod config;
+mod processor;
+mod report;
+mod signal;
 
-/// Facts about the attempt in progress, given to the processor.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Attempt<'a> {
-    /// 1-based attempt number, counted across restarts.
-    pub number: u32,
-    /// The most attempts the record gets.
-    pub max_attempts: u32,
-    /// Where the record is in the stream.
-    pub pointer: &'a Pointer,
-    /// The batch it belongs to.
-    pub batch_sequence: u64,
-}
-
-impl<'a> Attempt<'a> {
-    /// Attempt `number` of at most `max_attempts` on the record at
-    /// `pointer`, in batch `batch_sequence`: what the engine passes to
-    /// [`Processor::process`], for calling a processor in its own tests.
-    ///
-    /// ```
-    /// use unistream_core::consumer::Attempt;
-    /// use unistream_core::source::Pointer;
-    /// let pointer = Pointer::from("0@0");
-    /// let first = Attempt::new(1, 3, &pointer, 1);
-    /// assert_eq!((first.number, first.max_attempts), (1, 3));
-    /// ```
-    pub fn new(number: u32, max_attempts: u32, pointer: &'a Pointer, batch_sequence: u64) -> Self {
-        Attempt {
-            number,
-            max_attempts,
-            pointer,
-            batch_sequence,
-        }
-    }
-}
-
-/// The user's processing code (the seed's `process_record`).
-///
-/// Contract: `process` MAY fail (any error; it is recorded with its cause
-/// chain and retried); it MUST NOT assume it runs once per record — delivery
-/// is at-least-once. `on_dead_letter` is told after the dead-letter queue has
-/// accepted an exhausted record.
-///
-/// ```
-/// use chrono::{DateTime, Utc};
-/// use serde::{Deserialize, Serialize};
-/// use unistream_core::consumer::{Attempt, Outcome, Processor};
-/// use unistream_core::record::{iso8601, Record};
-/// use unistream_core::BoxError;
-///
-/// #[derive(Serialize, Deserialize)]
-/// struct Order { id: String, #[serde(with = "iso8601")] create_at: DateTime<Utc>, amount: u64 }
-/// impl Record for Order {
-///     fn id(&self) -> &str { &self.id }
-///     fn create_at(&self) -> DateTime<Utc> { self.create_at }
-/// }
-///
-/// struct Totals { sum: u64 }
-/// impl Processor for Totals {
-///     type Record = Order;
-///     async fn process(&mut self, order: &Order, _: &Attempt<'_>) -> Result<Outcome, BoxError> {
-///         if order.amount == 0 {
-///             return Ok(Outcome::Ignored);
-///         }
-///         self.sum = self.sum.checked_add(order.amount).ok_or("overflow")?;
-///         Ok(Outcome::Succeeded)
-///     }
-/// }
-/// ```
-pub trait Processor: Send {
-    /// The record type, decoded by the consumer's codec.
-    type Record: Record;
-
-    /// Processes one record.
-    fn process(
-        &mut self,
-        record: &Self::Record,
-        attempt: &Attempt<'_>,
-    ) -> impl Future<Output = std::result::Result<Outcome, BoxError>> + Send;
-
-    /// Called after an exhausted record was accepted by the dead-letter queue.
-    fn on_dead_letter(&mut self, letter: &DeadLetter) {
-        let _ = letter;
-    }
-}
-
-/// What to do after a record is exhausted and sent to the dead-letter queue.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum OnExhausted {
-    /// Go on with the next record (default).
-    #[default]
-    Continue,
-    /// Strict ordering: stop and return [`Error::Halted`] so an operator is
-    /// alerted. The record stays exhausted (it is in the dead-letter queue);
-    /// a restarted consumer goes on after it.
-    Halt,
-}
-
-/// Settings of a [`Consumer`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ConsumerConfig {
-    /// Names the consumer in its checkpoint, locks and dead letters.
-    pub consumer_id: String,
-    /// Most records per batch.
-    pub limit: usize,
-    /// Attempts and waits for processing one record.
-    pub retry: RetryPolicy,
-    /// Attempts and waits for handing a record to the dead-letter queue.
-    pub dlq_retry: RetryPolicy,
-    /// How long a record's lock lives (whole seconds, at least 1).
-    pub lock_expire: Duration,
-    /// Wait before pulling again after a pull that found nothing new.
-    pub delay: Duration,
-    /// Continue or halt after an exhausted record.
-    pub on_exhausted: OnExhausted,
-    /// Make [`Consumer::run`] return when it has caught up with the stream
-    /// instead of polling for more.
-    pub stop_at_end: bool,
-}
-
-impl ConsumerConfig {
-    /// Defaults: `limit` 100, 3 attempts waiting 1 s then 2 s, the DLQ
-    /// retried 5 times (1, 2, 4, 8 s), locks of 15 minutes, 1 s idle delay,
-    /// continue after exhausted records, poll forever.
-    pub fn new(consumer_id: impl Into<String>) -> Self {
-        ConsumerConfig {
-            consumer_id: consumer_id.into(),
-            limit: 100,
-            retry: RetryPolicy::default(),
-            dlq_retry: RetryPolicy::waits([1, 2, 4, 8].map(Duration::from_secs)),
-            lock_expire: Duration::from_secs(900),
-            delay: Duration::from_secs(1),
-            on_exhausted: OnExhausted::Continue,
-            stop_at_end: false,
-        }
-    }
-
-    fn validate(&self) -> Result<()> {
-        if self.limit == 0 {
-            return Err(Error::Config("limit must be at least 1".into()));
-        }
-        if self.consumer_id.is_empty() {
-            return Err(Error::Config("consumer_id must not be empty".into()));
-        }
-        Ok(())
-    }
-}
-
-/// What one [`Consumer::process_batch`] call did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct BatchReport {
-    /// The batch worked on (0 if none yet).
-    pub batch_sequence: u64,
-    /// Records in the batch.
-    pub records: usize,
-    /// Records newly fetched by this call (0 when an unfinished batch was
-    /// resumed).
-    pub fetched: usize,
-    /// Attempts run.
-    pub attempts: u32,
-    /// Attempts that failed.
-    pub failures: u32,
-    /// Records that succeeded in this call.
-    pub succeeded: usize,
-    /// Records ignored in this call.
-    pub ignored: usize,
-    /// Records handed to the dead-letter queue in this call.
-    pub dead_lettered: usize,
-    /// The pull found nothing new.
-    pub caught_up: bool,
-    /// The stream is closed and fully processed.
-    pub closed: bool,
-    /// Shutdown was requested; the state is saved and the batch unfinished.
-    pub interrupted: bool,
-    /// How far behind the stream's tip the pull was, if the source knows.
-    pub millis_behind: Option<u64>,
-}
-
-/// Totals of a [`Consumer::run`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RunSummary {
-    /// `process_batch` calls.
-    pub pulls: u64,
-    /// Records fetched.
-    pub fetched: u64,
-    /// Attempts run.
-    pub attempts: u64,
-    /// Attempts that failed.
-    pub failures: u64,
-    /// Records that succeeded.
-    pub succeeded: u64,
-    /// Records ignored.
-    pub ignored: u64,
-    /// Records sent to the dead-letter queue.
-    pub dead_lettered: u64,
-    /// The run ended because the stream is closed.
-    pub closed: bool,
-    /// The run ended on a shutdown request.
-    pub interrupted: bool,
-}
-
-impl RunSummary {
-    fn add(&mut self, r: &BatchReport) {
-        self.pulls += 1;
-        self.fetched += r.fetched as u64;
-        self.attempts += u64::from(r.attempts);
-        self.failures += u64::from(r.failures);
-        self.succeeded += r.succeeded as u64;
-        self.ignored += r.ignored as u64;
-        self.dead_lettered += r.dead_lettered as u64;
-        self.closed = r.closed;
-        self.interrupted = r.interrupted;
-    }
-}
+pub use config::{ConsumerConfig, OnExhausted};
+pub use processor::{Attempt, Outcome, Processor};
+pub use report::{BatchReport, RunSummary};
+pub use signal::cancel_on_ctrl_c;
 
 struct BatchState<R> {
     checkpoint: Checkpoint,
@@ -735,14 +518,4 @@ async fn load<S: Source, K: CheckpointStore, R: Record, C: Codec<R>>(
         records,
         decoded,
     })
-}
-
-/// Cancels `token` on Ctrl-C (SIGINT), for a graceful stop of `run`.
-pub fn cancel_on_ctrl_c(token: CancellationToken) {
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            info!("Ctrl-C: stopping after the record in hand");
-            token.cancel();
-        }
-    });
 }

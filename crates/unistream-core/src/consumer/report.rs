@@ -1,0 +1,71 @@
+//! What the engine reports: [`BatchReport`] per batch, [`RunSummary`] per
+//! run.
+
+/// What one [`Consumer::process_batch`] call did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchReport {
+    /// The batch worked on (0 if none yet).
+    pub batch_sequence: u64,
+    /// Records in the batch.
+    pub records: usize,
+    /// Records newly fetched by this call (0 when an unfinished batch was
+    /// resumed).
+    pub fetched: usize,
+    /// Attempts run.
+    pub attempts: u32,
+    /// Attempts that failed.
+    pub failures: u32,
+    /// Records that succeeded in this call.
+    pub succeeded: usize,
+    /// Records ignored in this call.
+    pub ignored: usize,
+    /// Records handed to the dead-letter queue in this call.
+    pub dead_lettered: usize,
+    /// The pull found nothing new.
+    pub caught_up: bool,
+    /// The stream is closed and fully processed.
+    pub closed: bool,
+    /// Shutdown was requested; the state is saved and the batch unfinished.
+    pub interrupted: bool,
+    /// How far behind the stream's tip the pull was, if the source knows.
+    pub millis_behind: Option<u64>,
+}
+
+/// Totals of a [`Consumer::run`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunSummary {
+    /// `process_batch` calls.
+    pub pulls: u64,
+    /// Records fetched.
+    pub fetched: u64,
+    /// Attempts run.
+    pub attempts: u64,
+    /// Attempts that failed.
+    pub failures: u64,
+    /// Records that succeeded.
+    pub succeeded: u64,
+    /// Records ignored.
+    pub ignored: u64,
+    /// Records sent to the dead-letter queue.
+    pub dead_lettered: u64,
+    /// The run ended because the stream is closed.
+    pub closed: bool,
+    /// The run ended on a shutdown request.
+    pub interrupted: bool,
+}
+
+impl RunSummary {
+    pub(super) fn add(&mut self, r: &BatchReport) {
+        self.pulls += 1;
+        self.fetched += r.fetched as u64;
+        self.attempts += u64::from(r.attempts);
+        self.failures += u64::from(r.failures);
+        self.succeeded += r.succeeded as u64;
+        self.ignored += r.ignored as u64;
+        self.dead_lettered += r.dead_lettered as u64;
+        self.closed = r.closed;
+        self.interrupted = r.interrupted;
+    }
+}
