@@ -7,7 +7,7 @@ use unistream_local::Durability;
 /// What to do with a damaged segment found on open.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Recovery {
-    /// Refuse to open: [`Error::Corrupt`] names the file and offset (default).
+    /// Refuse to open: [`Error::Corrupt`](unistream_core::Error::Corrupt) names the file and offset (default).
     #[default]
     Strict,
     /// Move each damaged segment into `<dir>/damaged/` (untouched, for
@@ -17,7 +17,7 @@ pub enum Recovery {
     SetAsideDamaged,
 }
 
-/// How to open a [`FileBuffer`].
+/// How to open a [`FileBuffer`](super::FileBuffer).
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct FileBufferOptions {

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+#[cfg(doc)]
+use super::Consumer;
 use crate::error::{Error, Result};
 use crate::retry::RetryPolicy;
 

@@ -36,6 +36,8 @@ use crate::dlq::{DeadLetter, DeadLetterQueue};
 use crate::error::ErrorInfo;
 use crate::error::{Error, Result};
 use crate::record::{Codec, JsonCodec, Record};
+#[cfg(doc)]
+use crate::retry::RetryPolicy;
 use crate::retry::retry;
 use crate::source::{Source, SourceRecord};
 

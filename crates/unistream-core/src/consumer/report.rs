@@ -1,6 +1,9 @@
 //! What the engine reports: [`BatchReport`] per batch, [`RunSummary`] per
 //! run.
 
+#[cfg(doc)]
+use super::Consumer;
+
 /// What one [`Consumer::process_batch`] call did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
