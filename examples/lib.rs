@@ -418,8 +418,8 @@ mod tests {
     /// and must land on a line of its own.
     #[tokio::test]
     async fn a_target_line_cut_at_every_offset_is_written_again_on_its_own_line() {
-        use unistream::Durability;
         use unistream::consumer::Attempt;
+        use unistream::local::Durability;
         use unistream::source::Pointer;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("target.jsonl");

@@ -19,14 +19,16 @@ use std::time::Duration;
 use chrono::Utc;
 use clap::Parser;
 use rand::{Rng, SeedableRng};
+use unistream::Error;
 use unistream::buffer::BufferLimits;
+use unistream::buffer::{FileBuffer, FileBufferConfig};
 use unistream::consumer::{Consumer, ConsumerConfig};
+use unistream::local::Durability;
 use unistream::local::{
     AppendFile, FileCheckpointStore, FileDeadLetterQueue, FileSink, FileSource,
 };
 use unistream::producer::{Producer, ProducerConfig};
 use unistream::retry::RetryPolicy;
-use unistream::{Durability, Error, FileBuffer, FileBufferOptions};
 use unistream_examples::{
     AnnouncedDlq, DemoProcessor, MyRecord, RandomFailSink, exit_code, init_logging, put_verbose,
     run_verbose,
@@ -72,7 +74,7 @@ async fn run(args: Args) -> unistream::Result<()> {
     );
     let wal = FileBuffer::open(
         dir.join("wal"),
-        FileBufferOptions::new(BufferLimits::records(3), Durability::Process),
+        FileBufferConfig::new(BufferLimits::records(3), Durability::Process),
     )?;
     let sink = RandomFailSink::new(
         FileSink::open(dir.join("stream.jsonl"), Durability::Process)?,

@@ -16,10 +16,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use unistream::Error;
 use unistream::consumer::{Consumer, ConsumerConfig, OnExhausted, cancel_on_ctrl_c};
+use unistream::local::Durability;
 use unistream::local::{AppendFile, FileCheckpointStore, FileDeadLetterQueue, FileSource};
 use unistream::retry::RetryPolicy;
-use unistream::{Durability, Error};
 use unistream_examples::{
     AnnouncedDlq, DemoProcessor, exit_code, init_logging, run_verbose, write_sample_stream,
 };

@@ -20,11 +20,13 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use clap::Parser;
 use rand::{Rng, SeedableRng};
+use unistream::Error;
 use unistream::buffer::{Buffer, BufferLimits};
+use unistream::buffer::{FileBuffer, FileBufferConfig};
+use unistream::local::Durability;
 use unistream::local::FileSink;
 use unistream::producer::{Producer, ProducerConfig};
 use unistream::retry::RetryPolicy;
-use unistream::{Durability, Error, FileBuffer, FileBufferOptions};
 use unistream_examples::{MyRecord, RandomFailSink, exit_code, init_logging, put_verbose};
 
 #[derive(Parser, Debug)]
@@ -84,7 +86,7 @@ async fn run(args: Args) -> unistream::Result<()> {
     };
     let wal = FileBuffer::open(
         args.dir.join("wal"),
-        FileBufferOptions::new(BufferLimits::records(args.max_records), durability),
+        FileBufferConfig::new(BufferLimits::records(args.max_records), durability),
     )?;
     let sink = RandomFailSink::new(
         FileSink::open(args.dir.join("stream.jsonl"), durability)?,

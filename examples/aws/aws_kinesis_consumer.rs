@@ -15,9 +15,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use unistream::Durability;
 use unistream::consumer::{Consumer, ConsumerConfig, cancel_on_ctrl_c};
 use unistream::kinesis::{KinesisSource, StartingPosition};
+use unistream::local::Durability;
 use unistream::local::{AppendFile, FileCheckpointStore, FileDeadLetterQueue};
 use unistream::retry::RetryPolicy;
 use unistream_aws_examples::{first_shard, kinesis_client};

@@ -16,11 +16,13 @@ use std::time::Duration;
 use chrono::Utc;
 use clap::Parser;
 use rand::{Rng, SeedableRng};
+use unistream::Error;
 use unistream::buffer::BufferLimits;
+use unistream::buffer::{FileBuffer, FileBufferConfig};
 use unistream::kinesis::KinesisSink;
+use unistream::local::Durability;
 use unistream::producer::{Producer, ProducerConfig};
 use unistream::retry::RetryPolicy;
-use unistream::{Durability, Error, FileBuffer, FileBufferOptions};
 use unistream_aws_examples::kinesis_client;
 use unistream_examples::{MyRecord, RandomFailSink, exit_code, init_logging, put_verbose};
 
@@ -82,7 +84,7 @@ async fn run(args: Args) -> unistream::Result<()> {
     }
     let wal = FileBuffer::open(
         args.dir.join("wal"),
-        FileBufferOptions::new(BufferLimits::records(args.max_records), Durability::Process),
+        FileBufferConfig::new(BufferLimits::records(args.max_records), Durability::Process),
     )?;
     let sink = RandomFailSink::new(
         KinesisSink::new(client, &args.stream),

@@ -15,13 +15,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use unistream::Error;
 use unistream::consumer::{Consumer, ConsumerConfig, cancel_on_ctrl_c};
 use unistream::dynamodb_s3::DynamoDbS3CheckpointStore;
 use unistream::kinesis::{KinesisSource, StartingPosition};
 use unistream::local::AppendFile;
+use unistream::local::Durability;
 use unistream::retry::RetryPolicy;
 use unistream::sqs_dlq::SqsDeadLetterQueue;
-use unistream::{Durability, Error};
 use unistream_aws_examples::{
     aws_config, create_bucket_if_missing, create_table_if_missing, first_shard, s3_client,
 };

@@ -10,11 +10,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use unistream::Error;
 use unistream::buffer::BufferLimits;
+use unistream::buffer::{FileBuffer, FileBufferConfig};
 use unistream::kinesis::KinesisSink;
+use unistream::local::Durability;
 use unistream::producer::{Producer, ProducerConfig};
 use unistream::sqs_dlq::{SqsDeadLetterQueue, redrive};
-use unistream::{Durability, Error, FileBuffer, FileBufferOptions};
 use unistream_aws_examples::aws_config;
 use unistream_examples::{exit_code, init_logging};
 
@@ -63,7 +65,7 @@ async fn run(args: Args) -> unistream::Result<()> {
     let dlq = SqsDeadLetterQueue::new(sqs, url);
     let wal = FileBuffer::open(
         args.dir.join("wal"),
-        FileBufferOptions::new(BufferLimits::records(500), Durability::Process),
+        FileBufferConfig::new(BufferLimits::records(500), Durability::Process),
     )?;
     let producer = Producer::new(
         ProducerConfig::default(),

@@ -30,9 +30,10 @@ use unistream::consumer::{Attempt, ConsumerConfig, Outcome, Processor, cancel_on
 use unistream::dynamodb_s3::DynamoDbS3CheckpointStore;
 use unistream::kinesis::StartingPosition;
 use unistream::leases::{DynamoDbLeaseTable, LEASE_KEY, LeaseConfig, StreamConsumer};
+use unistream::local::Durability;
 use unistream::local::{AppendFile, FileCheckpointStore, FileDeadLetterQueue};
 use unistream::retry::RetryPolicy;
-use unistream::{BoxError, CancellationToken, Durability};
+use unistream::{BoxError, CancellationToken};
 use unistream_aws_examples::{
     aws_config, create_bucket_if_missing, create_table_if_missing, s3_client,
 };
@@ -211,7 +212,7 @@ impl Worker<'_> {
             &args.stream,
             self.leases,
             &worker,
-            LeaseConfig::with_failover(Duration::from_millis(args.failover_ms)),
+            LeaseConfig::new(Duration::from_millis(args.failover_ms)),
             self.consumer,
             StartingPosition::TrimHorizon,
             move |shard| {

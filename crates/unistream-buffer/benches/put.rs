@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use unistream_buffer::{FileBuffer, FileBufferOptions};
+use unistream_buffer::{FileBuffer, FileBufferConfig};
 use unistream_core::buffer::{Buffer, BufferLimits};
 use unistream_core::producer::{Producer, ProducerConfig};
 use unistream_core::record::{JsonCodec, Record, iso8601};
@@ -119,8 +119,8 @@ struct Row {
     bytes: u64,
 }
 
-fn opts(max_records: usize, durability: Durability) -> FileBufferOptions {
-    FileBufferOptions::new(
+fn opts(max_records: usize, durability: Durability) -> FileBufferConfig {
+    FileBufferConfig::new(
         BufferLimits::records(max_records).with_max_total_bytes(u64::MAX),
         durability,
     )

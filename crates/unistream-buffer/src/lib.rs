@@ -75,4 +75,4 @@
 pub mod frame;
 mod wal;
 
-pub use wal::{FileBuffer, FileBufferOptions, Recovery};
+pub use wal::{FileBuffer, FileBufferConfig, Recovery};

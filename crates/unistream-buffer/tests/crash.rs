@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use unistream_buffer::frame::{Frame, MAGIC, frames};
-use unistream_buffer::{FileBuffer, FileBufferOptions, Recovery};
+use unistream_buffer::{FileBuffer, FileBufferConfig, Recovery};
 use unistream_core::Error;
 use unistream_core::buffer::{Buffer, BufferLimits};
 use unistream_core::sink::EncodedRecord;
@@ -17,13 +17,21 @@ fn rec(i: u32) -> EncodedRecord {
     )
 }
 
-fn opts(max_records: usize) -> FileBufferOptions {
-    FileBufferOptions::new(BufferLimits::records(max_records), Durability::Process)
+fn opts(max_records: usize) -> FileBufferConfig {
+    FileBufferConfig::new(BufferLimits::records(max_records), Durability::Process)
 }
 
 /// Options that start a new segment file after every batch.
-fn tiny_files(max_records: usize) -> FileBufferOptions {
-    opts(max_records).with_segment_bytes(1)
+fn tiny_files(max_records: usize) -> FileBufferConfig {
+    let mut config = opts(max_records);
+    config.segment_bytes = 1;
+    config
+}
+
+/// `config` with damaged segments set aside.
+fn setting_aside(mut config: FileBufferConfig) -> FileBufferConfig {
+    config.recovery = Recovery::SetAsideDamaged;
+    config
 }
 
 /// `(start, end)` of each frame of a segment that is not padding (process
@@ -105,7 +113,7 @@ async fn a_garbled_last_frame_is_a_torn_tail() {
     // frame; a mapped append is published whole or not at all.
     let dir = tempfile::tempdir().unwrap();
     {
-        let options = FileBufferOptions::new(BufferLimits::records(100), Durability::PowerLoss);
+        let options = FileBufferConfig::new(BufferLimits::records(100), Durability::PowerLoss);
         let wal = FileBuffer::open(dir.path(), options).unwrap();
         for i in 1..=3 {
             wal.put(&rec(i)).await.unwrap();
@@ -145,11 +153,7 @@ async fn a_flipped_bit_mid_segment_is_reported_with_file_and_offset() {
         other => panic!("expected corruption, got {other:?}"),
     }
     // The documented way past it: set the segment aside.
-    let wal = FileBuffer::open(
-        dir.path(),
-        opts(100).with_recovery(Recovery::SetAsideDamaged),
-    )
-    .unwrap();
+    let wal = FileBuffer::open(dir.path(), setting_aside(opts(100))).unwrap();
     assert_eq!(wal.stats().records, 0);
     assert!(
         dir.path()
@@ -173,7 +177,7 @@ async fn a_missing_segment_is_reported_not_skipped() {
     let err = FileBuffer::open(dir.path(), tiny_files(1)).unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("missing"), "{err}");
-    let options = tiny_files(1).with_recovery(Recovery::SetAsideDamaged);
+    let options = setting_aside(tiny_files(1));
     let wal = FileBuffer::open(dir.path(), options).unwrap();
     assert_eq!(drain(&wal), ["1", "3"]);
 }
@@ -294,7 +298,7 @@ async fn the_byte_cap_refuses_and_drops_nothing() {
     let cap = (rec(1).data.len() + rec(2).data.len()) as u64;
     let wal = FileBuffer::open(
         dir.path(),
-        FileBufferOptions::new(
+        FileBufferConfig::new(
             BufferLimits::records(10).with_max_total_bytes(cap),
             Durability::Process,
         ),
@@ -327,13 +331,13 @@ async fn one_open_log_per_directory() {
 #[tokio::test]
 async fn put_many_spans_segments_and_shares_one_sync() {
     let dir = tempfile::tempdir().unwrap();
-    let o = FileBufferOptions::new(BufferLimits::records(1000), Durability::PowerLoss);
+    let o = FileBufferConfig::new(BufferLimits::records(1000), Durability::PowerLoss);
     let wal = FileBuffer::open(dir.path(), o).unwrap();
     let batch: Vec<_> = (1..=250).map(rec).collect();
     wal.put_many(&batch).await.unwrap();
     assert_eq!(wal.group_syncs(), 1);
     drop(wal);
-    let o = FileBufferOptions::new(BufferLimits::records(100), Durability::PowerLoss);
+    let o = FileBufferConfig::new(BufferLimits::records(100), Durability::PowerLoss);
     let wal = FileBuffer::open(dir.path(), o).unwrap();
     wal.put_many(&(251..=500).map(rec).collect::<Vec<_>>())
         .await
@@ -350,7 +354,7 @@ async fn put_many_spans_segments_and_shares_one_sync() {
 #[tokio::test]
 async fn concurrent_puts_share_syncs() {
     let dir = tempfile::tempdir().unwrap();
-    let o = FileBufferOptions::new(BufferLimits::records(1000), Durability::PowerLoss);
+    let o = FileBufferConfig::new(BufferLimits::records(1000), Durability::PowerLoss);
     let wal = FileBuffer::open(dir.path(), o).unwrap();
     let tasks: Vec<_> = (1..=50)
         .map(|i| {

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 
 use proptest::prelude::*;
 use unistream_buffer::frame::{MAGIC, encode_record, frames};
-use unistream_buffer::{FileBuffer, FileBufferOptions};
+use unistream_buffer::{FileBuffer, FileBufferConfig};
 use unistream_core::buffer::{Buffer, BufferLimits};
 use unistream_core::sink::EncodedRecord;
 use unistream_local::Durability;
@@ -41,8 +41,8 @@ fn record(n: u64, size: usize) -> EncodedRecord {
 fn open(dir: &std::path::Path, max_records: usize, max_bytes: u64) -> FileBuffer {
     let limits = BufferLimits::records(max_records).with_max_bytes(max_bytes);
     // Small segment files, so that batches span several of them.
-    let options =
-        FileBufferOptions::new(limits, Durability::Process).with_segment_bytes(max_bytes * 2);
+    let mut options = FileBufferConfig::new(limits, Durability::Process);
+    options.segment_bytes = max_bytes * 2;
     FileBuffer::open(dir, options).unwrap()
 }
 

@@ -181,7 +181,7 @@ async fn a_worker_whose_lease_was_stolen_mid_batch_cannot_write_its_checkpoint()
 
     // Worker a takes the lease and starts the batch; record 3 hangs.
     let failover = Duration::from_secs(10);
-    let mut a = Coordinator::new(table.clone(), "a", LeaseConfig::with_failover(failover));
+    let mut a = Coordinator::new(table.clone(), "a", LeaseConfig::new(failover));
     assert_eq!(a.balance().await.unwrap().taken.len(), 1);
     let mut gated = Recorder::new("a", &shard, &log);
     gated.gate_id = Some("3".into());
@@ -200,7 +200,7 @@ async fn a_worker_whose_lease_was_stolen_mid_batch_cannot_write_its_checkpoint()
         // Worker b sees a's lease stop moving for the failover time (its
         // clock is virtual) and takes it over.
         let clock = VirtualClock::default();
-        let mut b = Coordinator::new(table.clone(), "b", LeaseConfig::with_failover(failover))
+        let mut b = Coordinator::new(table.clone(), "b", LeaseConfig::new(failover))
             .with_clock(clock.clone());
         assert!(b.balance().await.unwrap().taken.is_empty());
         clock.advance(failover);
@@ -271,7 +271,7 @@ async fn a_worker_shutting_down_releases_its_leases_and_the_other_takes_them_at_
             &stream,
             DynamoDbLeaseTable::new(env.dynamodb(), &leases),
             name,
-            LeaseConfig::with_failover(failover),
+            LeaseConfig::new(failover),
             config("app", 50),
             StartingPosition::TrimHorizon,
             move |shard| Ok(Recorder::new(name, shard, &log)),
@@ -407,7 +407,7 @@ async fn a_split_shard_is_processed_parent_first_by_the_stream_consumer() {
         &stream,
         table.clone(),
         "w",
-        LeaseConfig::with_failover(Duration::from_secs(3)),
+        LeaseConfig::new(Duration::from_secs(3)),
         config("app", 100),
         StartingPosition::TrimHorizon,
         move |shard| Ok(Recorder::new("w", shard, &l)),

@@ -10,7 +10,7 @@ use unistream_core::buffer::{Batch, Buffer, BufferStats};
 use unistream_core::sink::EncodedRecord;
 use unistream_core::{Error, Result};
 
-use super::options::FileBufferOptions;
+use super::options::FileBufferConfig;
 use super::recover::recover;
 use super::state::{Emitted, Inner, State, lock};
 use super::sync::GroupSync;
@@ -21,13 +21,13 @@ use crate::frame::Frame;
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> unistream_core::Result<()> {
-/// use unistream_buffer::{FileBuffer, FileBufferOptions};
+/// use unistream_buffer::{FileBuffer, FileBufferConfig};
 /// use unistream_core::buffer::{Buffer, BufferLimits};
 /// use unistream_core::sink::EncodedRecord;
 /// use unistream_local::Durability;
 ///
 /// let dir = tempfile::tempdir().unwrap();
-/// let options = FileBufferOptions::new(BufferLimits::records(2), Durability::Process);
+/// let options = FileBufferConfig::new(BufferLimits::records(2), Durability::Process);
 /// let wal = FileBuffer::open(dir.path(), options)?;
 /// for id in ["1", "2", "3"] {
 ///     wal.put(&EncodedRecord::new(id, id, id.as_bytes().to_vec())).await?;
@@ -49,7 +49,7 @@ pub struct FileBuffer {
 impl FileBuffer {
     /// Opens the log in `dir` (created if needed), takes its exclusive lock,
     /// and recovers every unsent record: see the crate docs.
-    pub fn open(dir: impl Into<PathBuf>, options: FileBufferOptions) -> Result<Self> {
+    pub fn open(dir: impl Into<PathBuf>, options: FileBufferConfig) -> Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let lock_path = dir.join("LOCK");

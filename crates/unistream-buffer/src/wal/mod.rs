@@ -4,7 +4,7 @@
 //!
 //! | file | role |
 //! |---|---|
-//! | `options.rs` | [`FileBufferOptions`], [`Recovery`] |
+//! | `options.rs` | [`FileBufferConfig`], [`Recovery`] |
 //! | `state.rs` | what the open log keeps in memory, and its lock |
 //! | `segment.rs` | segment file names, creation, the active segment's append path |
 //! | `writer.rs` | appending records, sealing, commit and narrow frames, rolling, deleting |
@@ -23,4 +23,4 @@ mod sync;
 mod writer;
 
 pub use file_buffer::FileBuffer;
-pub use options::{FileBufferOptions, Recovery};
+pub use options::{FileBufferConfig, Recovery};

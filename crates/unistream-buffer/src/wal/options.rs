@@ -1,5 +1,5 @@
-//! How a [`FileBuffer`](super::FileBuffer) is opened: limits, durability,
-//! recovery mode, segment size.
+//! [`FileBufferConfig`]: how a [`FileBuffer`](super::FileBuffer) is opened
+//! (limits, durability, recovery mode, segment size), and [`Recovery`].
 
 use unistream_core::buffer::BufferLimits;
 use unistream_local::Durability;
@@ -20,7 +20,7 @@ pub enum Recovery {
 /// How to open a [`FileBuffer`](super::FileBuffer).
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
-pub struct FileBufferOptions {
+pub struct FileBufferConfig {
     /// Batch and total size limits (may differ from the last run).
     pub limits: BufferLimits,
     /// What a `put` survives once it returned.
@@ -32,33 +32,22 @@ pub struct FileBufferOptions {
     pub segment_bytes: u64,
 }
 
-impl Default for FileBufferOptions {
+impl Default for FileBufferConfig {
     fn default() -> Self {
-        FileBufferOptions::new(BufferLimits::default(), Durability::Process)
+        FileBufferConfig::new(BufferLimits::default(), Durability::Process)
     }
 }
 
-impl FileBufferOptions {
-    /// Options with these limits and durability, strict recovery, segment
-    /// files of 8 MiB (recovery reads one file at a time into memory).
+impl FileBufferConfig {
+    /// These limits and durability, strict recovery, segment files of 8 MiB
+    /// (recovery reads one file at a time into memory); set the other fields
+    /// after.
     pub fn new(limits: BufferLimits, durability: Durability) -> Self {
-        FileBufferOptions {
+        FileBufferConfig {
             limits,
             durability,
             recovery: Recovery::Strict,
             segment_bytes: 8 * 1024 * 1024,
         }
-    }
-
-    /// Sets the recovery mode.
-    pub fn with_recovery(mut self, recovery: Recovery) -> Self {
-        self.recovery = recovery;
-        self
-    }
-
-    /// Sets the size at which a new segment file is started.
-    pub fn with_segment_bytes(mut self, segment_bytes: u64) -> Self {
-        self.segment_bytes = segment_bytes;
-        self
     }
 }

@@ -11,7 +11,7 @@ use tracing::{error, warn};
 use unistream_core::{Error, Result};
 use unistream_local::Durability;
 
-use super::options::{FileBufferOptions, Recovery};
+use super::options::{FileBufferConfig, Recovery};
 use super::segment::{ActiveFile, active_file, create_segment, parse_segment_name, segment_name};
 use super::state::{BatchMeta, OpenBatch, State};
 use crate::frame::{self, Frame, MAGIC};
@@ -96,7 +96,7 @@ fn apply_file(
 
 /// Reads every segment file of `dir`, oldest first, repairing a torn tail of
 /// the newest one.
-pub(super) fn recover(dir: &Path, options: &FileBufferOptions) -> Result<State> {
+pub(super) fn recover(dir: &Path, options: &FileBufferConfig) -> Result<State> {
     let mut seqs = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let entry = entry.map_err(|e| Error::io(dir, e))?;

@@ -9,7 +9,7 @@ use tracing::warn;
 use unistream_core::{Error, Result};
 use unistream_local::{Durability, FrameFile};
 
-use super::options::FileBufferOptions;
+use super::options::FileBufferConfig;
 use crate::frame::MAGIC;
 
 #[derive(Debug)]
@@ -49,7 +49,7 @@ pub(super) fn sync_dir(dir: &Path) -> Result<()> {
 pub(super) fn create_segment(
     dir: &Path,
     seq: u64,
-    options: &FileBufferOptions,
+    options: &FileBufferConfig,
 ) -> Result<ActiveFile> {
     let path = dir.join(segment_name(seq));
     let io = |e| Error::io(&path, e);
@@ -84,7 +84,7 @@ pub(super) fn active_file(
     path: PathBuf,
     file: File,
     len: u64,
-    options: &FileBufferOptions,
+    options: &FileBufferConfig,
 ) -> Result<ActiveFile> {
     let log = FrameFile::new(path, file, len)?;
     let log = match options.durability {

@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use unistream_core::buffer::Batch;
 use unistream_local::Durability;
 
-use super::options::FileBufferOptions;
+use super::options::FileBufferConfig;
 use super::segment::ActiveFile;
 
 /// A sealed batch: where its frames are, and what is left of it.
@@ -68,7 +68,7 @@ pub(super) struct State {
 #[derive(Debug)]
 pub(super) struct Inner {
     pub(super) dir: PathBuf,
-    pub(super) options: FileBufferOptions,
+    pub(super) options: FileBufferConfig,
     pub(super) state: Mutex<State>,
     pub(super) _lock: File,
 }

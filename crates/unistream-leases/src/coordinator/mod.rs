@@ -37,13 +37,13 @@ pub struct LeaseConfig {
 
 impl Default for LeaseConfig {
     fn default() -> Self {
-        LeaseConfig::with_failover(Duration::from_secs(10))
+        LeaseConfig::new(Duration::from_secs(10))
     }
 }
 
 impl LeaseConfig {
     /// Defaults derived from a failover time.
-    pub fn with_failover(failover: Duration) -> Self {
+    pub fn new(failover: Duration) -> Self {
         LeaseConfig {
             failover,
             renew_every: failover / 4,
