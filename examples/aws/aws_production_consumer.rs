@@ -116,15 +116,11 @@ async fn run(args: Args) -> unistream::Result<()> {
         .with_max_attempts(args.max_attempts);
     cfg.lock_expire = Duration::from_secs(args.lock_expire_s);
     cfg.stop_at_end = args.until_end;
-    let store = DynamoDbS3CheckpointStore::new(
-        ddb,
-        s3,
-        &args.table,
-        "id",
-        &consumer_id,
-        &args.bucket,
-        "unistream/",
-    );
+    let store = DynamoDbS3CheckpointStore::builder(ddb, s3)
+        .table(&args.table)
+        .key(&consumer_id)
+        .bucket(&args.bucket)
+        .build()?;
     let dlq = AnnouncedDlq {
         inner: SqsDeadLetterQueue::new(sqs, queue_url),
         verbose: args.verbose,

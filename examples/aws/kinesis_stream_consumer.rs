@@ -169,16 +169,12 @@ async fn run(args: Args) -> unistream::Result<()> {
         None => {
             worker_setup
                 .run(move |consumer_id| {
-                    Ok(DynamoDbS3CheckpointStore::new(
-                        ddb.clone(),
-                        s3.clone(),
-                        &table,
-                        "id",
-                        consumer_id,
-                        &bucket,
-                        "unistream/",
-                    )
-                    .exclusive_by_lease())
+                    DynamoDbS3CheckpointStore::builder(ddb.clone(), s3.clone())
+                        .table(&table)
+                        .key(consumer_id)
+                        .bucket(&bucket)
+                        .exclusive_by_lease()
+                        .build()
                 })
                 .await
         }
@@ -207,29 +203,28 @@ impl Worker<'_> {
         cancel_on_ctrl_c(shutdown.clone());
         let name = worker.clone();
         let me = worker.clone();
-        let mut stream = StreamConsumer::new(
-            self.kinesis,
-            &args.stream,
-            self.leases,
-            &worker,
-            LeaseConfig::new(Duration::from_millis(args.failover_ms)),
-            self.consumer,
-            StartingPosition::TrimHorizon,
-            move |shard| {
-                Ok(Recorder {
-                    worker: name.clone(),
-                    shard: shard.to_owned(),
-                    out: AppendFile::open(&out_path, Durability::Process)?,
-                    fail_rate,
-                    seed,
-                })
-            },
-            make_store,
-            move |_shard| FileDeadLetterQueue::open(&dlq_path, Durability::Process),
-        )
-        .with_shutdown(shutdown)
-        .with_get_records_interval(Duration::from_millis(args.get_interval_ms))
-        .on_change(move |held| println!("{me} holds {held:?}"));
+        let mut stream = StreamConsumer::builder(self.kinesis, self.leases)
+            .stream(&args.stream)
+            .worker(&worker)
+            .consumer(self.consumer)
+            .lease_config(LeaseConfig::new(Duration::from_millis(args.failover_ms)))
+            .starting_position(StartingPosition::TrimHorizon)
+            .shutdown(shutdown)
+            .get_records_interval(Duration::from_millis(args.get_interval_ms))
+            .on_change(move |held| println!("{me} holds {held:?}"))
+            .build(
+                move |shard| {
+                    Ok(Recorder {
+                        worker: name.clone(),
+                        shard: shard.to_owned(),
+                        out: AppendFile::open(&out_path, Durability::Process)?,
+                        fail_rate,
+                        seed,
+                    })
+                },
+                make_store,
+                move |_shard| FileDeadLetterQueue::open(&dlq_path, Durability::Process),
+            )?;
         println!("{worker} started on stream {}", args.stream);
         let s = stream.run().await?;
         println!(

@@ -43,4 +43,6 @@
 
 mod store;
 
-pub use store::{DynamoDbS3CheckpointStore, ITEM_LIMIT_BYTES, StoreCalls};
+pub use store::{
+    DynamoDbS3CheckpointStore, DynamoDbS3CheckpointStoreBuilder, ITEM_LIMIT_BYTES, StoreCalls,
+};

@@ -20,7 +20,12 @@ pub const ITEM_LIMIT_BYTES: usize = 400 * 1024;
 /// ```no_run
 /// # async fn demo(ddb: aws_sdk_dynamodb::Client, s3: aws_sdk_s3::Client) {
 /// use unistream_dynamodb_s3::DynamoDbS3CheckpointStore;
-/// let store = DynamoDbS3CheckpointStore::new(ddb, s3, "checkpoints", "id", "orders-shardId-000000000000", "my-bucket", "unistream/");
+/// let store = DynamoDbS3CheckpointStore::builder(ddb, s3)
+///     .table("checkpoints")
+///     .key("orders/shardId-000000000000")
+///     .bucket("my-bucket")
+///     .build()
+///     .expect("table, key and bucket are set");
 /// # }
 /// ```
 #[derive(Debug)]
@@ -71,37 +76,59 @@ fn tracker_key(index: usize, t: &Tracker) -> String {
     format!("{index}|{}", t.record_id)
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
+/// Builds a [`DynamoDbS3CheckpointStore`]; from
+/// [`DynamoDbS3CheckpointStore::builder`].
+///
+/// Required, checked by [`build`](Self::build): [`table`](Self::table),
+/// [`key`](Self::key) and [`bucket`](Self::bucket) — named, so that three
+/// strings cannot be swapped. The rest has defaults, named on each setter.
+#[derive(Debug, Clone)]
+pub struct DynamoDbS3CheckpointStoreBuilder {
+    ddb: aws_sdk_dynamodb::Client,
+    s3: aws_sdk_s3::Client,
+    table: Option<String>,
+    key: Option<String>,
+    bucket: Option<String>,
+    key_attribute: String,
+    prefix: String,
+    exclusive: bool,
 }
 
-impl DynamoDbS3CheckpointStore {
-    /// A store for the item `pk_name = pk_value` of `table`, with batch
-    /// records under `prefix` in `bucket`.
-    pub fn new(
-        ddb: aws_sdk_dynamodb::Client,
-        s3: aws_sdk_s3::Client,
-        table: impl Into<String>,
-        pk_name: impl Into<String>,
-        pk_value: impl Into<String>,
-        bucket: impl Into<String>,
-        prefix: impl Into<String>,
-    ) -> Self {
-        DynamoDbS3CheckpointStore {
-            ddb,
-            s3,
-            table: table.into(),
-            pk_name: pk_name.into(),
-            pk_value: pk_value.into(),
-            bucket: bucket.into(),
-            prefix: prefix.into(),
-            owner: uuid::Uuid::new_v4().simple().to_string(),
-            version: None,
-            pending: BTreeMap::new(),
-            item_bytes: 0,
-            calls: StoreCalls::default(),
-            exclusive: false,
-        }
+/// DynamoDB's limit on a partition key value.
+const MAX_KEY_BYTES: usize = 2048;
+
+impl DynamoDbS3CheckpointStoreBuilder {
+    /// The DynamoDB table holding one item per consumer. Required.
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = Some(table.into());
+        self
+    }
+
+    /// This consumer's item: the value of its partition key (the consumer
+    /// id, e.g. `orders/shardId-000000000000`). Required.
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// The S3 bucket holding each batch's records. Required.
+    pub fn bucket(mut self, bucket: impl Into<String>) -> Self {
+        self.bucket = Some(bucket.into());
+        self
+    }
+
+    /// The name of the table's partition key attribute (a string). Default
+    /// `id`.
+    pub fn key_attribute(mut self, name: impl Into<String>) -> Self {
+        self.key_attribute = name.into();
+        self
+    }
+
+    /// The prefix of the batch objects' keys in the bucket. Default
+    /// `unistream/`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
     }
 
     /// Declares that a lease (e.g. `unistream-leases`) makes this store's
@@ -109,10 +136,79 @@ impl DynamoDbS3CheckpointStore {
     /// progress by a previous owner is then retried at once, instead of
     /// after its lock expires: the previous owner lost its lease (it died,
     /// or stops on its next renewal), and its checkpoint writes fail once
-    /// this store has loaded the item.
+    /// this store has loaded the item. Default: not exclusive.
     pub fn exclusive_by_lease(mut self) -> Self {
         self.exclusive = true;
         self
+    }
+
+    /// The store.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if the table, the key or the bucket is missing or
+    /// empty, or the key is longer than DynamoDB's 2,048 bytes.
+    pub fn build(self) -> Result<DynamoDbS3CheckpointStore> {
+        let required = |v: Option<String>, what: &str| match v {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => Err(Error::Config(format!(
+                "DynamoDbS3CheckpointStore: the {what} is required (DynamoDbS3CheckpointStoreBuilder::{what})"
+            ))),
+        };
+        let table = required(self.table, "table")?;
+        let key = required(self.key, "key")?;
+        let bucket = required(self.bucket, "bucket")?;
+        if key.len() > MAX_KEY_BYTES {
+            return Err(Error::Config(format!(
+                "DynamoDbS3CheckpointStore: the key is {} bytes, over DynamoDB's {MAX_KEY_BYTES} for a partition key",
+                key.len()
+            )));
+        }
+        if self.key_attribute.is_empty() {
+            return Err(Error::Config(
+                "DynamoDbS3CheckpointStore: the key attribute name is empty".into(),
+            ));
+        }
+        Ok(DynamoDbS3CheckpointStore {
+            ddb: self.ddb,
+            s3: self.s3,
+            table,
+            pk_name: self.key_attribute,
+            pk_value: key,
+            bucket,
+            prefix: self.prefix,
+            owner: uuid::Uuid::new_v4().simple().to_string(),
+            version: None,
+            pending: BTreeMap::new(),
+            item_bytes: 0,
+            calls: StoreCalls::default(),
+            exclusive: self.exclusive,
+        })
+    }
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+impl DynamoDbS3CheckpointStore {
+    /// A builder of a store reaching DynamoDB and S3 through these clients
+    /// (see [`DynamoDbS3CheckpointStoreBuilder`] for what is required and
+    /// the defaults).
+    pub fn builder(
+        ddb: aws_sdk_dynamodb::Client,
+        s3: aws_sdk_s3::Client,
+    ) -> DynamoDbS3CheckpointStoreBuilder {
+        DynamoDbS3CheckpointStoreBuilder {
+            ddb,
+            s3,
+            table: None,
+            key: None,
+            bucket: None,
+            key_attribute: "id".into(),
+            prefix: "unistream/".into(),
+            exclusive: false,
+        }
     }
 
     /// The calls made so far.

@@ -51,15 +51,13 @@ impl Fixture {
     }
 
     fn store(&self) -> DynamoDbS3CheckpointStore {
-        DynamoDbS3CheckpointStore::new(
-            self.env.without_retries().dynamodb(),
-            self.env.s3(),
-            &self.table,
-            "id",
-            &self.key,
-            &self.bucket,
-            "checkpoints/",
-        )
+        DynamoDbS3CheckpointStore::builder(self.env.without_retries().dynamodb(), self.env.s3())
+            .table(&self.table)
+            .key(&self.key)
+            .bucket(&self.bucket)
+            .prefix("checkpoints/")
+            .build()
+            .unwrap()
     }
 
     async fn cleanup(self) {
@@ -157,24 +155,20 @@ async fn two_consumers_racing_on_one_checkpoint_never_overwrite_silently() {
     assert_eq!(seen.trackers()[0].lock.as_deref(), Some("B"));
     // Racing on a fresh item: exactly one creates it.
     let ids2: Vec<String> = vec!["z".into()];
-    let mut c1 = DynamoDbS3CheckpointStore::new(
-        f.env.without_retries().dynamodb(),
-        f.env.s3(),
-        &f.table,
-        "id",
-        "fresh",
-        &f.bucket,
-        "p/",
-    );
-    let mut c2 = DynamoDbS3CheckpointStore::new(
-        f.env.without_retries().dynamodb(),
-        f.env.s3(),
-        &f.table,
-        "id",
-        "fresh",
-        &f.bucket,
-        "p/",
-    );
+    let mut c1 = DynamoDbS3CheckpointStore::builder(f.env.without_retries().dynamodb(), f.env.s3())
+        .table(&f.table)
+        .key("fresh")
+        .bucket(&f.bucket)
+        .prefix("p/")
+        .build()
+        .unwrap();
+    let mut c2 = DynamoDbS3CheckpointStore::builder(f.env.without_retries().dynamodb(), f.env.s3())
+        .table(&f.table)
+        .key("fresh")
+        .bucket(&f.bucket)
+        .prefix("p/")
+        .build()
+        .unwrap();
     assert!(c1.load().await.unwrap().is_none());
     assert!(c2.load().await.unwrap().is_none());
     let mut fresh = Checkpoint::new("fresh", Pointer::from("0"), 3, Duration::from_secs(60));

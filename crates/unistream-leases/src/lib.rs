@@ -20,11 +20,13 @@
 
 #![warn(missing_docs)]
 
+mod builder;
 mod coordinator;
 mod dynamodb;
 mod lease;
 mod stream;
 
+pub use builder::StreamConsumerBuilder;
 pub use coordinator::{Balanced, Coordinator, LeaseConfig};
 pub use dynamodb::{DynamoDbLeaseTable, LEASE_KEY};
 pub use lease::{Lease, LeaseTable, MemoryLeaseTable};

@@ -4,7 +4,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -14,14 +13,15 @@ use futures_util::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use unistream_core::checkpoint::CheckpointStore;
-use unistream_core::clock::{Clock, SharedClock, SystemClock};
+use unistream_core::clock::SharedClock;
 use unistream_core::consumer::{Consumer, ConsumerConfig, Processor, RunSummary};
 use unistream_core::dlq::DeadLetterQueue;
 use unistream_core::record::{Codec, JsonCodec};
 use unistream_core::{Error, Result};
 use unistream_kinesis::{KinesisSource, StartingPosition};
 
-use crate::coordinator::{Coordinator, LeaseConfig, chrono_duration};
+use crate::builder::StreamConsumerBuilder;
+use crate::coordinator::{Coordinator, chrono_duration};
 use crate::lease::{Lease, LeaseTable};
 
 /// What a [`StreamConsumer`] did, as counts.
@@ -40,8 +40,8 @@ pub struct StreamSummary {
     pub records: u64,
 }
 
-type Make<T> = Box<dyn FnMut(&str) -> Result<T> + Send>;
-type OnChange = Box<dyn FnMut(&[String]) + Send>;
+pub(crate) type Make<T> = Box<dyn FnMut(&str) -> Result<T> + Send>;
+pub(crate) type OnChange = Box<dyn FnMut(&[String]) + Send>;
 
 /// Consumes every shard of a Kinesis stream, sharing them with the other
 /// workers of the same lease table: one consumer engine (with its own
@@ -65,19 +65,61 @@ type OnChange = Box<dyn FnMut(&[String]) + Send>;
 /// shard's consumer id (`<consumer_id>/<shard id>`): with the DynamoDB + S3
 /// store, build it with `exclusive_by_lease()` so a new owner retries a
 /// record left in progress at once.
+///
+/// Built with [`StreamConsumer::builder`]:
+///
+/// ```no_run
+/// # async fn demo(kinesis: aws_sdk_kinesis::Client, ddb: aws_sdk_dynamodb::Client) -> unistream_core::Result<()> {
+/// use chrono::{DateTime, Utc};
+/// use unistream_core::consumer::{Attempt, ConsumerConfig, Outcome, Processor};
+/// use unistream_core::memory::{MemoryCheckpointStore, MemoryDeadLetterQueue};
+/// use unistream_core::record::{Record, iso8601};
+/// use unistream_leases::{DynamoDbLeaseTable, StreamConsumer};
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Order {
+///     id: String,
+///     #[serde(with = "iso8601")]
+///     create_at: DateTime<Utc>,
+/// }
+/// impl Record for Order {
+///     fn id(&self) -> &str { &self.id }
+///     fn create_at(&self) -> DateTime<Utc> { self.create_at }
+/// }
+/// struct Ship;
+/// impl Processor for Ship {
+///     type Record = Order;
+///     async fn process(&mut self, _: &Order, _: &Attempt<'_>) -> Result<Outcome, unistream_core::BoxError> {
+///         Ok(Outcome::Succeeded)
+///     }
+/// }
+///
+/// let leases = DynamoDbLeaseTable::new(ddb, "orders-leases");
+/// let mut worker = StreamConsumer::builder(kinesis, leases)
+///     .stream("orders")
+///     .worker("worker-1")
+///     .consumer(ConsumerConfig::new("orders-app"))
+///     .build(
+///         |_shard| Ok(Ship),
+///         |_consumer_id| Ok(MemoryCheckpointStore::default()), // DynamoDB + S3 in production
+///         |_shard| Ok(MemoryDeadLetterQueue::default()),
+///     )?;
+/// worker.run().await?;
+/// # Ok(()) }
+/// ```
 pub struct StreamConsumer<T, P, K, D> {
-    kinesis: aws_sdk_kinesis::Client,
-    stream: String,
-    coordinator: Coordinator<T>,
-    config: ConsumerConfig,
-    start: StartingPosition,
-    make_processor: Make<P>,
-    make_store: Make<K>,
-    make_dlq: Make<D>,
-    shutdown: CancellationToken,
-    clock: SharedClock,
-    get_records_interval: Option<Duration>,
-    on_change: Option<OnChange>,
+    pub(crate) kinesis: aws_sdk_kinesis::Client,
+    pub(crate) stream: String,
+    pub(crate) coordinator: Coordinator<T>,
+    pub(crate) config: ConsumerConfig,
+    pub(crate) start: StartingPosition,
+    pub(crate) make_processor: Make<P>,
+    pub(crate) make_store: Make<K>,
+    pub(crate) make_dlq: Make<D>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) clock: SharedClock,
+    pub(crate) get_records_interval: Option<Duration>,
+    pub(crate) on_change: Option<OnChange>,
 }
 
 impl<T, P, K, D> std::fmt::Debug for StreamConsumer<T, P, K, D> {
@@ -109,6 +151,18 @@ enum Stop {
     Shutdown,
 }
 
+impl StreamConsumer<(), (), (), ()> {
+    /// A builder of a worker consuming a stream through `kinesis`, sharing
+    /// its shards through `leases` (see [`StreamConsumerBuilder`] for what is
+    /// required and the defaults).
+    pub fn builder<T: LeaseTable>(
+        kinesis: aws_sdk_kinesis::Client,
+        leases: T,
+    ) -> StreamConsumerBuilder<T> {
+        StreamConsumerBuilder::new(kinesis, leases)
+    }
+}
+
 impl<T, P, K, D> StreamConsumer<T, P, K, D>
 where
     T: LeaseTable,
@@ -117,65 +171,6 @@ where
     D: DeadLetterQueue + 'static,
     JsonCodec: Codec<P::Record>,
 {
-    /// A worker named `worker` (unique among those sharing `leases`)
-    /// consuming `stream`. `config` is the template of every shard
-    /// consumer's configuration (its `consumer_id` is the prefix of theirs).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        kinesis: aws_sdk_kinesis::Client,
-        stream: impl Into<String>,
-        leases: T,
-        worker: impl Into<String>,
-        lease_config: LeaseConfig,
-        config: ConsumerConfig,
-        start: StartingPosition,
-        make_processor: impl FnMut(&str) -> Result<P> + Send + 'static,
-        make_store: impl FnMut(&str) -> Result<K> + Send + 'static,
-        make_dlq: impl FnMut(&str) -> Result<D> + Send + 'static,
-    ) -> Self {
-        StreamConsumer {
-            kinesis,
-            stream: stream.into(),
-            coordinator: Coordinator::new(leases, worker, lease_config),
-            config,
-            start,
-            make_processor: Box::new(make_processor),
-            make_store: Box::new(make_store),
-            make_dlq: Box::new(make_dlq),
-            shutdown: CancellationToken::new(),
-            clock: Arc::new(SystemClock),
-            get_records_interval: None,
-            on_change: None,
-        }
-    }
-
-    /// Stops gracefully when `token` is cancelled.
-    pub fn with_shutdown(mut self, token: CancellationToken) -> Self {
-        self.shutdown = token;
-        self
-    }
-
-    /// Uses another clock.
-    pub fn with_clock(mut self, clock: impl Clock) -> Self {
-        let clock: SharedClock = Arc::new(clock);
-        self.coordinator = self.coordinator.with_clock(clock.clone());
-        self.clock = clock;
-        self
-    }
-
-    /// The least time between two `GetRecords` calls of one shard (default:
-    /// the source's 200 ms).
-    pub fn with_get_records_interval(mut self, interval: Duration) -> Self {
-        self.get_records_interval = Some(interval);
-        self
-    }
-
-    /// Calls `f` with the shards held whenever they change.
-    pub fn on_change(mut self, f: impl FnMut(&[String]) + Send + 'static) -> Self {
-        self.on_change = Some(Box::new(f));
-        self
-    }
-
     /// The lease coordinator (e.g. for the shards held).
     pub fn coordinator(&self) -> &Coordinator<T> {
         &self.coordinator

@@ -158,16 +158,14 @@ async fn a_worker_whose_lease_was_stolen_mid_batch_cannot_write_its_checkpoint()
     let table = DynamoDbLeaseTable::new(env.dynamodb(), &leases);
     table.create(&Lease::new(&shard, vec![])).await.unwrap();
     let store = || {
-        DynamoDbS3CheckpointStore::new(
-            env.dynamodb(),
-            env.s3(),
-            &checkpoints,
-            "id",
-            format!("app/{shard}"),
-            &bucket,
-            "it/",
-        )
-        .exclusive_by_lease()
+        DynamoDbS3CheckpointStore::builder(env.dynamodb(), env.s3())
+            .table(&checkpoints)
+            .key(format!("app/{shard}"))
+            .bucket(&bucket)
+            .prefix("it/")
+            .exclusive_by_lease()
+            .build()
+            .unwrap()
     };
     let source = || {
         KinesisSource::new(
@@ -266,30 +264,29 @@ async fn a_worker_shutting_down_releases_its_leases_and_the_other_takes_them_at_
         let (ddb, s3) = (env.dynamodb(), env.s3());
         let (checkpoints, bucket) = (checkpoints.clone(), bucket.clone());
         let log = log.clone();
-        StreamConsumer::new(
+        StreamConsumer::builder(
             env.kinesis(),
-            &stream,
             DynamoDbLeaseTable::new(env.dynamodb(), &leases),
-            name,
-            LeaseConfig::new(failover),
-            config("app", 50),
-            StartingPosition::TrimHorizon,
+        )
+        .stream(&stream)
+        .worker(name)
+        .consumer(config("app", 50))
+        .lease_config(LeaseConfig::new(failover))
+        .shutdown(token)
+        .build(
             move |shard| Ok(Recorder::new(name, shard, &log)),
             move |id| {
-                Ok(DynamoDbS3CheckpointStore::new(
-                    ddb.clone(),
-                    s3.clone(),
-                    &checkpoints,
-                    "id",
-                    id,
-                    &bucket,
-                    "it/",
-                )
-                .exclusive_by_lease())
+                DynamoDbS3CheckpointStore::builder(ddb.clone(), s3.clone())
+                    .table(&checkpoints)
+                    .key(id)
+                    .bucket(&bucket)
+                    .prefix("it/")
+                    .exclusive_by_lease()
+                    .build()
             },
             |_| Ok(MemoryDeadLetterQueue::default()),
         )
-        .with_shutdown(token)
+        .unwrap()
     };
     let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
     let mut a = worker("a", stop_a.clone());
@@ -402,19 +399,18 @@ async fn a_split_shard_is_processed_parent_first_by_the_stream_consumer() {
     let log: Log = Arc::default();
     let token = CancellationToken::new();
     let l = log.clone();
-    let mut worker = StreamConsumer::new(
-        env.kinesis(),
-        &stream,
-        table.clone(),
-        "w",
-        LeaseConfig::new(Duration::from_secs(3)),
-        config("app", 100),
-        StartingPosition::TrimHorizon,
-        move |shard| Ok(Recorder::new("w", shard, &l)),
-        move |id| FileCheckpointStore::open(&cp, id, Durability::Process),
-        |_| Ok(MemoryDeadLetterQueue::default()),
-    )
-    .with_shutdown(token.clone());
+    let mut worker = StreamConsumer::builder(env.kinesis(), table.clone())
+        .stream(&stream)
+        .worker("w")
+        .consumer(config("app", 100))
+        .lease_config(LeaseConfig::new(Duration::from_secs(3)))
+        .shutdown(token.clone())
+        .build(
+            move |shard| Ok(Recorder::new("w", shard, &l)),
+            move |id| FileCheckpointStore::open(&cp, id, Durability::Process),
+            |_| Ok(MemoryDeadLetterQueue::default()),
+        )
+        .unwrap();
     let driver = async {
         let t = Instant::now();
         while log.lock().unwrap().len() < 60 {

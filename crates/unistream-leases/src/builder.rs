@@ -1,0 +1,178 @@
+//! [`StreamConsumerBuilder`]: how a [`StreamConsumer`] is put together.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use unistream_core::checkpoint::CheckpointStore;
+use unistream_core::clock::{Clock, SharedClock, SystemClock};
+use unistream_core::consumer::{ConsumerConfig, Processor};
+use unistream_core::dlq::DeadLetterQueue;
+use unistream_core::record::{Codec, JsonCodec};
+use unistream_core::{Error, Result};
+use unistream_kinesis::StartingPosition;
+
+use crate::coordinator::{Coordinator, LeaseConfig};
+use crate::lease::LeaseTable;
+use crate::stream::{OnChange, StreamConsumer};
+
+/// Builds a [`StreamConsumer`]; from [`StreamConsumer::builder`].
+///
+/// Required, checked by [`build`](Self::build): [`stream`](Self::stream),
+/// [`worker`](Self::worker) and [`consumer`](Self::consumer). Everything
+/// else has a default, named on its setter.
+pub struct StreamConsumerBuilder<T> {
+    kinesis: aws_sdk_kinesis::Client,
+    leases: T,
+    stream: Option<String>,
+    worker: Option<String>,
+    consumer: Option<ConsumerConfig>,
+    lease_config: LeaseConfig,
+    start: StartingPosition,
+    shutdown: CancellationToken,
+    clock: SharedClock,
+    get_records_interval: Option<Duration>,
+    on_change: Option<OnChange>,
+}
+
+impl<T> std::fmt::Debug for StreamConsumerBuilder<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamConsumerBuilder")
+            .field("stream", &self.stream)
+            .field("worker", &self.worker)
+            .field("consumer", &self.consumer)
+            .field("lease_config", &self.lease_config)
+            .field("start", &self.start)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: LeaseTable> StreamConsumerBuilder<T> {
+    pub(crate) fn new(kinesis: aws_sdk_kinesis::Client, leases: T) -> Self {
+        StreamConsumerBuilder {
+            kinesis,
+            leases,
+            stream: None,
+            worker: None,
+            consumer: None,
+            lease_config: LeaseConfig::default(),
+            start: StartingPosition::TrimHorizon,
+            shutdown: CancellationToken::new(),
+            clock: Arc::new(SystemClock),
+            get_records_interval: None,
+            on_change: None,
+        }
+    }
+
+    /// The stream to consume (a name). Required.
+    pub fn stream(mut self, stream: impl Into<String>) -> Self {
+        self.stream = Some(stream.into());
+        self
+    }
+
+    /// This worker's id, unique among the workers sharing the lease table.
+    /// Required.
+    pub fn worker(mut self, worker: impl Into<String>) -> Self {
+        self.worker = Some(worker.into());
+        self
+    }
+
+    /// The template of every shard consumer's configuration: its
+    /// `consumer_id` (the application's name) is the prefix of theirs
+    /// (`<consumer_id>/<shard id>`). Required.
+    pub fn consumer(mut self, config: ConsumerConfig) -> Self {
+        self.consumer = Some(config);
+        self
+    }
+
+    /// Lease timing. Default: [`LeaseConfig::default`] (failover 10 s).
+    pub fn lease_config(mut self, config: LeaseConfig) -> Self {
+        self.lease_config = config;
+        self
+    }
+
+    /// Where a shard with no checkpoint starts. Default: `TrimHorizon` (the
+    /// oldest record kept).
+    pub fn starting_position(mut self, start: StartingPosition) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Stops gracefully when `token` is cancelled. Default: a token of its
+    /// own, never cancelled.
+    pub fn shutdown(mut self, token: CancellationToken) -> Self {
+        self.shutdown = token;
+        self
+    }
+
+    /// The clock of leases, renewals and waits. Default: the system clock.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The least time between two `GetRecords` calls of one shard. Default:
+    /// the source's 200 ms (Kinesis allows 5 calls per second per shard).
+    pub fn get_records_interval(mut self, interval: Duration) -> Self {
+        self.get_records_interval = Some(interval);
+        self
+    }
+
+    /// Calls `f` with the shards held whenever they change. Default: none.
+    pub fn on_change(mut self, f: impl FnMut(&[String]) + Send + 'static) -> Self {
+        self.on_change = Some(Box::new(f));
+        self
+    }
+
+    /// The worker, making each shard's processor, checkpoint store and
+    /// dead-letter queue with these (given the shard id, the shard
+    /// consumer's id, and the shard id).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if the stream, the worker or the consumer
+    /// configuration is missing or empty.
+    pub fn build<P, K, D>(
+        self,
+        make_processor: impl FnMut(&str) -> Result<P> + Send + 'static,
+        make_store: impl FnMut(&str) -> Result<K> + Send + 'static,
+        make_dlq: impl FnMut(&str) -> Result<D> + Send + 'static,
+    ) -> Result<StreamConsumer<T, P, K, D>>
+    where
+        P: Processor + 'static,
+        K: CheckpointStore + 'static,
+        D: DeadLetterQueue + 'static,
+        JsonCodec: Codec<P::Record>,
+    {
+        let required = |v: Option<String>, what: &str| match v {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => Err(Error::Config(format!(
+                "StreamConsumer: {what} is required (StreamConsumerBuilder::{what})"
+            ))),
+        };
+        let stream = required(self.stream, "stream")?;
+        let worker = required(self.worker, "worker")?;
+        let config = self.consumer.ok_or_else(|| {
+            Error::Config(
+                "StreamConsumer: the consumer configuration is required (StreamConsumerBuilder::consumer)"
+                    .into(),
+            )
+        })?;
+        let coordinator =
+            Coordinator::new(self.leases, worker, self.lease_config).with_clock(self.clock.clone());
+        Ok(StreamConsumer {
+            kinesis: self.kinesis,
+            stream,
+            coordinator,
+            config,
+            start: self.start,
+            make_processor: Box::new(make_processor),
+            make_store: Box::new(make_store),
+            make_dlq: Box::new(make_dlq),
+            shutdown: self.shutdown,
+            clock: self.clock,
+            get_records_interval: self.get_records_interval,
+            on_change: self.on_change,
+        })
+    }
+}
