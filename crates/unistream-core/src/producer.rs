@@ -1,4 +1,4 @@
-//! The producer engine (SPEC §5).
+//! The producer engine (see `docs/producer.md`).
 //!
 //! [`Producer::put`] encodes a record and appends it to the [`Buffer`]; only
 //! then does it return (so a record `put` accepted survives a crash, to the

@@ -1,3 +1,6 @@
+//! [`DynamoDbS3CheckpointStore`] and its builder: the checkpoint item in
+//! DynamoDB, the batch's records in S3 (layout and cost: `docs/production.md`).
+
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;

@@ -391,3 +391,58 @@ async fn one_dynamodb_write_per_record_in_the_common_case() {
     assert_eq!((calls.get_item, calls.get_object), (1, 0));
     f.cleanup().await;
 }
+
+/// One checkpoint item of the contract suite: a fresh key per check.
+struct ContractItem {
+    env: Env,
+    table: String,
+    bucket: String,
+    key: String,
+}
+
+impl unistream_test_support::checkpoint_contract::StoreUnderTest for ContractItem {
+    type Store = DynamoDbS3CheckpointStore;
+    async fn open(&mut self) -> unistream_core::Result<DynamoDbS3CheckpointStore> {
+        DynamoDbS3CheckpointStore::builder(self.env.without_retries().dynamodb(), self.env.s3())
+            .table(&self.table)
+            .key(&self.key)
+            .bucket(&self.bucket)
+            .build()
+    }
+    async fn corrupt(&mut self) -> bool {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        self.env
+            .dynamodb()
+            .update_item()
+            .table_name(&self.table)
+            .key("id", AttributeValue::S(self.key.clone()))
+            .update_expression("SET #m = :garbage")
+            .expression_attribute_names("#m", "meta")
+            .expression_attribute_values(":garbage", AttributeValue::S("{not json".into()))
+            .send()
+            .await
+            .unwrap();
+        true
+    }
+    fn excludes_owners(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs an AWS emulator: run with `cargo xtask it`"]
+async fn the_dynamodb_s3_store_keeps_the_checkpoint_store_contract() {
+    use unistream_test_support::checkpoint_contract::{Checked, check_all};
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    let checked = check_all(|| ContractItem {
+        env: f.env.clone(),
+        table: f.table.clone(),
+        bucket: f.bucket.clone(),
+        key: unique_name("contract"),
+    })
+    .await;
+    assert_eq!(checked, [Checked::Passed; 4]);
+    f.cleanup().await;
+}

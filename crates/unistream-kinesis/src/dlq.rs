@@ -1,3 +1,5 @@
+//! [`KinesisDeadLetterQueue`]: dead letters into another Kinesis stream.
+
 use unistream_core::dlq::{DeadLetter, DeadLetterQueue};
 use unistream_core::sink::{Delivery, EncodedRecord, Sink};
 use unistream_core::{Error, Result};

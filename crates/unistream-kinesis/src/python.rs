@@ -1,3 +1,5 @@
+//! The codec for records written by the Python `unistream` library.
+
 use base64::Engine as _;
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -1,3 +1,6 @@
+//! [`KinesisSink`]: the producer's sink over `PutRecords` (limits, per-key
+//! ordering, partial failures; see `docs/kinesis.md`).
+
 use std::collections::HashSet;
 use std::sync::Arc;
 

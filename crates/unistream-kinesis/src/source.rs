@@ -1,3 +1,6 @@
+//! [`KinesisSource`]: one shard read with `GetRecords`, a sequence number
+//! as the pointer (see `docs/kinesis.md`).
+
 use std::sync::Arc;
 use std::time::Duration;
 

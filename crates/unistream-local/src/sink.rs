@@ -1,3 +1,5 @@
+//! [`FileSink`]: the producer's side of a JSON-lines stream file.
+
 use std::path::{Path, PathBuf};
 
 use crate::{AppendFile, Durability};

@@ -1,3 +1,5 @@
+//! [`FileSource`]: a JSON-lines stream file read from a `line@byte` pointer.
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;

@@ -1,3 +1,6 @@
+//! [`SqsDeadLetterQueue`]: dead letters as SQS messages, in batches, with
+//! the failure in message attributes (see `docs/production.md`).
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -24,6 +24,8 @@
 //! # }
 //! ```
 
+pub mod checkpoint_contract;
+
 use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig};

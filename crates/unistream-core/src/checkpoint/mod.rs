@@ -490,6 +490,8 @@ impl Checkpoint {
     }
 
     /// Records that the dead-letter queue accepted an exhausted record.
+    /// Idempotent: marking a record already marked changes nothing (a done
+    /// record never changes).
     pub fn mark_dead_lettered(&mut self, index: usize, now: DateTime<Utc>) -> Result<&Tracker> {
         let t = self.tracker_mut(index)?;
         if t.status != Status::Exhausted {
@@ -498,8 +500,10 @@ impl Checkpoint {
                 t.record_id, t.status
             )));
         }
-        t.dead_lettered = true;
-        t.update_time = now;
+        if !t.dead_lettered {
+            t.dead_lettered = true;
+            t.update_time = now;
+        }
         Ok(t)
     }
 

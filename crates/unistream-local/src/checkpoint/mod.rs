@@ -5,7 +5,8 @@
 //!   its final name only when its first part (checkpoint snapshot + every
 //!   record of the batch) is fully written: it is written to `*.tmp` and
 //!   renamed. So a crash at any instant leaves either the previous batch's
-//!   journal or the new one, whole (SPEC §9 item 3).
+//!   journal or the new one, whole (the Python original's defect 3,
+//!   `docs/decisions.md`).
 //! - After that, tracker changes and the commit are *appended*: the cost of a
 //!   transition is one small entry, whatever the batch size, and is never a
 //!   rewrite in place.

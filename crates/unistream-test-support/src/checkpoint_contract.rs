@@ -1,0 +1,304 @@
+//! One contract suite for every [`CheckpointStore`]: the same checks run
+//! against the memory, file and DynamoDB + S3 stores (and any store a user
+//! writes), as the trait's documentation promises:
+//!
+//! - [`round_trip`]: a batch, its records (binary, and under hostile ids)
+//!   and every kind of transition load back exactly, before and after the
+//!   commit;
+//! - [`durable_once_synced`]: tracker changes are on record once `sync`
+//!   returns, for a store opened afresh;
+//! - [`foreign_data_is_an_error`]: a checkpoint the store cannot read is an
+//!   error, never a silent reset (where the backend can be made to hold
+//!   foreign data);
+//! - [`a_second_owner_is_refused`]: two live owners of one checkpoint never
+//!   both write (where the store promises exclusion).
+//!
+//! A check that does not apply to a store says so on stderr and in its
+//! return value ([`Checked::Skipped`]); the caller asserts what it expects.
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use unistream_core::checkpoint::{Checkpoint, CheckpointStore, Status};
+use unistream_core::source::{Pointer, SourceRecord};
+use unistream_core::{Error, ErrorInfo, Result};
+
+/// Record ids that break naive encodings (path separators, quotes, the
+/// DynamoDB store's `|`, expression characters, non-ASCII, a long one).
+pub const HOSTILE_IDS: &[&str] = &[
+    "a.b.c",
+    "with space",
+    "quote\"s and 'apostrophes'",
+    "#hash",
+    ":colon",
+    "ünïcødé ✓ 日本",
+    "a|b|c",
+    "[0]",
+    "slash/and\\backslash",
+    "%41%",
+];
+
+/// One checkpoint of a store under test: every [`open`](Self::open) is a
+/// new store on the same checkpoint, as a restarted process would open it.
+pub trait StoreUnderTest {
+    /// The store.
+    type Store: CheckpointStore;
+
+    /// A new store on this checkpoint. A store that excludes a second live
+    /// owner at open MAY return its refusal here.
+    fn open(&mut self) -> impl Future<Output = Result<Self::Store>>;
+
+    /// Replaces the stored checkpoint with data the store did not write.
+    /// `false` if the backend cannot hold foreign data (memory).
+    fn corrupt(&mut self) -> impl Future<Output = bool> {
+        async { false }
+    }
+
+    /// Whether the store promises that two live owners never both write.
+    fn excludes_owners(&self) -> bool;
+}
+
+/// Whether a check ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// It ran and passed (it panics otherwise).
+    Passed,
+    /// It does not apply to this store.
+    Skipped,
+}
+
+fn now() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_704_781_446, 123_456_789).unwrap_or_default()
+}
+
+fn ids() -> Vec<String> {
+    let mut ids: Vec<String> = HOSTILE_IDS.iter().map(|s| s.to_string()).collect();
+    ids.push("x".repeat(256));
+    ids
+}
+
+fn records(ids: &[String]) -> Vec<SourceRecord> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| {
+            // JSON for most; raw, non-UTF-8 bytes for some.
+            let data = if i % 3 == 2 {
+                vec![0xff, 0x00, b'\n', i as u8]
+            } else {
+                format!("{{\"id\": {id:?}}}").into_bytes()
+            };
+            SourceRecord::new(Pointer::new(format!("{i}@{}", i * 10)), data)
+        })
+        .collect()
+}
+
+async fn load<S: CheckpointStore>(store: &mut S) -> Option<(Checkpoint, Vec<SourceRecord>)> {
+    let loaded = store.load().await.unwrap_or_else(|e| panic!("load: {e}"));
+    loaded.map(|l| (l.checkpoint, l.records))
+}
+
+async fn open<T: StoreUnderTest>(t: &mut T) -> T::Store {
+    t.open().await.unwrap_or_else(|e| panic!("open: {e}"))
+}
+
+/// A batch over hostile ids with every kind of transition — success with
+/// data, failure with causes, ignored, exhausted and dead-lettered, in
+/// progress — saved, loaded by a new store, committed, loaded again.
+pub async fn round_trip<T: StoreUnderTest>(t: &mut T) -> Checked {
+    let ids = ids();
+    let mut store = open(t).await;
+    assert!(
+        load(&mut store).await.is_none(),
+        "a new checkpoint loads as none"
+    );
+    let mut cp = Checkpoint::new("contract", Pointer::from("0"), 2, Duration::from_secs(60));
+    cp.start_batch(
+        ids.clone(),
+        Some(Pointer::new(ids.len().to_string())),
+        now(),
+    )
+    .unwrap();
+    let recs = records(&ids);
+    store.save_batch(&cp, &recs).await.unwrap();
+    let t1 = now() + chrono::Duration::milliseconds(1);
+    for (i, id) in ids.iter().enumerate() {
+        let lock = format!("L{i}");
+        if i % 5 != 4 {
+            cp.begin_attempt(i, &lock, t1).unwrap();
+            store.save_tracker(&cp, i).await.unwrap();
+        }
+        match i % 5 {
+            0 => {
+                cp.succeed(i, &lock, Some(serde_json::json!({"k": [i, "v"]})), t1)
+                    .unwrap();
+            }
+            1 => {
+                let error = ErrorInfo {
+                    message: format!("failed {id:?}"),
+                    causes: vec!["inner".into(), "root\n cause".into()],
+                };
+                cp.fail(i, &lock, error, t1).unwrap();
+            }
+            2 => {
+                cp.ignore(i, &lock, t1).unwrap();
+            }
+            3 => {} // left in progress
+            _ => {
+                cp.exhaust(i, ErrorInfo::new("undecodable"), t1).unwrap();
+                cp.mark_dead_lettered(i, t1).unwrap();
+            }
+        }
+        store.save_tracker(&cp, i).await.unwrap();
+    }
+    store.sync().await.unwrap();
+    drop(store);
+    let mut store = open(t).await;
+    let (got, got_records) = load(&mut store).await.expect("saved");
+    assert_eq!(got, cp, "every tracker, under every id, round-trips");
+    assert_eq!(
+        got_records, recs,
+        "the batch's records round-trip byte for byte"
+    );
+    assert_eq!(got.trackers()[1].status, Status::Failed);
+
+    // Finish the batch, commit, and load the commit.
+    let mut cp = got;
+    cp.recover(t1, true);
+    for i in 0..ids.len() {
+        let tr = &cp.trackers()[i];
+        if tr.is_done() {
+            continue;
+        }
+        let lock = format!("M{i}");
+        if cp.begin_attempt(i, &lock, t1).is_ok() {
+            cp.succeed(i, &lock, None, t1).unwrap();
+        } else {
+            cp.mark_dead_lettered(i, t1).unwrap();
+        }
+        store.save_tracker(&cp, i).await.unwrap();
+    }
+    store.sync().await.unwrap();
+    cp.commit().unwrap();
+    store.save_commit(&cp).await.unwrap();
+    drop(store);
+    let mut store = open(t).await;
+    let (got, _) = load(&mut store).await.expect("committed");
+    assert!(got.is_committed(), "the commit is on record");
+    assert_eq!(got.start_pointer().as_str(), ids.len().to_string());
+    assert_eq!(got, cp);
+    Checked::Passed
+}
+
+/// Changes saved and synced are seen by a store opened afterwards.
+pub async fn durable_once_synced<T: StoreUnderTest>(t: &mut T) -> Checked {
+    let ids: Vec<String> = (0..3).map(|i| format!("r{i}")).collect();
+    let mut store = open(t).await;
+    load(&mut store).await;
+    let mut cp = Checkpoint::new("contract", Pointer::from("0"), 3, Duration::from_secs(60));
+    cp.start_batch(ids.clone(), Some(Pointer::from("3")), now())
+        .unwrap();
+    store.save_batch(&cp, &records(&ids)).await.unwrap();
+    for i in 0..3 {
+        cp.begin_attempt(i, "L", now()).unwrap();
+        store.save_tracker(&cp, i).await.unwrap();
+        store.sync().await.unwrap();
+        let mut other_view = cp.clone();
+        // What another process would find now:
+        drop(store);
+        let mut reopened = open(t).await;
+        let (got, _) = load(&mut reopened).await.expect("saved");
+        assert_eq!(
+            got.trackers()[i].attempts,
+            1,
+            "attempt {i} on record after sync"
+        );
+        assert_eq!(got.trackers()[i].status, Status::InProgress);
+        other_view
+            .restore_tracker(i, got.trackers()[i].clone())
+            .unwrap();
+        assert_eq!(got, other_view);
+        store = reopened;
+        // The reopened store owns the checkpoint now: carry on with it.
+        cp = got;
+    }
+    Checked::Passed
+}
+
+/// Data the store did not write is an error on load, never `None`.
+pub async fn foreign_data_is_an_error<T: StoreUnderTest>(t: &mut T) -> Checked {
+    let ids: Vec<String> = vec!["a".into()];
+    let mut store = open(t).await;
+    load(&mut store).await;
+    let mut cp = Checkpoint::new("contract", Pointer::from("0"), 3, Duration::from_secs(60));
+    cp.start_batch(ids.clone(), Some(Pointer::from("1")), now())
+        .unwrap();
+    store.save_batch(&cp, &records(&ids)).await.unwrap();
+    drop(store);
+    if !t.corrupt().await {
+        eprintln!(
+            "checkpoint contract: foreign_data_is_an_error skipped: this backend cannot hold foreign data"
+        );
+        return Checked::Skipped;
+    }
+    let result = match t.open().await {
+        Ok(mut s) => s.load().await.map(|l| l.is_some()),
+        Err(e) => Err(e),
+    };
+    match result {
+        Err(Error::CheckpointUnreadable { .. } | Error::Corrupt { .. }) => Checked::Passed,
+        other => panic!("foreign data must be CheckpointUnreadable or Corrupt, got {other:?}"),
+    }
+}
+
+/// Two live owners: the second is refused at open or load, or the first's
+/// next write fails; never do both write.
+pub async fn a_second_owner_is_refused<T: StoreUnderTest>(t: &mut T) -> Checked {
+    if !t.excludes_owners() {
+        eprintln!(
+            "checkpoint contract: a_second_owner_is_refused skipped: this store does not exclude owners"
+        );
+        return Checked::Skipped;
+    }
+    let ids: Vec<String> = vec!["a".into(), "b".into()];
+    let mut first = open(t).await;
+    load(&mut first).await;
+    let mut cp = Checkpoint::new("contract", Pointer::from("0"), 3, Duration::from_secs(60));
+    cp.start_batch(ids.clone(), Some(Pointer::from("2")), now())
+        .unwrap();
+    first.save_batch(&cp, &records(&ids)).await.unwrap();
+    let refused = |e: &Error| matches!(e, Error::CheckpointOwned { .. } | Error::Locked { .. });
+    let mut second = match t.open().await {
+        Err(e) if refused(&e) => return Checked::Passed,
+        Err(e) => panic!("a second owner must be refused with CheckpointOwned or Locked, got {e}"),
+        Ok(s) => s,
+    };
+    match second.load().await {
+        Err(e) if refused(&e) => return Checked::Passed,
+        Err(e) => panic!("a second owner must be refused with CheckpointOwned or Locked, got {e}"),
+        Ok(_) => {}
+    }
+    // The second took over: the first's next write must fail.
+    cp.begin_attempt(0, "first", now()).unwrap();
+    let wrote = match first.save_tracker(&cp, 0).await {
+        Ok(()) => first.sync().await,
+        Err(e) => Err(e),
+    };
+    match wrote {
+        Err(e) if refused(&e) => Checked::Passed,
+        other => {
+            panic!("the displaced owner's write must fail with CheckpointOwned, got {other:?}")
+        }
+    }
+}
+
+/// Runs every check against fresh checkpoints from `fresh`; returns how
+/// each went, in the order of the module docs.
+pub async fn check_all<T: StoreUnderTest>(mut fresh: impl FnMut() -> T) -> [Checked; 4] {
+    [
+        round_trip(&mut fresh()).await,
+        durable_once_synced(&mut fresh()).await,
+        foreign_data_is_an_error(&mut fresh()).await,
+        a_second_owner_is_refused(&mut fresh()).await,
+    ]
+}
