@@ -18,7 +18,7 @@ use unistream::dlq::{DeadLetter, DeadLetterQueue};
 use unistream::local::{AppendFile, FileDeadLetterQueue};
 use unistream::producer::{Producer, SendStep};
 use unistream::record::{Codec, JsonCodec, Record, iso8601};
-use unistream::sink::{Delivery, EncodedRecord, Sink};
+use unistream::sink::{Delivery, EncodedRecord, Refusal, Sink};
 use unistream::source::Source;
 
 /// The seed's `MyRecord`: an id, a creation time and a random value.
@@ -254,7 +254,7 @@ impl<S> RandomFailSink<S> {
 }
 
 impl<S: Sink> Sink for RandomFailSink<S> {
-    fn validate(&self, record: &EncodedRecord) -> Result<(), String> {
+    fn validate(&self, record: &EncodedRecord) -> Result<(), Refusal> {
         self.inner.validate(record)
     }
 

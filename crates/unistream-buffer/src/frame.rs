@@ -54,25 +54,47 @@ pub enum Frame<'a> {
     Padding,
 }
 
+/// Why a frame cannot be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// A record's id, partition key or explicit hash key is longer than the
+    /// format's 16-bit length.
+    #[error("the {field} is {bytes} bytes; at most 65535 fit the write-ahead log")]
+    FieldTooLong {
+        /// `id`, `partition key` or `explicit hash key`.
+        field: &'static str,
+        /// Its size.
+        bytes: usize,
+    },
+    /// The frame does not fit 4 GiB.
+    #[error("{0} in the write-ahead log")]
+    TooLarge(#[from] framing::FrameTooLarge),
+}
+
 impl Frame<'_> {
-    /// Appends this frame to `out`. Fails if an id or key is longer than
-    /// 65,535 bytes or the frame does not fit 4 GiB.
-    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
+    /// Appends this frame to `out`.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError`] if an id or key is longer than 65,535 bytes or the
+    /// frame does not fit 4 GiB.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         if let Frame::Record { id, key, hash, .. } = self {
-            if hash.is_some_and(|h| h.len() > usize::from(u16::MAX)) {
-                return Err("the explicit hash key is over 65535 bytes".into());
-            }
-            if id.len() > usize::from(u16::MAX) {
-                return Err(format!(
-                    "the id is {} bytes; at most 65535 fit the WAL",
-                    id.len()
-                ));
-            }
-            if key.len() > usize::from(u16::MAX) {
-                return Err(format!(
-                    "the partition key is {} bytes; at most 65535 fit the WAL",
-                    key.len()
-                ));
+            let fields = [
+                ("id", Some(*id)),
+                ("partition key", Some(*key)),
+                ("explicit hash key", *hash),
+            ];
+            for (field, value) in fields {
+                if let Some(v) = value
+                    && v.len() > usize::from(u16::MAX)
+                {
+                    return Err(EncodeError::FieldTooLong {
+                        field,
+                        bytes: v.len(),
+                    });
+                }
             }
         }
         let kind = match self {
@@ -106,13 +128,17 @@ impl Frame<'_> {
                     out.extend_from_slice(&i.to_le_bytes());
                 }
             }
-        })
-        .map_err(|e| format!("{e} in the WAL"))
+        })?;
+        Ok(())
     }
 }
 
 /// Appends a record frame.
-pub fn encode_record(out: &mut Vec<u8>, r: &EncodedRecord) -> Result<(), String> {
+///
+/// # Errors
+///
+/// As [`Frame::encode`].
+pub fn encode_record(out: &mut Vec<u8>, r: &EncodedRecord) -> Result<(), EncodeError> {
     Frame::Record {
         id: &r.id,
         key: &r.partition_key,
@@ -262,7 +288,12 @@ mod tests {
     fn oversized_ids_are_refused() {
         let mut out = Vec::new();
         let r = EncodedRecord::new("x".repeat(70_000), "k", vec![]);
-        assert!(encode_record(&mut out, &r).unwrap_err().contains("65535"));
+        assert!(
+            encode_record(&mut out, &r)
+                .unwrap_err()
+                .to_string()
+                .contains("65535")
+        );
         assert!(out.is_empty());
     }
 }

@@ -159,14 +159,15 @@ pub enum Error {
         source: BoxError,
     },
 
-    /// A record cannot be stored as given (e.g. an id longer than the
-    /// buffer's format allows).
+    /// A record cannot be stored or sent as given (too large for the sink,
+    /// an id longer than the buffer's format allows, ...); it was not
+    /// accepted.
     #[error("record {record_id:?} rejected: {reason}")]
     InvalidRecord {
         /// The record.
         record_id: String,
         /// Why.
-        reason: String,
+        reason: crate::sink::Refusal,
     },
 
     /// A record could not be encoded or decoded.

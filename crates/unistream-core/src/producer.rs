@@ -263,6 +263,14 @@ impl<B: Buffer, S: Sink, C> Producer<B, S, C> {
     /// returning), then sends the oldest ready batch unless on hold. The
     /// record is accepted iff this returns `Ok` — or
     /// [`Error::SendFailed`], which only reports a failed send.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRecord`] if the codec, the sink or the buffer refuses
+    /// the record, [`Error::BufferFull`] (with `WhenFull::Error`), an I/O error
+    /// of the buffer — in each case the record was not accepted; and, with
+    /// `SendErrors::Return`, [`Error::SendFailed`], which only reports a failed
+    /// send of an accepted record.
     pub async fn put<R: Record>(&self, record: &R) -> Result<SendStep>
     where
         C: Codec<R>,
@@ -274,6 +282,10 @@ impl<B: Buffer, S: Sink, C> Producer<B, S, C> {
 
     /// Puts a record that is already encoded (e.g. one read back from a
     /// dead-letter queue to redrive it). The same guarantees as [`put`](Self::put).
+    ///
+    /// # Errors
+    ///
+    /// As [`put`](Self::put).
     pub async fn put_encoded(&self, record: EncodedRecord) -> Result<SendStep> {
         self.sink
             .validate(&record)
@@ -287,6 +299,10 @@ impl<B: Buffer, S: Sink, C> Producer<B, S, C> {
 
     /// [`put`](Self::put) for many records at once: one write (and one sync)
     /// for all of them. Either all are accepted or none.
+    ///
+    /// # Errors
+    ///
+    /// As [`put`](Self::put); a refused record refuses the whole call.
     pub async fn put_many<R: Record>(&self, records: &[R]) -> Result<SendStep>
     where
         C: Codec<R>,
@@ -301,6 +317,10 @@ impl<B: Buffer, S: Sink, C> Producer<B, S, C> {
 
     /// Seals a lingering active batch and sends a ready one unless on hold:
     /// call it on a timer when puts are rare.
+    ///
+    /// # Errors
+    ///
+    /// The buffer's error; with `SendErrors::Return`, [`Error::SendFailed`].
     pub async fn tick(&self) -> Result<SendStep> {
         self.after_put().await
     }
@@ -308,6 +328,11 @@ impl<B: Buffer, S: Sink, C> Producer<B, S, C> {
     /// Seals the active batch and sends everything, waiting out backoffs;
     /// returns when the buffer is empty, or with [`Error::SendFailed`] after
     /// `max_attempts` consecutive failures.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SendFailed`] once the retry policy's `max_attempts` is used up
+    /// (the records stay buffered), or the buffer's error.
     pub async fn flush(&self) -> Result<()> {
         let mut st = self.sender.lock().await;
         self.buffer.seal()?;

@@ -124,6 +124,10 @@ impl JsonCodec {
     }
 
     /// Encodes any serializable value with this codec's layout.
+    ///
+    /// # Errors
+    ///
+    /// [`CodecError`] if the record cannot be serialized.
     pub fn to_vec<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
         let mut out = Vec::with_capacity(128);
         let result = match self.style {
@@ -206,6 +210,10 @@ pub mod iso8601 {
     }
 
     /// Serializes a time in the seed's shape.
+    ///
+    /// # Errors
+    ///
+    /// The serializer's error.
     pub fn serialize<S: Serializer>(time: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
         let mut buf = [0u8; 32];
         match crate::timefmt::format_seed(time, &mut buf) {
@@ -215,6 +223,10 @@ pub mod iso8601 {
     }
 
     /// Parses an RFC 3339 time with an offset.
+    ///
+    /// # Errors
+    ///
+    /// The deserializer's error, or an invalid time.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         DateTime::parse_from_rfc3339(&s)

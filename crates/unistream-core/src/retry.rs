@@ -235,6 +235,10 @@ impl backon::BackoffBuilder for &RetryPolicy {
 /// assert_eq!(clock.total_slept(), Duration::from_secs(3));
 /// # }
 /// ```
+///
+/// # Errors
+///
+/// The last error of `op`, once the policy allows no more attempts.
 pub async fn retry<T, E, Fut, F>(
     policy: &RetryPolicy,
     clock: &(impl Clock + Clone),

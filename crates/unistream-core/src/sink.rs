@@ -37,6 +37,28 @@ impl EncodedRecord {
     }
 }
 
+/// Why a sink (or the buffer) refuses a record before the producer accepts
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The record (data and partition key) is larger than the sink takes.
+    #[error("the record is {bytes} bytes (data and partition key); the sink takes at most {max}")]
+    TooLarge {
+        /// The record's size.
+        bytes: usize,
+        /// The most the sink takes.
+        max: usize,
+    },
+    /// The partition key is not one the sink accepts.
+    #[error("bad partition key: {0}")]
+    PartitionKey(String),
+    /// The record holds what the sink's (or the buffer's) format cannot
+    /// carry, e.g. a newline in a JSON-lines file.
+    #[error("{0}")]
+    Unrepresentable(String),
+}
+
 /// What a sink accepted of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
@@ -76,7 +98,13 @@ pub trait Sink: Send + Sync {
     /// sink can never take (too large, a newline in a JSON-lines file, ...)
     /// is refused by `put` with a clear error instead of jamming the buffer.
     /// The default accepts everything.
-    fn validate(&self, record: &EncodedRecord) -> Result<(), String> {
+    ///
+    /// # Errors
+    ///
+    /// The [`Refusal`]: the producer returns it as
+    /// [`Error::InvalidRecord`](crate::Error::InvalidRecord) and does not
+    /// accept the record.
+    fn validate(&self, record: &EncodedRecord) -> Result<(), Refusal> {
         let _ = record;
         Ok(())
     }

@@ -43,6 +43,9 @@
 
 mod store;
 
+mod error;
+
+pub use error::StoreError;
 pub use store::{
     DynamoDbS3CheckpointStore, DynamoDbS3CheckpointStoreBuilder, ITEM_LIMIT_BYTES, StoreCalls,
 };

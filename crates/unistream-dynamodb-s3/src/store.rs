@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 use unistream_core::checkpoint::{Checkpoint, CheckpointStore, StoredCheckpoint, Tracker};
 use unistream_core::source::{Pointer, SourceRecord};
-use unistream_core::{Error, Result};
+use unistream_core::{BoxError, Error, Result};
+
+use crate::error::StoreError;
 
 /// DynamoDB's item size limit; writes that would exceed it are refused
 /// before the call.
@@ -256,8 +258,47 @@ impl DynamoDbS3CheckpointStore {
         Ok(())
     }
 
-    fn encode_tracker(t: &Tracker) -> Result<String> {
-        serde_json::to_string(t).map_err(|e| Error::backend("encode tracker", e))
+    fn encode_tracker(&self, t: &Tracker) -> Result<String> {
+        serde_json::to_string(t).map_err(|e| self.encode_error("tracker", e))
+    }
+
+    fn encode_error(&self, what: &'static str, source: serde_json::Error) -> Error {
+        StoreError::Encode {
+            what,
+            table: self.table.clone(),
+            key: self.pk_value.clone(),
+            source,
+        }
+        .into()
+    }
+
+    fn dynamodb_error(
+        &self,
+        operation: &'static str,
+        source: impl Into<aws_sdk_dynamodb::Error>,
+    ) -> Error {
+        StoreError::DynamoDb {
+            operation,
+            table: self.table.clone(),
+            key: self.pk_value.clone(),
+            source: Box::new(source.into()),
+        }
+        .into()
+    }
+
+    fn s3_error(
+        &self,
+        operation: &'static str,
+        object: &str,
+        source: impl Into<BoxError>,
+    ) -> Error {
+        StoreError::S3 {
+            operation,
+            bucket: self.bucket.clone(),
+            object: object.to_owned(),
+            source: source.into(),
+        }
+        .into()
     }
 
     /// Writes the pending trackers (and the checkpoint's metadata, if
@@ -288,7 +329,7 @@ impl DynamoDbS3CheckpointStore {
             req = req.expression_attribute_names("#t", "trackers");
         }
         for (n, (&i, t)) in self.pending.iter().enumerate() {
-            let value = Self::encode_tracker(t)?;
+            let value = self.encode_tracker(t)?;
             added += value.len();
             sets.push(format!("#t.#k{n} = :v{n}"));
             req = req
@@ -297,7 +338,7 @@ impl DynamoDbS3CheckpointStore {
         }
         if let Some(checkpoint) = meta {
             let m = serde_json::to_string(&checkpoint.without_trackers())
-                .map_err(|e| Error::backend("encode checkpoint", e))?;
+                .map_err(|e| self.encode_error("checkpoint", e))?;
             sets.push("#meta = :meta".into());
             req = req
                 .expression_attribute_names("#meta", "meta")
@@ -318,10 +359,7 @@ impl DynamoDbS3CheckpointStore {
                 UpdateItemError::ConditionalCheckFailedException(_) => Err(self.owned(format!(
                     "the item changed since version {version}: another consumer loaded or wrote it"
                 ))),
-                e => Err(Error::backend(
-                    format!("UpdateItem {}", self.table),
-                    aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
-                )),
+                e => Err(self.dynamodb_error("UpdateItem", e)),
             },
         }
     }
@@ -343,12 +381,7 @@ impl CheckpointStore for DynamoDbS3CheckpointStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| {
-                Error::backend(
-                    format!("GetItem {}", self.table),
-                    aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
-                )
-            })?;
+            .map_err(|e| self.dynamodb_error("GetItem", e))?;
         let Some(item) = got.item else {
             self.version = None;
             return Ok(None);
@@ -404,7 +437,7 @@ impl CheckpointStore for DynamoDbS3CheckpointStore {
             .body
             .collect()
             .await
-            .map_err(|e| Error::backend("read S3 object", e))?
+            .map_err(|e| self.s3_error("GetObject", &records_key, e))?
             .into_bytes();
         let stored: Vec<StoredRecord> = serde_json::from_slice(&body).map_err(|e| {
             self.unreadable(format!(
@@ -450,10 +483,7 @@ impl CheckpointStore for DynamoDbS3CheckpointStore {
                     UpdateItemError::ConditionalCheckFailedException(_) => {
                         self.owned("another consumer wrote the item while it was being loaded")
                     }
-                    e => Error::backend(
-                        format!("UpdateItem {}", self.table),
-                        aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
-                    ),
+                    e => self.dynamodb_error("UpdateItem", e),
                 });
             }
         }
@@ -477,14 +507,14 @@ impl CheckpointStore for DynamoDbS3CheckpointStore {
                 data: base64::engine::general_purpose::STANDARD.encode(&r.data),
             })
             .collect();
-        let body = serde_json::to_vec(&stored).map_err(|e| Error::backend("encode records", e))?;
+        let body = serde_json::to_vec(&stored).map_err(|e| self.encode_error("records", e))?;
         let meta = serde_json::to_string(&checkpoint.without_trackers())
-            .map_err(|e| Error::backend("encode checkpoint", e))?;
+            .map_err(|e| self.encode_error("checkpoint", e))?;
         let mut trackers = HashMap::with_capacity(checkpoint.trackers().len());
         let mut bytes = meta.len() + self.pk_value.len() + 200;
         for (i, t) in checkpoint.trackers().iter().enumerate() {
             let key = tracker_key(i, t);
-            let value = Self::encode_tracker(t)?;
+            let value = self.encode_tracker(t)?;
             // Room for the tracker to grow (status, lock, error text).
             bytes += key.len() + value.len() + 200;
             trackers.insert(key, s(value));
@@ -500,12 +530,7 @@ impl CheckpointStore for DynamoDbS3CheckpointStore {
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|e| {
-                Error::backend(
-                    format!("PutObject s3://{}/{key}", self.bucket),
-                    aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
-                )
-            })?;
+            .map_err(|e| self.s3_error("PutObject", &key, aws_sdk_s3::Error::from(e)))?;
         let new_version = self.version.map_or(1, |v| v + 1);
         let mut put = self
             .ddb
@@ -534,7 +559,7 @@ impl CheckpointStore for DynamoDbS3CheckpointStore {
                     aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(_) => {
                         self.owned("the item changed: another consumer loaded or wrote it")
                     }
-                    e => Error::backend(format!("PutItem {}", self.table), aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()),
+                    e => self.dynamodb_error("PutItem", e),
                 });
             }
         }

@@ -5,6 +5,7 @@ use unistream_core::sink::{Delivery, EncodedRecord, Sink};
 use unistream_core::{Error, Result};
 
 use crate::KinesisSink;
+use crate::error::KinesisError;
 
 /// A dead-letter queue that is another Kinesis stream, written through a
 /// [`KinesisSink`].
@@ -52,11 +53,16 @@ impl DeadLetterQueue for KinesisDeadLetterQueue {
             })?;
         match self.sink.send(std::slice::from_ref(&record)).await {
             Ok(Delivery::All) => Ok(()),
-            Ok(Delivery::Partial { error, .. }) => Err(Error::backend(
-                "Kinesis dead-letter queue",
-                error.to_string(),
-            )),
-            Err(e) => Err(Error::backend("Kinesis dead-letter queue", e)),
+            Ok(Delivery::Partial { error, .. }) => Err(KinesisError::DeadLetter {
+                record_id: letter.record_id.clone(),
+                source: error.to_string().into(),
+            }
+            .into()),
+            Err(e) => Err(KinesisError::DeadLetter {
+                record_id: letter.record_id.clone(),
+                source: e,
+            }
+            .into()),
         }
     }
 }

@@ -25,11 +25,13 @@
 #![warn(missing_docs)]
 
 mod dlq;
+mod error;
 mod python;
 mod sink;
 mod source;
 
 pub use dlq::KinesisDeadLetterQueue;
+pub use error::KinesisError;
 pub use python::PythonCompatCodec;
 pub use sink::{KinesisSink, MAX_RECORD_BYTES, MAX_RECORDS_PER_CALL, MAX_REQUEST_BYTES, Ordering};
 pub use source::{KinesisSource, ShardStats, StartingPosition};

@@ -12,7 +12,7 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use tracing::{debug, error, warn};
 use unistream_core::BoxError;
 use unistream_core::ErrorInfo;
-use unistream_core::sink::{Delivery, EncodedRecord, SetAside, Sink};
+use unistream_core::sink::{Delivery, EncodedRecord, Refusal, SetAside, Sink};
 
 /// Most records in one `PutRecords` call.
 pub const MAX_RECORDS_PER_CALL: usize = 500;
@@ -152,19 +152,19 @@ fn entry(r: &EncodedRecord) -> Result<PutRecordsRequestEntry, BoxError> {
 }
 
 impl Sink for KinesisSink {
-    fn validate(&self, r: &EncodedRecord) -> Result<(), String> {
+    fn validate(&self, r: &EncodedRecord) -> Result<(), Refusal> {
         let key_chars = r.partition_key.chars().count();
         if !(1..=256).contains(&key_chars) {
-            return Err(format!(
+            return Err(Refusal::PartitionKey(format!(
                 "a Kinesis partition key has 1 to 256 characters; this one has {key_chars}"
-            ));
+            )));
         }
         let size = r.data.len() + r.partition_key.len();
         if size > self.max_record_bytes {
-            return Err(format!(
-                "the record is {size} bytes (data and partition key); the stream takes at most {}",
-                self.max_record_bytes
-            ));
+            return Err(Refusal::TooLarge {
+                bytes: size,
+                max: self.max_record_bytes,
+            });
         }
         Ok(())
     }
@@ -309,6 +309,7 @@ mod tests {
         assert!(
             s.validate(&rec(1, "k", 100))
                 .unwrap_err()
+                .to_string()
                 .contains("101 bytes")
         );
         assert!(s.validate(&rec(1, "", 1)).is_err());

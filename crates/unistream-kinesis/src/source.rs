@@ -15,6 +15,8 @@ use unistream_core::retry::RetryPolicy;
 use unistream_core::source::{Fetched, Pointer, Source, SourceRecord};
 use unistream_core::{Error, Result};
 
+use crate::error::KinesisError;
+
 /// Where a consumer without a checkpoint starts reading a shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartingPosition {
@@ -181,14 +183,33 @@ impl KinesisSource {
                 ));
             }
         };
-        let out = req.send().await.map_err(|e| {
-            Error::backend(
-                format!("GetShardIterator {}/{}", self.stream, self.shard_id),
-                aws_sdk_kinesis::error::DisplayErrorContext(e).to_string(),
-            )
-        })?;
-        out.shard_iterator
-            .ok_or_else(|| Error::backend("GetShardIterator", "no iterator in the answer"))
+        let out = req
+            .send()
+            .await
+            .map_err(|e| self.api_error("GetShardIterator", e))?;
+        out.shard_iterator.ok_or_else(|| {
+            KinesisError::Malformed {
+                operation: "GetShardIterator",
+                stream: self.stream.clone(),
+                shard: self.shard_id.clone(),
+                what: "no iterator in the answer",
+            }
+            .into()
+        })
+    }
+
+    fn api_error(
+        &self,
+        operation: &'static str,
+        source: impl Into<aws_sdk_kinesis::Error>,
+    ) -> Error {
+        KinesisError::Api {
+            operation,
+            stream: self.stream.clone(),
+            shard: Some(self.shard_id.clone()),
+            source: Box::new(source.into()),
+        }
+        .into()
     }
 
     /// Keeps to 5 `GetRecords` per second on the shard.
@@ -247,10 +268,7 @@ impl Source for KinesisSource {
                         continue;
                     }
                     e => {
-                        return Err(Error::backend(
-                            format!("GetRecords {}/{}", self.stream, self.shard_id),
-                            aws_sdk_kinesis::error::DisplayErrorContext(e).to_string(),
-                        ));
+                        return Err(self.api_error("GetRecords", e));
                     }
                 },
             };

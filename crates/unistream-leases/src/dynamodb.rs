@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use unistream_core::{Error, Result};
 
+use crate::error::LeaseError;
 use crate::lease::{Lease, LeaseTable};
 
 /// The partition key of the lease table (a string: the shard id).
@@ -38,15 +38,13 @@ fn n(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn backend<E, R>(what: &str, table: &str, e: SdkError<E, R>) -> Error
-where
-    E: std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
-{
-    Error::backend(
-        format!("{what} {table}"),
-        DisplayErrorContext(e).to_string(),
-    )
+fn backend(what: &str, table: &str, e: impl Into<aws_sdk_dynamodb::Error>) -> Error {
+    LeaseError::Table {
+        operation: what.to_owned(),
+        table: table.to_owned(),
+        source: Box::new(e.into()),
+    }
+    .into()
 }
 
 impl DynamoDbLeaseTable {
@@ -65,10 +63,11 @@ impl DynamoDbLeaseTable {
 
     fn parse(&self, item: &HashMap<String, AttributeValue>) -> Result<Lease> {
         let bad = |what: &str| {
-            Error::backend(
-                format!("lease table {}", self.table),
-                format!("not a lease item ({what}): {item:?}"),
-            )
+            Error::from(LeaseError::NotALease {
+                table: self.table.clone(),
+                what: what.to_owned(),
+                item: format!("{item:?}"),
+            })
         };
         let shard_id = item
             .get(LEASE_KEY)

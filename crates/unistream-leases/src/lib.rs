@@ -23,11 +23,13 @@
 mod builder;
 mod coordinator;
 mod dynamodb;
+mod error;
 mod lease;
 mod stream;
 
 pub use builder::StreamConsumerBuilder;
 pub use coordinator::{Balanced, Coordinator, LeaseConfig};
 pub use dynamodb::{DynamoDbLeaseTable, LEASE_KEY};
+pub use error::LeaseError;
 pub use lease::{Lease, LeaseTable, MemoryLeaseTable};
 pub use stream::{StreamConsumer, StreamSummary};

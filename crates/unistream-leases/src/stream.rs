@@ -22,6 +22,7 @@ use unistream_kinesis::{KinesisSource, StartingPosition};
 
 use crate::builder::StreamConsumerBuilder;
 use crate::coordinator::{Coordinator, chrono_duration};
+use crate::error::LeaseError;
 use crate::lease::{Lease, LeaseTable};
 
 /// What a [`StreamConsumer`] did, as counts.
@@ -178,6 +179,11 @@ where
 
     /// Lists the stream's shards (paged `ListShards`) and creates a lease
     /// for each shard that has none; returns how many were created.
+    ///
+    /// # Errors
+    ///
+    /// [`LeaseError::ListShards`](crate::LeaseError::ListShards), or the lease
+    /// table's error.
     pub async fn discover(&self) -> Result<usize> {
         let mut created = 0;
         let mut token: Option<String> = None;
@@ -187,11 +193,9 @@ where
                 Some(t) => req.next_token(t),
                 None => req.stream_name(&self.stream),
             };
-            let out = req.send().await.map_err(|e| {
-                Error::backend(
-                    format!("ListShards {}", self.stream),
-                    aws_sdk_kinesis::error::DisplayErrorContext(e).to_string(),
-                )
+            let out = req.send().await.map_err(|e| LeaseError::ListShards {
+                stream: self.stream.clone(),
+                source: Box::new(e.into()),
             })?;
             for shard in out.shards() {
                 let parents = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
@@ -244,10 +248,10 @@ where
             // A panic in user code stops this shard's consumer only.
             let result = match AssertUnwindSafe(consumer.run()).catch_unwind().await {
                 Ok(r) => r,
-                Err(_) => Err(Error::backend(
-                    format!("shard consumer {name}"),
-                    "the processor panicked",
-                )),
+                Err(_) => Err(LeaseError::ProcessorPanicked {
+                    shard: name.clone(),
+                }
+                .into()),
             };
             (name, result)
         }));
@@ -276,6 +280,12 @@ where
     /// Runs until the shutdown token is cancelled: discovers shards, keeps
     /// leases, runs a shard consumer per held lease. On shutdown, stops
     /// them, waits for them, and releases their leases.
+    ///
+    /// # Errors
+    ///
+    /// The lease table's or `ListShards`' error at start; afterwards a shard
+    /// consumer's error stops only that shard (it is counted and the shard
+    /// started again).
     pub async fn run(&mut self) -> Result<StreamSummary> {
         let mut summary = StreamSummary::default();
         let mut tasks: FuturesUnordered<ShardRun> = FuturesUnordered::new();

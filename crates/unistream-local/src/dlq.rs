@@ -17,6 +17,10 @@ pub struct FileDeadLetterQueue {
 
 impl FileDeadLetterQueue {
     /// Opens (creates) the JSON-lines file at `path`.
+    ///
+    /// # Errors
+    ///
+    /// As [`AppendFile::open`].
     pub fn open(path: impl Into<PathBuf>, durability: Durability) -> Result<Self> {
         Ok(FileDeadLetterQueue {
             file: AppendFile::open(path, durability)?,

@@ -72,6 +72,11 @@ pub struct FrameFile {
 impl FrameFile {
     /// `file` (open for reading and writing) holds `len` bytes of frames;
     /// a longer file is cut to `len`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`](unistream_core::Error::Io) if the file cannot be cut to
+    /// `len`.
     pub fn new(path: PathBuf, file: File, len: u64) -> Result<Self> {
         if file.metadata().map_err(|e| Error::io(&path, e))?.len() != len {
             file.set_len(len).map_err(|e| Error::io(&path, e))?;
@@ -123,12 +128,21 @@ impl FrameFile {
 
     /// `fdatasync` of the file: what was appended, mapped or written, is
     /// then on stable storage.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`](unistream_core::Error::Io) if `fdatasync` fails.
     pub fn sync_data(&self) -> Result<()> {
         self.file.sync_data().map_err(|e| Error::io(&self.path, e))
     }
 
     /// Appends `frames` (whole frames). A failed write is cut back, so the
     /// file never holds part of an append.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`](unistream_core::Error::Io) if the write, the preallocation
+    /// or the mapping fails; a failed write is cut back first.
     pub fn append(&mut self, frames: &[u8]) -> Result<()> {
         #[cfg(target_os = "linux")]
         if self.growth > 0 && self.append_mapped(frames)? {
@@ -155,6 +169,11 @@ impl FrameFile {
     /// Stops mapping the file and cuts it to its frames (a mapped file is
     /// longer); later appends are written. For a file that is complete:
     /// unlike dropping it, this reports a failure.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`](unistream_core::Error::Io) if the file cannot be cut to
+    /// its frames.
     pub fn finish(&mut self) -> Result<()> {
         #[cfg(target_os = "linux")]
         {

@@ -29,13 +29,25 @@
 /// Bytes before a frame's payload: length (4), checksum (4), kind (1).
 pub const FRAME_HEADER: usize = 9;
 
-/// Appends a frame of `kind` whose payload `payload` writes. Fails (and
-/// appends nothing) if the payload does not fit 4 GiB.
+/// A frame's payload does not fit its 32-bit length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the frame is {bytes} bytes; at most 4 GiB fit")]
+pub struct FrameTooLarge {
+    /// The payload's size.
+    pub bytes: usize,
+}
+
+/// Appends a frame of `kind` whose payload `payload` writes.
+///
+/// # Errors
+///
+/// [`FrameTooLarge`] (and nothing appended) if the payload does not fit
+/// 4 GiB.
 pub fn encode(
     out: &mut Vec<u8>,
     kind: u8,
     payload: impl FnOnce(&mut Vec<u8>),
-) -> Result<(), String> {
+) -> Result<(), FrameTooLarge> {
     let start = out.len();
     out.extend_from_slice(&[0; 8]);
     out.push(kind);
@@ -43,7 +55,7 @@ pub fn encode(
     let len = out.len() - start - FRAME_HEADER;
     let Ok(len) = u32::try_from(len) else {
         out.truncate(start);
-        return Err(format!("the frame is {len} bytes; at most 4 GiB fit"));
+        return Err(FrameTooLarge { bytes: len });
     };
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     let crc = crc32c::crc32c(&out[start + 8..]);

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::{AppendFile, Durability};
-use unistream_core::sink::{Delivery, EncodedRecord, Sink};
+use unistream_core::sink::{Delivery, EncodedRecord, Refusal, Sink};
 use unistream_core::{BoxError, Result};
 
 /// A sink that appends each batch to a JSON-lines stream file (the file a
@@ -47,9 +47,11 @@ impl FileSink {
 }
 
 impl Sink for FileSink {
-    fn validate(&self, record: &EncodedRecord) -> std::result::Result<(), String> {
+    fn validate(&self, record: &EncodedRecord) -> std::result::Result<(), Refusal> {
         if record.data.contains(&b'\n') {
-            return Err("a record of a JSON-lines stream cannot contain a newline byte".into());
+            return Err(Refusal::Unrepresentable(
+                "a record of a JSON-lines stream cannot contain a newline byte".into(),
+            ));
         }
         Ok(())
     }

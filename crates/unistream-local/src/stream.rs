@@ -30,6 +30,11 @@ impl FilePosition {
     }
 
     /// Parses a `"<line>@<byte>"` pointer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidPointer`](unistream_core::Error::InvalidPointer) if
+    /// `pointer` is not `line@byte`.
     pub fn parse(p: &Pointer, path: &Path) -> Result<Self> {
         let parsed = p
             .as_str()

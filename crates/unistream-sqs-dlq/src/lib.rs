@@ -27,8 +27,10 @@
 
 #![warn(missing_docs)]
 
+mod error;
 mod queue;
 mod redrive;
 
+pub use error::SqsError;
 pub use queue::{MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, SqsDeadLetterQueue};
 pub use redrive::{RedriveReport, redrive};

@@ -11,6 +11,9 @@ use tracing::warn;
 use unistream_core::clock::{Clock, SharedClock, SystemClock};
 use unistream_core::dlq::{DeadLetter, DeadLetterQueue};
 use unistream_core::retry::RetryPolicy;
+use unistream_core::sink::Refusal;
+
+use crate::error::SqsError;
 use unistream_core::{Error, Result};
 
 /// Most messages in one `SendMessageBatch`.
@@ -51,12 +54,23 @@ struct Message {
     bytes: usize,
 }
 
-fn attribute(data_type: &str, v: impl Into<String>) -> Result<MessageAttributeValue> {
+fn attribute(
+    record_id: &str,
+    data_type: &str,
+    v: impl Into<String>,
+) -> Result<MessageAttributeValue> {
     MessageAttributeValue::builder()
         .data_type(data_type)
         .string_value(v)
         .build()
-        .map_err(|e| Error::backend("SQS message attribute", e))
+        .map_err(|source| {
+            SqsError::Build {
+                what: "message attribute",
+                record_id: record_id.to_owned(),
+                source,
+            }
+            .into()
+        })
 }
 
 /// `id` if SQS takes it as a FIFO group or deduplication id, else `h-` and
@@ -144,10 +158,13 @@ impl SqsDeadLetterQueue {
         let mut entry = SendMessageBatchRequestEntry::builder()
             .id(format!("m{n}"))
             .message_body(body)
-            .message_attributes("attempts", attribute("Number", l.attempts.to_string())?);
+            .message_attributes(
+                "attempts",
+                attribute(&l.record_id, "Number", l.attempts.to_string())?,
+            );
         for (name, value) in attrs {
             bytes += name.len() + value.len() + 6;
-            entry = entry.message_attributes(name, attribute("String", value)?);
+            entry = entry.message_attributes(name, attribute(&l.record_id, "String", value)?);
         }
         if self.fifo {
             let group = l.partition_key.as_deref().unwrap_or(&l.record_id);
@@ -158,22 +175,31 @@ impl SqsDeadLetterQueue {
         if bytes > MAX_BATCH_BYTES {
             return Err(Error::InvalidRecord {
                 record_id: l.record_id.clone(),
-                reason: format!(
+                reason: Refusal::Unrepresentable(format!(
                     "its dead letter is {bytes} bytes, over SQS's {MAX_BATCH_BYTES}; use a file or Kinesis dead-letter queue for records this large"
-                ),
+                )),
             });
         }
         Ok(Message {
             record_id: l.record_id.clone(),
-            entry: entry
-                .build()
-                .map_err(|e| Error::backend("SQS message", e))?,
+            entry: entry.build().map_err(|source| SqsError::Build {
+                what: "message",
+                record_id: l.record_id.clone(),
+                source,
+            })?,
             bytes,
         })
     }
 
     /// Sends letters in batches of at most 10 messages and 256 KiB,
     /// retrying the entries SQS failed. Returns once all are stored.
+    ///
+    /// # Errors
+    ///
+    /// [`SqsError`](crate::SqsError) (as `Error::Backend`) if SQS refuses
+    /// messages for good;
+    /// [`Error::InvalidRecord`](unistream_core::Error::InvalidRecord) for a
+    /// letter too large for SQS.
     pub async fn send_many(&self, letters: &[DeadLetter]) -> Result<()> {
         let messages = letters
             .iter()
@@ -207,11 +233,10 @@ impl SqsDeadLetterQueue {
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| {
-                    Error::backend(
-                        format!("SendMessageBatch {}", self.queue_url),
-                        aws_sdk_sqs::error::DisplayErrorContext(e).to_string(),
-                    )
+                .map_err(|e| SqsError::Api {
+                    operation: "SendMessageBatch",
+                    queue_url: self.queue_url.clone(),
+                    source: Box::new(e.into()),
                 })?;
             let failed = out.failed();
             if failed.is_empty() {
@@ -231,15 +256,13 @@ impl SqsDeadLetterQueue {
                     .join("; ")
             };
             if failed.iter().any(|f| f.sender_fault()) || !self.retry.allows(attempt + 1) {
-                return Err(Error::backend(
-                    format!("SendMessageBatch {}", self.queue_url),
-                    format!(
-                        "{} of {} messages failed: {}",
-                        failed.len(),
-                        batch.len(),
-                        describe()
-                    ),
-                ));
+                return Err(SqsError::Refused {
+                    queue_url: self.queue_url.clone(),
+                    failed: failed.len(),
+                    sent: batch.len(),
+                    detail: describe(),
+                }
+                .into());
             }
             warn!(queue = %self.queue_url, failed = failed.len(), "SendMessageBatch partly failed; retrying those messages");
             let failed_ids: Vec<String> = failed.iter().map(|f| f.id().to_owned()).collect();

@@ -9,6 +9,7 @@ use unistream_core::sink::{EncodedRecord, Sink};
 use unistream_core::{Error, Result};
 
 use crate::SqsDeadLetterQueue;
+use crate::error::SqsError;
 
 /// What [`redrive`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -47,6 +48,12 @@ fn record_of(m: &Message) -> std::result::Result<EncodedRecord, String> {
 /// at worst puts a record twice. Stops when the queue has nothing left to
 /// receive, or after `max` messages. Call `producer.flush()` afterwards to
 /// wait for the records to reach the stream.
+///
+/// # Errors
+///
+/// [`SqsError`](crate::SqsError) (as `Error::Backend`) if receiving or deleting
+/// fails, or the producer's error; a letter is deleted only once its record is
+/// accepted, so nothing is lost.
 pub async fn redrive<B: Buffer, S: Sink, C>(
     queue: &SqsDeadLetterQueue,
     producer: &Producer<B, S, C>,
@@ -67,11 +74,10 @@ pub async fn redrive<B: Buffer, S: Sink, C>(
             .wait_time_seconds(1)
             .send()
             .await
-            .map_err(|e| {
-                Error::backend(
-                    format!("ReceiveMessage {url}"),
-                    aws_sdk_sqs::error::DisplayErrorContext(e).to_string(),
-                )
+            .map_err(|e| SqsError::Api {
+                operation: "ReceiveMessage",
+                queue_url: url.to_owned(),
+                source: Box::new(e.into()),
             })?;
         if out.messages().is_empty() {
             break;
@@ -95,11 +101,10 @@ pub async fn redrive<B: Buffer, S: Sink, C>(
                 .receipt_handle(m.receipt_handle().unwrap_or_default())
                 .send()
                 .await
-                .map_err(|e| {
-                    Error::backend(
-                        format!("DeleteMessage {url}"),
-                        aws_sdk_sqs::error::DisplayErrorContext(e).to_string(),
-                    )
+                .map_err(|e| SqsError::Api {
+                    operation: "DeleteMessage",
+                    queue_url: url.to_owned(),
+                    source: Box::new(e.into()),
                 })?;
             report.redriven += 1;
         }

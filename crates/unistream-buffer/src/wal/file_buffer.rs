@@ -49,6 +49,14 @@ pub struct FileBuffer {
 impl FileBuffer {
     /// Opens the log in `dir` (created if needed), takes its exclusive lock,
     /// and recovers every unsent record: see the crate docs.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`](unistream_core::Error::Locked) if another producer has
+    /// the log open; [`Error::Corrupt`](unistream_core::Error::Corrupt) with
+    /// the file and offset of damage recovery cannot repair (in
+    /// `Recovery::Strict`); [`Error::Io`](unistream_core::Error::Io) if a file
+    /// cannot be read, created or repaired.
     pub fn open(dir: impl Into<PathBuf>, options: FileBufferConfig) -> Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;

@@ -2,7 +2,7 @@
 //! frames (commit, narrow), rolling to a new segment, deleting finished ones.
 
 use tracing::debug;
-use unistream_core::sink::EncodedRecord;
+use unistream_core::sink::{EncodedRecord, Refusal};
 use unistream_core::{Error, Result};
 
 use super::segment::{create_segment, segment_name, sync_dir};
@@ -14,7 +14,9 @@ impl Inner {
     /// Writes a bookkeeping frame (commit, narrow) durably.
     pub(super) fn write_meta(&self, st: &mut State, frame: &Frame<'_>) -> Result<()> {
         let mut buf = Vec::with_capacity(32);
-        frame.encode(&mut buf).map_err(Error::InvalidTransition)?;
+        frame
+            .encode(&mut buf)
+            .map_err(|e| Error::InvalidTransition(e.to_string()))?;
         st.active.log.append(&buf)?;
         if self.power_loss() {
             st.active.log.sync_data()?;
@@ -32,7 +34,7 @@ impl Inner {
         let mut buf = Vec::with_capacity(24);
         Frame::Seal { id }
             .encode(&mut buf)
-            .map_err(Error::InvalidTransition)?;
+            .map_err(|e| Error::InvalidTransition(e.to_string()))?;
         st.active.log.append(&buf)?;
         let open = std::mem::take(&mut st.open);
         st.sealed.push_back(BatchMeta {
@@ -136,9 +138,9 @@ impl Inner {
         // Encode everything first: a record the format cannot hold refuses
         // the whole call before anything is written.
         for r in records {
-            frame::encode_record(buf, r).map_err(|reason| Error::InvalidRecord {
+            frame::encode_record(buf, r).map_err(|e| Error::InvalidRecord {
                 record_id: r.id.clone(),
-                reason,
+                reason: Refusal::Unrepresentable(e.to_string()),
             })?;
             ends.push(buf.len());
         }

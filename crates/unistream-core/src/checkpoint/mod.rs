@@ -321,6 +321,11 @@ impl Checkpoint {
 
     /// Starts a new batch of records with these ids. The previous batch must
     /// be finished (it is committed here if it was not yet).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTransition`] if the stream is closed or the current
+    /// batch is not finished.
     pub fn start_batch(
         &mut self,
         record_ids: impl IntoIterator<Item = String>,
@@ -345,6 +350,10 @@ impl Checkpoint {
 
     /// The tracker of the record at `index` of the batch (for a store saving
     /// it); an error if there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTransition`] if `index` is not in the batch.
     pub fn tracker(&self, index: usize) -> Result<&Tracker> {
         let len = self.trackers.len();
         self.trackers.get(index).ok_or_else(|| {
@@ -361,6 +370,12 @@ impl Checkpoint {
 
     /// Starts an attempt: `in_progress`, `attempts += 1`, lock `lock_id`
     /// until `now + lock_expire` seconds.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RecordLocked`] if another owner's lock has not expired;
+    /// [`Error::InvalidTransition`] if the record is done, exhausted, out of
+    /// attempts or not in the batch.
     pub fn begin_attempt(
         &mut self,
         index: usize,
@@ -415,6 +430,11 @@ impl Checkpoint {
     }
 
     /// Records a successful attempt.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTransition`] if the record is not in progress under
+    /// `lock_id`.
     pub fn succeed(
         &mut self,
         index: usize,
@@ -432,6 +452,11 @@ impl Checkpoint {
     }
 
     /// Records that the processor chose to skip the record.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTransition`] if the record is not in progress under
+    /// `lock_id`.
     pub fn ignore(&mut self, index: usize, lock_id: &str, now: DateTime<Utc>) -> Result<&Tracker> {
         let t = self.holder_mut(index, lock_id)?;
         t.status = Status::Ignored;
@@ -443,6 +468,11 @@ impl Checkpoint {
 
     /// Records a failed attempt: `exhausted` when no attempts are left, else
     /// `failed`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTransition`] if the record is not in progress under
+    /// `lock_id`.
     pub fn fail(
         &mut self,
         index: usize,
@@ -469,6 +499,11 @@ impl Checkpoint {
 
     /// Marks a record that can never succeed (e.g. it cannot be decoded) as
     /// exhausted without an attempt.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTransition`] if the record is already done or not in the
+    /// batch.
     pub fn exhaust(
         &mut self,
         index: usize,
@@ -492,6 +527,11 @@ impl Checkpoint {
     /// Records that the dead-letter queue accepted an exhausted record.
     /// Idempotent: marking a record already marked changes nothing (a done
     /// record never changes).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTransition`] if the record is not exhausted or not in
+    /// the batch.
     pub fn mark_dead_lettered(&mut self, index: usize, now: DateTime<Utc>) -> Result<&Tracker> {
         let t = self.tracker_mut(index)?;
         if t.status != Status::Exhausted {
@@ -529,6 +569,10 @@ impl Checkpoint {
     }
 
     /// Commits a finished batch: `start_pointer = next_pointer`. Idempotent.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTransition`] naming a record that is not done.
     pub fn commit(&mut self) -> Result<()> {
         if self.committed {
             return Ok(());
@@ -563,6 +607,10 @@ impl Checkpoint {
     }
 
     /// Puts a tracker as a store loaded it (replaying a journal).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTransition`] if `index` is not in the batch.
     pub fn restore_tracker(&mut self, index: usize, tracker: Tracker) -> Result<()> {
         *self.tracker_mut(index)? = tracker;
         Ok(())

@@ -133,6 +133,11 @@ where
     JsonCodec: Codec<P::Record>,
 {
     /// A consumer decoding JSON records, on the system clock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if the configuration is out of range (a `limit` of 0,
+    /// an empty consumer id).
     pub fn new(config: ConsumerConfig, source: S, processor: P, store: K, dlq: D) -> Result<Self> {
         config.validate()?;
         Ok(Consumer {
@@ -223,6 +228,11 @@ where
     /// Loops over [`process_batch`](Self::process_batch) until the stream
     /// is closed, shutdown is requested, or (with `stop_at_end`) nothing new
     /// is left; waits `delay` after a pull that found nothing.
+    ///
+    /// # Errors
+    ///
+    /// What [`process_batch`](Self::process_batch) returns; [`Error::Halted`]
+    /// after an exhausted record with [`OnExhausted::Halt`].
     pub async fn run(&mut self) -> Result<RunSummary> {
         let mut summary = RunSummary::default();
         while !self.shutdown.is_cancelled() {
@@ -247,6 +257,14 @@ where
     }
 
     /// Does one step: resume or fetch a batch, process it, commit it.
+    ///
+    /// # Errors
+    ///
+    /// The checkpoint store's, the source's or the dead-letter queue's error
+    /// ([`Error::CheckpointOwned`] when another consumer took the checkpoint
+    /// over, [`Error::DeadLetter`] when the queue kept refusing a record — it
+    /// is sent again on the next call), or [`Error::Halted`]. A processor's
+    /// error is never returned: it is recorded and retried.
     pub async fn process_batch(&mut self) -> Result<BatchReport> {
         let Consumer {
             config,

@@ -210,6 +210,11 @@ impl<T: LeaseTable> Coordinator<T> {
 
     /// Reads the table; takes free and expired ready leases up to the fair
     /// share, or steals one from the busiest worker.
+    ///
+    /// # Errors
+    ///
+    /// The lease table's error (reading it, or a conditional change other than
+    /// a lost race).
     pub async fn balance(&mut self) -> Result<Balanced> {
         let now = self.clock.now();
         let leases = self.table.list().await?;
@@ -316,6 +321,10 @@ impl<T: LeaseTable> Coordinator<T> {
 
     /// Frees a held lease (after its shard's processing stopped and
     /// checkpointed), so another worker can take it at once.
+    ///
+    /// # Errors
+    ///
+    /// The lease table's error.
     pub async fn release(&mut self, shard: &str) -> Result<()> {
         if let Some((lease, _)) = self.held.remove(shard)
             && !self.table.release(&lease).await?
@@ -328,6 +337,10 @@ impl<T: LeaseTable> Coordinator<T> {
     /// Marks a held lease's shard ended (its checkpoint reached the shard's
     /// end) and frees it: the lease is retired and the shard's children
     /// become ready. `false` if the lease was lost meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// The lease table's error.
     pub async fn end(&mut self, shard: &str) -> Result<bool> {
         let Some((lease, _)) = self.held.remove(shard) else {
             return Ok(false);

@@ -150,6 +150,13 @@ impl FileCheckpointStore {
     /// Opens the store of `consumer_id` in `dir` (created if needed) and
     /// takes its exclusive lock; fails with [`Error::CheckpointOwned`] if a
     /// live process holds it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CheckpointOwned`](unistream_core::Error::CheckpointOwned) if
+    /// another process holds this consumer's checkpoint;
+    /// [`Error::Io`](unistream_core::Error::Io) if the directory or lock cannot
+    /// be created.
     pub fn open(
         dir: impl Into<PathBuf>,
         consumer_id: &str,

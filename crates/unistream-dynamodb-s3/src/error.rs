@@ -1,0 +1,61 @@
+//! [`StoreError`]: what the DynamoDB + S3 store's calls can fail with, with
+//! the table, key, bucket and object each one was about.
+
+use unistream_core::BoxError;
+
+/// A failed call of the DynamoDB + S3 checkpoint store. It reaches callers
+/// as [`unistream_core::Error::Backend`], whose `source` downcasts to this
+/// type (and, for a service error, its `source` to the SDK's error, e.g.
+/// to tell throttling from a missing table).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A DynamoDB call failed.
+    #[error("DynamoDB {operation} on table {table}, key {key:?} failed")]
+    DynamoDb {
+        /// `GetItem`, `PutItem` or `UpdateItem`.
+        operation: &'static str,
+        /// The table.
+        table: String,
+        /// The consumer's item.
+        key: String,
+        /// The SDK's error.
+        #[source]
+        source: Box<aws_sdk_dynamodb::Error>,
+    },
+    /// An S3 call failed, or its body could not be read.
+    #[error("S3 {operation} of s3://{bucket}/{object} failed")]
+    S3 {
+        /// `PutObject`, `GetObject`.
+        operation: &'static str,
+        /// The bucket.
+        bucket: String,
+        /// The object's key.
+        object: String,
+        /// The SDK's error.
+        #[source]
+        source: BoxError,
+    },
+    /// A checkpoint, tracker or batch could not be encoded as JSON.
+    #[error("cannot encode the {what} of table {table}, key {key:?}")]
+    Encode {
+        /// `checkpoint`, `tracker` or `records`.
+        what: &'static str,
+        /// The table.
+        table: String,
+        /// The consumer's item.
+        key: String,
+        /// The encoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl From<StoreError> for unistream_core::Error {
+    fn from(e: StoreError) -> Self {
+        unistream_core::Error::Backend {
+            backend: "DynamoDB + S3 checkpoint store".into(),
+            source: Box::new(e),
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! [`SqsError`]: what the SQS dead-letter queue and redrive's calls can
+//! fail with, with the queue each one was about.
+
+/// A failed SQS call. It reaches callers as
+/// [`unistream_core::Error::Backend`], whose `source` downcasts to this
+/// type (and, for a service error, its `source` to the SDK's error).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SqsError {
+    /// An SQS API call failed.
+    #[error("SQS {operation} on {queue_url} failed")]
+    Api {
+        /// `SendMessageBatch`, `ReceiveMessage`, `DeleteMessage`.
+        operation: &'static str,
+        /// The queue.
+        queue_url: String,
+        /// The SDK's error.
+        #[source]
+        source: Box<aws_sdk_sqs::Error>,
+    },
+    /// SQS refused some messages of a batch, for good (a sender fault, or
+    /// after every retry).
+    #[error("SQS SendMessageBatch on {queue_url}: {failed} of {sent} messages failed: {detail}")]
+    Refused {
+        /// The queue.
+        queue_url: String,
+        /// Messages refused.
+        failed: usize,
+        /// Messages sent.
+        sent: usize,
+        /// Each refused record with SQS's code and message.
+        detail: String,
+    },
+    /// A message could not be built (the SDK's builder refused it).
+    #[error("cannot build the SQS {what} of record {record_id:?}")]
+    Build {
+        /// `message` or `message attribute`.
+        what: &'static str,
+        /// The record.
+        record_id: String,
+        /// The builder's error.
+        #[source]
+        source: aws_sdk_sqs::error::BuildError,
+    },
+}
+
+impl From<SqsError> for unistream_core::Error {
+    fn from(e: SqsError) -> Self {
+        unistream_core::Error::Backend {
+            backend: "SQS".into(),
+            source: Box::new(e),
+        }
+    }
+}
