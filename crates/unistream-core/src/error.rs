@@ -188,6 +188,20 @@ impl Error {
         }
     }
 
+    /// `value` if a builder was given it (and it is not empty), else
+    /// [`Error::Config`] naming the builder's setter: `required(None,
+    /// "StreamConsumerBuilder::stream")`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if `value` is `None` or empty.
+    pub fn required(value: Option<String>, setter: &str) -> Result<String> {
+        match value {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => Err(Error::Config(format!("{setter} is required"))),
+        }
+    }
+
     /// Wraps a backend error with the name of the backend and operation.
     pub fn backend(backend: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Error::Backend {

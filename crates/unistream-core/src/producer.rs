@@ -334,10 +334,19 @@ impl<B: Buffer, S: Sink, C> Producer<B, S, C> {
     /// [`Error::SendFailed`] once the retry policy's `max_attempts` is used up
     /// (the records stay buffered), or the buffer's error.
     pub async fn flush(&self) -> Result<()> {
+        self.seal_and_send(usize::MAX).await
+    }
+
+    /// Seals the active batch and sends up to `batches` batches, waiting out
+    /// holds.
+    async fn seal_and_send(&self, batches: usize) -> Result<()> {
         let mut st = self.sender.lock().await;
         self.buffer.seal()?;
         self.set_active_since(None);
-        while self.buffer.should_emit() {
+        for _ in 0..batches {
+            if !self.buffer.should_emit() {
+                break;
+            }
             self.send_waiting(&mut st).await?;
         }
         Ok(())
@@ -371,13 +380,7 @@ impl<B: Buffer, S: Sink, C> Producer<B, S, C> {
 
     /// Sends one batch, waiting out a hold, to free room in a full buffer.
     async fn make_room(&self) -> Result<()> {
-        let mut st = self.sender.lock().await;
-        self.buffer.seal()?;
-        self.set_active_since(None);
-        if self.buffer.should_emit() {
-            self.send_waiting(&mut st).await?;
-        }
-        Ok(())
+        self.seal_and_send(1).await
     }
 
     async fn wait_hold(&self, st: &SenderState) {

@@ -53,9 +53,6 @@ pub enum StoreError {
 
 impl From<StoreError> for unistream_core::Error {
     fn from(e: StoreError) -> Self {
-        unistream_core::Error::Backend {
-            backend: "DynamoDB + S3 checkpoint store".into(),
-            source: Box::new(e),
-        }
+        unistream_core::Error::backend("DynamoDB + S3 checkpoint store", e)
     }
 }

@@ -154,15 +154,9 @@ impl DynamoDbS3CheckpointStoreBuilder {
     /// [`Error::Config`] if the table, the key or the bucket is missing or
     /// empty, or the key is longer than DynamoDB's 2,048 bytes.
     pub fn build(self) -> Result<DynamoDbS3CheckpointStore> {
-        let required = |v: Option<String>, what: &str| match v {
-            Some(v) if !v.is_empty() => Ok(v),
-            _ => Err(Error::Config(format!(
-                "DynamoDbS3CheckpointStore: the {what} is required (DynamoDbS3CheckpointStoreBuilder::{what})"
-            ))),
-        };
-        let table = required(self.table, "table")?;
-        let key = required(self.key, "key")?;
-        let bucket = required(self.bucket, "bucket")?;
+        let table = Error::required(self.table, "DynamoDbS3CheckpointStoreBuilder::table")?;
+        let key = Error::required(self.key, "DynamoDbS3CheckpointStoreBuilder::key")?;
+        let bucket = Error::required(self.bucket, "DynamoDbS3CheckpointStoreBuilder::bucket")?;
         if key.len() > MAX_KEY_BYTES {
             return Err(Error::Config(format!(
                 "DynamoDbS3CheckpointStore: the key is {} bytes, over DynamoDB's {MAX_KEY_BYTES} for a partition key",

@@ -47,9 +47,6 @@ pub enum KinesisError {
 
 impl From<KinesisError> for unistream_core::Error {
     fn from(e: KinesisError) -> Self {
-        unistream_core::Error::Backend {
-            backend: "Kinesis".into(),
-            source: Box::new(e),
-        }
+        unistream_core::Error::backend("Kinesis", e)
     }
 }

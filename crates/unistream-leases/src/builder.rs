@@ -37,13 +37,11 @@ pub struct StreamConsumerBuilder<T> {
 
 impl<T> std::fmt::Debug for StreamConsumerBuilder<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamConsumerBuilder")
-            .field("stream", &self.stream)
-            .field("worker", &self.worker)
-            .field("consumer", &self.consumer)
-            .field("lease_config", &self.lease_config)
-            .field("start", &self.start)
-            .finish_non_exhaustive()
+        write!(
+            f,
+            "StreamConsumerBuilder {{ stream: {:?}, worker: {:?}, .. }}",
+            self.stream, self.worker
+        )
     }
 }
 
@@ -144,20 +142,11 @@ impl<T: LeaseTable> StreamConsumerBuilder<T> {
         D: DeadLetterQueue + 'static,
         JsonCodec: Codec<P::Record>,
     {
-        let required = |v: Option<String>, what: &str| match v {
-            Some(v) if !v.is_empty() => Ok(v),
-            _ => Err(Error::Config(format!(
-                "StreamConsumer: {what} is required (StreamConsumerBuilder::{what})"
-            ))),
-        };
-        let stream = required(self.stream, "stream")?;
-        let worker = required(self.worker, "worker")?;
-        let config = self.consumer.ok_or_else(|| {
-            Error::Config(
-                "StreamConsumer: the consumer configuration is required (StreamConsumerBuilder::consumer)"
-                    .into(),
-            )
-        })?;
+        let stream = Error::required(self.stream, "StreamConsumerBuilder::stream")?;
+        let worker = Error::required(self.worker, "StreamConsumerBuilder::worker")?;
+        let config = self
+            .consumer
+            .ok_or_else(|| Error::Config("StreamConsumerBuilder::consumer is required".into()))?;
         let coordinator =
             Coordinator::new(self.leases, worker, self.lease_config).with_clock(self.clock.clone());
         Ok(StreamConsumer {

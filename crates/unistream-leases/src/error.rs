@@ -49,9 +49,6 @@ pub enum LeaseError {
 
 impl From<LeaseError> for unistream_core::Error {
     fn from(e: LeaseError) -> Self {
-        unistream_core::Error::Backend {
-            backend: "leases".into(),
-            source: Box::new(e),
-        }
+        unistream_core::Error::backend("leases", e)
     }
 }

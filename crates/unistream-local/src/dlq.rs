@@ -49,19 +49,13 @@ mod tests {
         line
     }
 
-    fn letter(data: &[u8]) -> DeadLetter {
-        let mut l = DeadLetter::new(
-            "c1",
-            "17",
-            data.to_vec(),
-            Pointer::from("16@1190"),
-            Utc::now(),
-        );
+    /// Letter `i`: a JSON record with some padding, three attempts.
+    fn letter(i: usize) -> DeadLetter {
+        let data = format!(r#"{{"id": "{i}", "pad": "{}"}}"#, "x".repeat(300));
+        let pointer = Pointer::from("16@1190");
+        let mut l = DeadLetter::new("c1", i.to_string(), data.into_bytes(), pointer, Utc::now());
         l.attempts = 3;
-        l.error = Some(ErrorInfo {
-            message: "random error".into(),
-            causes: vec!["io".into()],
-        });
+        l.error = Some(ErrorInfo::new("random error"));
         l
     }
 
@@ -71,14 +65,7 @@ mod tests {
     async fn a_letter_cut_at_every_offset_is_sent_again_on_its_own_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dlq.jsonl");
-        let letters: Vec<DeadLetter> = (1..=3)
-            .map(|i| {
-                let mut l =
-                    letter(format!(r#"{{"id": "{i}", "pad": "{}"}}"#, "x".repeat(300)).as_bytes());
-                l.record_id = i.to_string();
-                l
-            })
-            .collect();
+        let letters: Vec<DeadLetter> = (1..=3).map(letter).collect();
         let accepted: Vec<u8> = letters[..2].iter().flat_map(line_of).collect();
         let last = line_of(&letters[2]);
         for cut in 0..last.len() {

@@ -44,11 +44,23 @@ pub enum SqsError {
     },
 }
 
+impl SqsError {
+    /// An SQS call's failure.
+    pub(crate) fn api(
+        operation: &'static str,
+        queue_url: &str,
+        source: impl Into<aws_sdk_sqs::Error>,
+    ) -> SqsError {
+        SqsError::Api {
+            operation,
+            queue_url: queue_url.to_owned(),
+            source: Box::new(source.into()),
+        }
+    }
+}
+
 impl From<SqsError> for unistream_core::Error {
     fn from(e: SqsError) -> Self {
-        unistream_core::Error::Backend {
-            backend: "SQS".into(),
-            source: Box::new(e),
-        }
+        unistream_core::Error::backend("SQS", e)
     }
 }

@@ -40,11 +40,11 @@ pub struct SqsDeadLetterQueue {
 
 impl std::fmt::Debug for SqsDeadLetterQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqsDeadLetterQueue")
-            .field("queue_url", &self.queue_url)
-            .field("fifo", &self.fifo)
-            .field("retry", &self.retry)
-            .finish_non_exhaustive()
+        write!(
+            f,
+            "SqsDeadLetterQueue {{ queue_url: {:?}, fifo: {}, .. }}",
+            self.queue_url, self.fifo
+        )
     }
 }
 
@@ -233,11 +233,7 @@ impl SqsDeadLetterQueue {
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| SqsError::Api {
-                    operation: "SendMessageBatch",
-                    queue_url: self.queue_url.clone(),
-                    source: Box::new(e.into()),
-                })?;
+                .map_err(|e| SqsError::api("SendMessageBatch", &self.queue_url, e))?;
             let failed = out.failed();
             if failed.is_empty() {
                 return Ok(());

@@ -74,11 +74,7 @@ pub async fn redrive<B: Buffer, S: Sink, C>(
             .wait_time_seconds(1)
             .send()
             .await
-            .map_err(|e| SqsError::Api {
-                operation: "ReceiveMessage",
-                queue_url: url.to_owned(),
-                source: Box::new(e.into()),
-            })?;
+            .map_err(|e| SqsError::api("ReceiveMessage", url, e))?;
         if out.messages().is_empty() {
             break;
         }
@@ -101,11 +97,7 @@ pub async fn redrive<B: Buffer, S: Sink, C>(
                 .receipt_handle(m.receipt_handle().unwrap_or_default())
                 .send()
                 .await
-                .map_err(|e| SqsError::Api {
-                    operation: "DeleteMessage",
-                    queue_url: url.to_owned(),
-                    source: Box::new(e.into()),
-                })?;
+                .map_err(|e| SqsError::api("DeleteMessage", url, e))?;
             report.redriven += 1;
         }
     }

@@ -102,25 +102,42 @@ async fn open<T: StoreUnderTest>(t: &mut T) -> T::Store {
     t.open().await.unwrap_or_else(|e| panic!("open: {e}"))
 }
 
-/// A batch over hostile ids with every kind of transition — success with
-/// data, failure with causes, ignored, exhausted and dead-lettered, in
-/// progress — saved, loaded by a new store, committed, loaded again.
-pub async fn round_trip<T: StoreUnderTest>(t: &mut T) -> Checked {
-    let ids = ids();
+/// A store on a new checkpoint holding a saved batch of records `ids`
+/// (pointers `0..n`, the next batch at `n`).
+async fn with_batch<T: StoreUnderTest>(t: &mut T, ids: &[String]) -> (T::Store, Checkpoint) {
+    with_batch_of(t, ids, 3).await
+}
+
+/// [`with_batch`] with `max_attempts`, asserting that the checkpoint is new.
+async fn with_batch_of<T: StoreUnderTest>(
+    t: &mut T,
+    ids: &[String],
+    max_attempts: u32,
+) -> (T::Store, Checkpoint) {
     let mut store = open(t).await;
     assert!(
         load(&mut store).await.is_none(),
         "a new checkpoint loads as none"
     );
-    let mut cp = Checkpoint::new("contract", Pointer::from("0"), 2, Duration::from_secs(60));
-    cp.start_batch(
-        ids.clone(),
-        Some(Pointer::new(ids.len().to_string())),
-        now(),
-    )
-    .unwrap();
+    let mut cp = Checkpoint::new(
+        "contract",
+        Pointer::from("0"),
+        max_attempts,
+        Duration::from_secs(60),
+    );
+    let next = Pointer::new(ids.len().to_string());
+    cp.start_batch(ids.to_vec(), Some(next), now()).unwrap();
+    store.save_batch(&cp, &records(ids)).await.unwrap();
+    (store, cp)
+}
+
+/// A batch over hostile ids with every kind of transition — success with
+/// data, failure with causes, ignored, exhausted and dead-lettered, in
+/// progress — saved, loaded by a new store, committed, loaded again.
+pub async fn round_trip<T: StoreUnderTest>(t: &mut T) -> Checked {
+    let ids = ids();
+    let (mut store, mut cp) = with_batch_of(t, &ids, 2).await;
     let recs = records(&ids);
-    store.save_batch(&cp, &recs).await.unwrap();
     let t1 = now() + chrono::Duration::milliseconds(1);
     for (i, id) in ids.iter().enumerate() {
         let lock = format!("L{i}");
@@ -193,12 +210,7 @@ pub async fn round_trip<T: StoreUnderTest>(t: &mut T) -> Checked {
 /// Changes saved and synced are seen by a store opened afterwards.
 pub async fn durable_once_synced<T: StoreUnderTest>(t: &mut T) -> Checked {
     let ids: Vec<String> = (0..3).map(|i| format!("r{i}")).collect();
-    let mut store = open(t).await;
-    load(&mut store).await;
-    let mut cp = Checkpoint::new("contract", Pointer::from("0"), 3, Duration::from_secs(60));
-    cp.start_batch(ids.clone(), Some(Pointer::from("3")), now())
-        .unwrap();
-    store.save_batch(&cp, &records(&ids)).await.unwrap();
+    let (mut store, mut cp) = with_batch(t, &ids).await;
     for i in 0..3 {
         cp.begin_attempt(i, "L", now()).unwrap();
         store.save_tracker(&cp, i).await.unwrap();
@@ -228,12 +240,7 @@ pub async fn durable_once_synced<T: StoreUnderTest>(t: &mut T) -> Checked {
 /// Data the store did not write is an error on load, never `None`.
 pub async fn foreign_data_is_an_error<T: StoreUnderTest>(t: &mut T) -> Checked {
     let ids: Vec<String> = vec!["a".into()];
-    let mut store = open(t).await;
-    load(&mut store).await;
-    let mut cp = Checkpoint::new("contract", Pointer::from("0"), 3, Duration::from_secs(60));
-    cp.start_batch(ids.clone(), Some(Pointer::from("1")), now())
-        .unwrap();
-    store.save_batch(&cp, &records(&ids)).await.unwrap();
+    let (store, _) = with_batch(t, &ids).await;
     drop(store);
     if !t.corrupt().await {
         eprintln!(
@@ -261,12 +268,7 @@ pub async fn a_second_owner_is_refused<T: StoreUnderTest>(t: &mut T) -> Checked 
         return Checked::Skipped;
     }
     let ids: Vec<String> = vec!["a".into(), "b".into()];
-    let mut first = open(t).await;
-    load(&mut first).await;
-    let mut cp = Checkpoint::new("contract", Pointer::from("0"), 3, Duration::from_secs(60));
-    cp.start_batch(ids.clone(), Some(Pointer::from("2")), now())
-        .unwrap();
-    first.save_batch(&cp, &records(&ids)).await.unwrap();
+    let (mut first, mut cp) = with_batch(t, &ids).await;
     let refused = |e: &Error| matches!(e, Error::CheckpointOwned { .. } | Error::Locked { .. });
     let mut second = match t.open().await {
         Err(e) if refused(&e) => return Checked::Passed,
