@@ -14,18 +14,8 @@ use unistream_core::retry::RetryPolicy;
 use unistream_core::source::{Pointer, SourceRecord};
 use unistream_core::{BoxError, Error};
 use unistream_dynamodb_s3::DynamoDbS3CheckpointStore;
+use unistream_test_support::checkpoint_contract::HOSTILE_IDS;
 use unistream_test_support::{Env, Service, unique_name};
-
-const HOSTILE: &[&str] = &[
-    "a.b.c",
-    "with space",
-    "quote\"s and 'apostrophes'",
-    "#hash",
-    ":colon",
-    "ünïcødé ✓ 日本",
-    "a|b|c",
-    "[0]",
-];
 
 struct Fixture {
     env: Env,
@@ -88,7 +78,7 @@ async fn hostile_record_ids_round_trip() {
     let Some(f) = Fixture::new().await else {
         return;
     };
-    let mut ids: Vec<String> = HOSTILE.iter().map(|s| s.to_string()).collect();
+    let mut ids: Vec<String> = HOSTILE_IDS.iter().map(|s| s.to_string()).collect();
     ids.push("x".repeat(256));
     let mut store = f.store();
     assert!(store.load().await.unwrap().is_none());
@@ -155,20 +145,16 @@ async fn two_consumers_racing_on_one_checkpoint_never_overwrite_silently() {
     assert_eq!(seen.trackers()[0].lock.as_deref(), Some("B"));
     // Racing on a fresh item: exactly one creates it.
     let ids2: Vec<String> = vec!["z".into()];
-    let mut c1 = DynamoDbS3CheckpointStore::builder(f.env.without_retries().dynamodb(), f.env.s3())
-        .table(&f.table)
-        .key("fresh")
-        .bucket(&f.bucket)
-        .prefix("p/")
-        .build()
-        .unwrap();
-    let mut c2 = DynamoDbS3CheckpointStore::builder(f.env.without_retries().dynamodb(), f.env.s3())
-        .table(&f.table)
-        .key("fresh")
-        .bucket(&f.bucket)
-        .prefix("p/")
-        .build()
-        .unwrap();
+    let fresh_store = || {
+        DynamoDbS3CheckpointStore::builder(f.env.without_retries().dynamodb(), f.env.s3())
+            .table(&f.table)
+            .key("fresh")
+            .bucket(&f.bucket)
+            .prefix("p/")
+            .build()
+            .unwrap()
+    };
+    let (mut c1, mut c2) = (fresh_store(), fresh_store());
     assert!(c1.load().await.unwrap().is_none());
     assert!(c2.load().await.unwrap().is_none());
     let mut fresh = Checkpoint::new("fresh", Pointer::from("0"), 3, Duration::from_secs(60));
