@@ -18,19 +18,82 @@ use unistream_examples::write_sample_stream;
 
 const MAX_ATTEMPTS: usize = 3;
 
-fn append_records(stream: &Path, ids: std::ops::Range<u64>) {
+/// Appends records `ids` to the stream, each with a `pad` field of that
+/// text if given (to make the record, and its dead letter, large).
+fn append_records(stream: &Path, ids: std::ops::Range<u64>, pad: Option<&str>) {
     let mut f = std::fs::OpenOptions::new()
+        .create(true)
         .append(true)
         .open(stream)
         .unwrap();
+    let pad = pad
+        .map(|p| format!(", \"pad\": \"{p}\""))
+        .unwrap_or_default();
     let mut out = String::new();
     for id in ids {
         out.push_str(&format!(
-            "{{\"id\": \"{id}\", \"create_at\": \"2024-01-09T06:24:06.759449+00:00\", \"value\": {}}}\n",
+            "{{\"id\": \"{id}\", \"create_at\": \"2024-01-09T06:24:06.759449+00:00\", \"value\": {}{pad}}}\n",
             id % 100
         ));
     }
     f.write_all(out.as_bytes()).unwrap();
+}
+
+/// How one run of the consumer ended.
+enum RunEnd {
+    /// Killed after `progress` grew: mid-work.
+    KilledMidWork,
+    /// Killed before it made progress (start-up, recovery).
+    KilledEarly,
+    /// It finished by itself, successfully.
+    Finished,
+}
+
+/// Runs `bin` once and kills it with SIGKILL `0..max_delay_us` after
+/// `progress` first grows (or, without `wait_for_progress`, after start);
+/// a run that ends by itself must succeed.
+fn run_and_kill(
+    bin: &Path,
+    args: &[&str],
+    rng: &mut impl Rng,
+    progress: impl Fn() -> u64,
+    wait_for_progress: bool,
+    max_delay_us: u64,
+) -> RunEnd {
+    let before = progress();
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if wait_for_progress {
+        let t = std::time::Instant::now();
+        while progress() == before
+            && child.try_wait().unwrap().is_none()
+            && t.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+    std::thread::sleep(Duration::from_micros(rng.random_range(0..max_delay_us)));
+    if child.try_wait().unwrap().is_none() {
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        if progress() > before {
+            RunEnd::KilledMidWork
+        } else {
+            RunEnd::KilledEarly
+        }
+    } else {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "a run failed to start or finish: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        RunEnd::Finished
+    }
 }
 
 fn ids_in(path: &Path, field: impl Fn(&serde_json::Value) -> String) -> Vec<String> {
@@ -71,23 +134,8 @@ fn kill_9_while_writing_large_dead_letters() {
     let stream = dir.path().join("stream.jsonl");
     let dlq_path = dir.path().join("dlq.jsonl");
     let pad = "x".repeat(96 * 1024);
-    let mut next_id = 1;
-    let mut append_large = |n: u64| {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&stream)
-            .unwrap();
-        let mut out = String::new();
-        for id in next_id..next_id + n {
-            out.push_str(&format!(
-                "{{\"id\": \"{id}\", \"create_at\": \"2024-01-09T06:24:06.759449+00:00\", \"value\": 1, \"pad\": \"{pad}\"}}\n"
-            ));
-        }
-        f.write_all(out.as_bytes()).unwrap();
-        next_id += n;
-    };
-    append_large(60);
+    append_records(&stream, 1..61, Some(&pad));
+    let mut next_id = 61;
     let args = [
         "--dir",
         dir.path().to_str().unwrap(),
@@ -117,37 +165,13 @@ fn kill_9_while_writing_large_dead_letters() {
             "only {kills} kills landed mid-work in {runs} runs"
         );
         runs += 1;
-        let before = dlq_len();
-        let mut child = Command::new(&bin)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let t = std::time::Instant::now();
-        while dlq_len() == before
-            && child.try_wait().unwrap().is_none()
-            && t.elapsed() < Duration::from_secs(5)
-        {
-            std::thread::sleep(Duration::from_micros(100));
+        let end = run_and_kill(&bin, &args, &mut rng, dlq_len, true, 3_000);
+        if let RunEnd::KilledMidWork = end {
+            kills += 1;
+            tears += usize::from(torn());
         }
-        std::thread::sleep(Duration::from_micros(rng.random_range(0..3_000)));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-            if dlq_len() > before {
-                kills += 1;
-                tears += usize::from(torn());
-            }
-        } else {
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "run {runs} failed to start or finish: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        append_large(10);
+        append_records(&stream, next_id..next_id + 10, Some(&pad));
+        next_id += 10;
     }
     let out = Command::new(&bin).args(args).output().unwrap();
     assert!(
@@ -218,42 +242,15 @@ fn kill_and_restart(limit: &str) {
             "only {kills} kills landed mid-work in {runs} runs"
         );
         runs += 1;
-        let before = log_len();
-        let mut child = Command::new(&bin)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
         // Mostly wait until the run has started attempts, then kill at a
         // random point, so that kills land mid-work however fast the
         // consumer is; sometimes kill earlier, during start-up and recovery.
-        if rng.random_bool(0.75) {
-            let t = std::time::Instant::now();
-            while log_len() == before
-                && child.try_wait().unwrap().is_none()
-                && t.elapsed() < Duration::from_secs(5)
-            {
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        }
-        std::thread::sleep(Duration::from_micros(rng.random_range(0..20_000)));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-            if log_len() > before {
-                kills += 1;
-            }
-        } else {
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "run {runs} failed to start or finish: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        let wait = rng.random_bool(0.75);
+        if let RunEnd::KilledMidWork = run_and_kill(&bin, &args, &mut rng, log_len, wait, 20_000) {
+            kills += 1;
         }
         // Keep the stream growing so the next run has work to be killed in.
-        append_records(&stream, next_id..next_id + 40);
+        append_records(&stream, next_id..next_id + 40, None);
         next_id += 40;
     }
     let out = Command::new(&bin).args(args).output().unwrap();
