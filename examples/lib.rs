@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use unistream::BoxError;
 use unistream::buffer::Buffer;
 use unistream::checkpoint::CheckpointStore;
-use unistream::consumer::{Attempt, Consumer, Outcome, Processor};
+use unistream::consumer::{Attempt, Consumer, Handler, Outcome, Processor};
 use unistream::dlq::{DeadLetter, DeadLetterQueue};
 use unistream::local::{AppendFile, FileDeadLetterQueue};
 use unistream::producer::{Producer, SendStep};
@@ -167,17 +167,18 @@ pub struct DemoProcessor {
     /// Print the seed's lines.
     pub verbose: bool,
     /// Failed attempts so far.
-    pub failures: u64,
+    pub failures: AtomicU64,
+    /// Each attempt first awaits this long, like a remote call (`--work-ms`).
+    pub work: Duration,
 }
 
 impl Processor for DemoProcessor {
     type Record = MyRecord;
 
-    async fn process(
-        &mut self,
-        record: &MyRecord,
-        attempt: &Attempt<'_>,
-    ) -> Result<Outcome, BoxError> {
+    async fn process(&self, record: &MyRecord, attempt: &Attempt<'_>) -> Result<Outcome, BoxError> {
+        if !self.work.is_zero() {
+            tokio::time::sleep(self.work).await;
+        }
         if let Some(log) = &self.attempt_log {
             log.append(format!("{} {}\n", record.id, attempt.number).as_bytes())?;
         }
@@ -185,7 +186,7 @@ impl Processor for DemoProcessor {
         let fails = self.poison.contains(&record.id)
             || chance(self.seed, &record.id, attempt.number) < self.fail_rate;
         if fails {
-            self.failures += 1;
+            self.failures.fetch_add(1, Ordering::Relaxed);
             if self.verbose {
                 println!("❌ {s}");
             }
@@ -288,7 +289,7 @@ pub async fn run_verbose<S, P, K, D, C>(
 ) -> unistream::Result<Totals>
 where
     S: Source,
-    P: Processor,
+    P: Handler,
     K: CheckpointStore,
     D: DeadLetterQueue,
     C: Codec<P::Record>,
@@ -436,14 +437,15 @@ mod tests {
         let pointer = Pointer::from("2@0");
         for cut in 0..last.len() {
             std::fs::write(&path, format!("{accepted}{}", &last[..cut])).unwrap();
-            let mut processor = DemoProcessor {
+            let processor = DemoProcessor {
                 target: AppendFile::open(&path, Durability::Process).unwrap(),
                 attempt_log: None,
                 poison: HashSet::new(),
                 fail_rate: 0.0,
                 seed: 0,
                 verbose: false,
-                failures: 0,
+                failures: AtomicU64::new(0),
+                work: Duration::ZERO,
             };
             let outcome = processor
                 .process(&records[2], &Attempt::new(2, 3, &pointer, 1))

@@ -119,7 +119,8 @@ async fn run(args: Args) -> unistream::Result<()> {
         fail_rate: args.fail_rate,
         seed: args.seed,
         verbose: true,
-        failures: 0,
+        failures: Default::default(),
+        work: std::time::Duration::ZERO,
     };
     let dlq = AnnouncedDlq {
         inner: FileDeadLetterQueue::open(dir.join("dlq.jsonl"), Durability::Process)?,

@@ -76,6 +76,13 @@ struct Args {
     /// Append "<id> <attempt>" to DIR/attempts.log before each attempt.
     #[arg(long)]
     attempt_log: bool,
+    /// Records in flight at once (records of one partition key never
+    /// overlap and keep their order); 1 processes strictly in stream order.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Each attempt first awaits this long, like a remote call.
+    #[arg(long, default_value_t = 0)]
+    work_ms: u64,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -108,6 +115,7 @@ async fn run(args: Args) -> unistream::Result<()> {
 
     let mut config = ConsumerConfig::new(&args.consumer_id);
     config.limit = args.limit;
+    config.concurrency = args.concurrency;
     config.retry = RetryPolicy::waits(args.backoff_ms.iter().map(|ms| Duration::from_millis(*ms)))
         .with_max_attempts(args.max_attempts);
     config.dlq_retry = RetryPolicy::waits([Duration::from_millis(100), Duration::from_millis(500)])
@@ -131,7 +139,8 @@ async fn run(args: Args) -> unistream::Result<()> {
         fail_rate: args.fail_rate,
         seed: args.seed,
         verbose: args.verbose,
-        failures: 0,
+        failures: Default::default(),
+        work: std::time::Duration::from_millis(args.work_ms),
     };
     let dlq = AnnouncedDlq {
         inner: FileDeadLetterQueue::open(dir.join("dlq.jsonl"), durability)?,

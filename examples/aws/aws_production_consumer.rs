@@ -77,6 +77,13 @@ struct Args {
     /// Print the seed's demo output.
     #[arg(long)]
     verbose: bool,
+    /// Records in flight at once (records of one partition key never
+    /// overlap and keep their order); 1 processes strictly in stream order.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Each attempt first awaits this long, like a remote call.
+    #[arg(long, default_value_t = 0)]
+    work_ms: u64,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -112,6 +119,7 @@ async fn run(args: Args) -> unistream::Result<()> {
 
     let mut cfg = ConsumerConfig::new(&consumer_id);
     cfg.limit = args.limit;
+    cfg.concurrency = args.concurrency;
     cfg.retry = RetryPolicy::waits(args.backoff_ms.iter().map(|ms| Duration::from_millis(*ms)))
         .with_max_attempts(args.max_attempts);
     cfg.lock_expire = Duration::from_secs(args.lock_expire_s);
@@ -132,7 +140,8 @@ async fn run(args: Args) -> unistream::Result<()> {
         fail_rate: args.fail_rate,
         seed: args.seed,
         verbose: args.verbose,
-        failures: 0,
+        failures: Default::default(),
+        work: std::time::Duration::from_millis(args.work_ms),
     };
     let source = KinesisSource::new(kinesis, &args.stream, &shard, StartingPosition::TrimHorizon);
     let mut consumer = Consumer::new(cfg, source, processor, store, dlq)?;

@@ -99,10 +99,18 @@ struct Args {
     /// Log what the engine does.
     #[arg(long)]
     verbose: bool,
+    /// Records in flight at once (records of one partition key never
+    /// overlap and keep their order); 1 processes strictly in stream order.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Each attempt first awaits this long, like a remote call.
+    #[arg(long, default_value_t = 0)]
+    work_ms: u64,
 }
 
 /// Appends one line per attempt; fails at random.
 struct Recorder {
+    work: Duration,
     worker: String,
     shard: String,
     out: AppendFile,
@@ -113,7 +121,10 @@ struct Recorder {
 impl Processor for Recorder {
     type Record = MyRecord;
 
-    async fn process(&mut self, r: &MyRecord, a: &Attempt<'_>) -> Result<Outcome, BoxError> {
+    async fn process(&self, r: &MyRecord, a: &Attempt<'_>) -> Result<Outcome, BoxError> {
+        if !self.work.is_zero() {
+            tokio::time::sleep(self.work).await;
+        }
         let ok = chance(self.seed, &r.id, a.number) >= self.fail_rate;
         let t = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
         let line = format!(
@@ -148,6 +159,7 @@ async fn run(args: Args) -> unistream::Result<()> {
     let app = args.app.clone().unwrap_or_else(|| args.stream.clone());
     let mut consumer = ConsumerConfig::new(&app);
     consumer.limit = args.limit;
+    consumer.concurrency = args.concurrency;
     consumer.retry = RetryPolicy::waits([Duration::ZERO]).with_max_attempts(args.max_attempts);
     consumer.delay = Duration::from_millis(args.delay_ms);
     let (table, bucket) = (args.checkpoint_table.clone(), args.bucket.clone());
@@ -199,6 +211,7 @@ impl Worker<'_> {
         let out_path = args.dir.join(format!("{worker}.processed.jsonl"));
         let dlq_path = args.dir.join(format!("{worker}.dlq.jsonl"));
         let (fail_rate, seed) = (args.fail_rate, args.seed);
+        let work = Duration::from_millis(args.work_ms);
         let shutdown = CancellationToken::new();
         cancel_on_ctrl_c(shutdown.clone());
         let name = worker.clone();
@@ -215,6 +228,7 @@ impl Worker<'_> {
             .build(
                 move |shard| {
                     Ok(Recorder {
+                        work,
                         worker: name.clone(),
                         shard: shard.to_owned(),
                         out: AppendFile::open(&out_path, Durability::Process)?,

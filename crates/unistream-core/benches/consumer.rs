@@ -54,7 +54,7 @@ struct Noop {
 
 impl Processor for Noop {
     type Record = Rec;
-    async fn process(&mut self, r: &Rec, a: &Attempt<'_>) -> Result<Outcome, BoxError> {
+    async fn process(&self, r: &Rec, a: &Attempt<'_>) -> Result<Outcome, BoxError> {
         if self.hang_at.as_deref() == Some(r.id.as_str()) {
             std::future::pending::<()>().await;
         }

@@ -239,22 +239,24 @@ impl backon::BackoffBuilder for &RetryPolicy {
 /// # Errors
 ///
 /// The last error of `op`, once the policy allows no more attempts.
-pub async fn retry<T, E, Fut, F>(
+pub fn retry<T, E, Fut, F, N>(
     policy: &RetryPolicy,
     clock: &(impl Clock + Clone),
     op: F,
-    notify: impl FnMut(&E, Duration),
-) -> Result<T, E>
+    notify: N,
+) -> impl std::future::Future<Output = Result<T, E>> + Send
 where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
+    F: FnMut() -> Fut + Send,
+    Fut: std::future::Future<Output = Result<T, E>> + Send,
+    N: FnMut(&E, Duration) + Send,
+    T: Send,
+    E: Send,
 {
     use backon::Retryable;
     let clock = clock.clone();
-    op.retry(policy)
+    op.retry(policy.clone())
         .sleep(move |d| clock.sleep(d))
         .notify(notify)
-        .await
 }
 
 #[cfg(test)]

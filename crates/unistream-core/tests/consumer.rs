@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use unistream_core::checkpoint::Status;
+use unistream_core::checkpoint::{CheckpointStore, Status};
 use unistream_core::clock::VirtualClock;
 use unistream_core::consumer::{
     Attempt, Consumer, ConsumerConfig, OnExhausted, Outcome, Processor,
@@ -92,7 +92,7 @@ struct ScriptedError(String, u32, #[source] std::io::Error);
 impl Processor for Scripted {
     type Record = Rec;
 
-    async fn process(&mut self, r: &Rec, attempt: &Attempt<'_>) -> Result<Outcome, BoxError> {
+    async fn process(&self, r: &Rec, attempt: &Attempt<'_>) -> Result<Outcome, BoxError> {
         if let Some((id, token)) = &self.cancel_on
             && *id == r.id
         {
@@ -289,11 +289,12 @@ async fn a_failing_dlq_is_retried_then_reported_and_resent_on_the_next_call() {
     // batch stays open, and the next call sends the letter.
     let dlq = MemoryDeadLetterQueue::default();
     let p = Scripted::failing(&[("0", u32::MAX)]);
+    let store = MemoryCheckpointStore::default();
     let mut c = Consumer::new(
         config(10, &[0], 1),
         memory_source(2),
         p,
-        MemoryCheckpointStore::default(),
+        store.clone(),
         dlq.clone(),
     )
     .unwrap()
@@ -304,7 +305,11 @@ async fn a_failing_dlq_is_retried_then_reported_and_resent_on_the_next_call() {
         matches!(err, Error::DeadLetter { ref record_id, .. } if record_id == "0"),
         "{err}"
     );
-    assert!(!c.checkpoint().unwrap().is_batch_finished());
+    // After an error the consumer starts again from what the store holds.
+    assert!(c.checkpoint().is_none());
+    let saved = store.clone().load().await.unwrap().unwrap().checkpoint;
+    assert!(!saved.is_batch_finished());
+    assert_eq!(saved.trackers()[0].status, Status::Exhausted);
     let r = c.process_batch().await.unwrap();
     assert_eq!((r.dead_lettered, r.succeeded), (1, 1));
     assert_eq!(dlq.letters().len(), 1);

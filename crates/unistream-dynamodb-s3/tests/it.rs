@@ -247,7 +247,7 @@ impl unistream_core::record::Record for R {
 
 impl Processor for Hangs {
     type Record = R;
-    async fn process(&mut self, r: &R, a: &Attempt<'_>) -> Result<Outcome, BoxError> {
+    async fn process(&self, r: &R, a: &Attempt<'_>) -> Result<Outcome, BoxError> {
         if self.on.as_deref() == Some(r.id.as_str()) {
             std::future::pending::<()>().await;
         }
@@ -337,7 +337,7 @@ struct Ok_;
 
 impl Processor for Ok_ {
     type Record = R;
-    async fn process(&mut self, _: &R, _: &Attempt<'_>) -> Result<Outcome, BoxError> {
+    async fn process(&self, _: &R, _: &Attempt<'_>) -> Result<Outcome, BoxError> {
         Ok(Outcome::Succeeded)
     }
 }

@@ -58,7 +58,7 @@ fn rec(i: u64) -> Rec {
 struct Noop;
 impl Processor for Noop {
     type Record = Rec;
-    async fn process(&mut self, _: &Rec, _: &Attempt<'_>) -> Result<Outcome, BoxError> {
+    async fn process(&self, _: &Rec, _: &Attempt<'_>) -> Result<Outcome, BoxError> {
         Ok(Outcome::Succeeded)
     }
 }

@@ -90,7 +90,7 @@ pub(crate) type OnChange = Box<dyn FnMut(&[String]) + Send>;
 /// struct Ship;
 /// impl Processor for Ship {
 ///     type Record = Order;
-///     async fn process(&mut self, _: &Order, _: &Attempt<'_>) -> Result<Outcome, unistream_core::BoxError> {
+///     async fn process(&self, _: &Order, _: &Attempt<'_>) -> Result<Outcome, unistream_core::BoxError> {
 ///         Ok(Outcome::Succeeded)
 ///     }
 /// }

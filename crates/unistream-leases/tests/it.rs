@@ -71,7 +71,7 @@ impl Recorder {
 impl Processor for Recorder {
     type Record = Rec;
 
-    async fn process(&mut self, r: &Rec, a: &Attempt<'_>) -> Result<Outcome, BoxError> {
+    async fn process(&self, r: &Rec, a: &Attempt<'_>) -> Result<Outcome, BoxError> {
         self.log.lock().unwrap().push((
             self.worker.clone(),
             self.shard.clone(),

@@ -395,6 +395,47 @@ impl Checkpoint {
         Ok(t)
     }
 
+    /// Takes back an attempt that was begun (and possibly saved) but never
+    /// handed to the processor — e.g. a record marked ahead when a shutdown
+    /// came: the attempt is not counted, the record is `pending` or `failed`
+    /// again as before.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTransition`] if the record is not in progress under
+    /// `lock_id`.
+    pub fn release(&mut self, index: usize, lock_id: &str, now: DateTime<Utc>) -> Result<&Tracker> {
+        let t = self.holder_mut(index, lock_id)?;
+        t.attempts -= 1;
+        t.status = if t.attempts == 0 {
+            t.first_attempt_time = None;
+            Status::Pending
+        } else {
+            Status::Failed
+        };
+        t.unlock();
+        t.update_time = now;
+        Ok(t)
+    }
+
+    /// Every `in_progress` record whose lock id starts with `owner` — the
+    /// attempts of this process that were cut short (e.g. by a store error)
+    /// — becomes `failed`, or `exhausted` if it has no attempts left, as in
+    /// [`recover`](Self::recover). Returns the indexes changed.
+    pub fn recover_owned(&mut self, owner: &str, now: DateTime<Utc>) -> Vec<usize> {
+        let max = self.max_attempts;
+        let mut changed = Vec::new();
+        for (i, t) in self.trackers.iter_mut().enumerate() {
+            if t.status == Status::InProgress
+                && t.lock.as_deref().is_some_and(|l| l.starts_with(owner))
+            {
+                Self::set_failed(t, max, interrupted(t.attempts), now);
+                changed.push(i);
+            }
+        }
+        changed
+    }
+
     /// After a restart: every `in_progress` record whose attempt was
     /// interrupted — all of them when `exclusive` (the store guarantees no
     /// other consumer is alive), else only those whose lock expired — becomes
@@ -405,11 +446,7 @@ impl Checkpoint {
         let mut changed = Vec::new();
         for (i, t) in self.trackers.iter_mut().enumerate() {
             if t.status == Status::InProgress && (exclusive || !t.is_locked(now)) {
-                let error = ErrorInfo::new(format!(
-                    "attempt {} was interrupted: its consumer stopped (crash, kill or lost lock) before recording a result",
-                    t.attempts
-                ));
-                Self::set_failed(t, max, error, now);
+                Self::set_failed(t, max, interrupted(t.attempts), now);
                 changed.push(i);
             }
         }
@@ -463,6 +500,12 @@ impl Checkpoint {
         *self.tracker_mut(index)? = tracker;
         Ok(())
     }
+}
+
+fn interrupted(attempt: u32) -> ErrorInfo {
+    ErrorInfo::new(format!(
+        "attempt {attempt} was interrupted: its consumer stopped (crash, kill or lost lock) before recording a result"
+    ))
 }
 
 #[cfg(test)]

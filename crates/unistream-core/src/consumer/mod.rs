@@ -4,16 +4,21 @@
 //!
 //! [`Consumer::process_batch`] does one step of the loop:
 //! 1. if the checkpoint's batch is finished, commit it and fetch the next one
-//!    at `start_pointer` (at most `limit` records), decode it, and save the
-//!    checkpoint together with the raw records — otherwise resume the
-//!    unfinished batch from the checkpoint;
-//! 2. for each record not done, run [`Processor::process`] up to
-//!    `max_attempts` times, waiting between attempts as the [`RetryPolicy`]
-//!    says; every attempt is saved as `in_progress` (and synced) *before* the
-//!    processor runs, and its result right after;
+//!    at `start_pointer` (at most `limit` records) and decode it — otherwise
+//!    resume the unfinished batch from the checkpoint;
+//! 2. run the records (`engine.rs`, scheduled in key order by
+//!    `schedule.rs`): each record not done goes to the [`Processor`] (or, in
+//!    slices, to a [`SliceProcessor`]) up to `max_attempts` times, waiting
+//!    between attempts as the [`RetryPolicy`] says, with up to
+//!    [`ConsumerConfig::concurrency`] records of different partition keys in
+//!    flight; every attempt is saved as `in_progress` *before* the processor
+//!    runs, and the attempts and results of many records share one
+//!    checkpoint write (group commit; a new batch is saved together with its
+//!    first attempts);
 //! 3. send an exhausted record to the [`DeadLetterQueue`] (retried with its
-//!    own policy), then continue or halt as [`OnExhausted`] says;
-//! 4. commit.
+//!    own policy) before its key moves on, then continue or halt as
+//!    [`OnExhausted`] says;
+//! 4. commit, in the same write as the last results.
 //!
 //! A record that cannot be decoded is exhausted at once (no attempt) and goes
 //! to the dead-letter queue with its raw bytes and the decode error; it never
@@ -25,29 +30,30 @@
 //! saved sends it again. Make processing idempotent, keyed by the record id,
 //! to get effectively-once results.
 
-use std::time::Duration;
-
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::checkpoint::{Checkpoint, CheckpointStore, Status, StoredCheckpoint};
+use crate::checkpoint::{Checkpoint, CheckpointStore, StoredCheckpoint};
 use crate::clock::{Clock, SharedClock, SystemClock};
-use crate::dlq::{DeadLetter, DeadLetterQueue};
+use crate::dlq::DeadLetterQueue;
 use crate::error::ErrorInfo;
 use crate::error::{Error, Result};
 use crate::record::{Codec, JsonCodec, Record};
 #[cfg(doc)]
 use crate::retry::RetryPolicy;
-use crate::retry::retry;
 use crate::source::{Source, SourceRecord};
 
 mod config;
+mod engine;
 mod processor;
 mod report;
+mod schedule;
 mod signal;
 
-pub use config::{ConsumerConfig, OnExhausted};
-pub use processor::{Attempt, Outcome, Processor};
+pub use config::{CheckpointInterval, ConsumerConfig, OnExhausted};
+pub use processor::{
+    Attempt, Handler, Outcome, Processor, SliceItem, SliceProcessor, SliceResult, Slices,
+};
 pub use report::{BatchReport, RunSummary};
 pub use signal::cancel_on_ctrl_c;
 
@@ -79,7 +85,7 @@ struct BatchState<R> {
 /// struct Print;
 /// impl Processor for Print {
 ///     type Record = Event;
-///     async fn process(&mut self, e: &Event, _: &Attempt<'_>) -> Result<Outcome, BoxError> {
+///     async fn process(&self, e: &Event, _: &Attempt<'_>) -> Result<Outcome, BoxError> {
 ///         println!("{}", e.id);
 ///         Ok(Outcome::Succeeded)
 ///     }
@@ -99,7 +105,7 @@ struct BatchState<R> {
 /// assert_eq!(dlq.letters()[0].data, b"not json");
 /// # Ok(()) }
 /// ```
-pub struct Consumer<S, P: Processor, K, D, C = JsonCodec> {
+pub struct Consumer<S, P: Handler, K, D, C = JsonCodec> {
     config: ConsumerConfig,
     source: S,
     processor: P,
@@ -113,7 +119,7 @@ pub struct Consumer<S, P: Processor, K, D, C = JsonCodec> {
     state: Option<BatchState<P::Record>>,
 }
 
-impl<S, P: Processor, K, D, C> std::fmt::Debug for Consumer<S, P, K, D, C> {
+impl<S, P: Handler, K, D, C> std::fmt::Debug for Consumer<S, P, K, D, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Consumer")
             .field("config", &self.config)
@@ -127,7 +133,7 @@ impl<S, P: Processor, K, D, C> std::fmt::Debug for Consumer<S, P, K, D, C> {
 impl<S, P, K, D> Consumer<S, P, K, D, JsonCodec>
 where
     S: Source,
-    P: Processor,
+    P: Handler,
     K: CheckpointStore,
     D: DeadLetterQueue,
     JsonCodec: Codec<P::Record>,
@@ -159,7 +165,7 @@ where
 impl<S, P, K, D, C> Consumer<S, P, K, D, C>
 where
     S: Source,
-    P: Processor,
+    P: Handler,
     K: CheckpointStore,
     D: DeadLetterQueue,
     C: Codec<P::Record>,
@@ -281,10 +287,11 @@ where
         } = self;
         let st = match state {
             Some(st) => st,
-            None => state.insert(load(config, source, store, codec, clock.now()).await?),
+            None => state.insert(load(config, instance, source, store, codec, clock.now()).await?),
         };
         let cp = &mut st.checkpoint;
         let mut report = BatchReport::default();
+        let mut new_batch = false;
 
         if cp.is_batch_finished() {
             if cp.is_closed() {
@@ -310,7 +317,8 @@ where
                 .zip(&fetched.records)
                 .map(|(d, r)| record_id(d, r));
             cp.start_batch(ids, fetched.next_pointer, clock.now())?;
-            store.save_batch(cp, &fetched.records).await?;
+            // Saved by the engine's first write, with the first attempts.
+            new_batch = true;
             report.fetched = fetched.records.len();
             st.records = fetched.records;
             st.decoded = decoded;
@@ -318,130 +326,40 @@ where
         }
         report.batch_sequence = cp.batch_sequence();
         report.records = st.records.len();
-
-        for index in 0..st.records.len() {
-            while let Some(t) = cp.trackers().get(index) {
-                if t.is_done() {
-                    break;
-                }
-                if shutdown.is_cancelled() {
-                    store.sync().await?;
-                    report.interrupted = true;
-                    return Ok(report);
-                }
-                if t.status == Status::Exhausted {
-                    let mut letter = dead_letter(config, cp, &st.records, index, clock.now());
-                    letter.partition_key = st.decoded[index]
-                        .as_ref()
-                        .ok()
-                        .map(|r| r.partition_key().to_owned());
-                    store.sync().await?;
-                    let sent = retry(&config.dlq_retry, clock, || dlq.send(&letter), |e, wait| {
-                        warn!(consumer = %config.consumer_id, record_id = %letter.record_id, error = %e, ?wait, "dead-letter queue failed; retrying");
-                    })
-                    .await;
-                    if let Err(e) = sent {
-                        return Err(Error::DeadLetter {
-                            record_id: letter.record_id,
-                            source: Box::new(e),
-                        });
-                    }
-                    cp.mark_dead_lettered(index, clock.now())?;
-                    store.save_tracker(cp, index).await?;
-                    report.dead_lettered += 1;
-                    info!(consumer = %config.consumer_id, record_id = %letter.record_id, attempts = letter.attempts, "record sent to the dead-letter queue");
-                    processor.on_dead_letter(&letter);
-                    if config.on_exhausted == OnExhausted::Halt {
-                        store.sync().await?;
-                        return Err(Error::Halted {
-                            record_id: letter.record_id,
-                            attempts: letter.attempts,
-                        });
-                    }
-                    continue;
-                }
-                let record = match &st.decoded[index] {
-                    Ok(record) => record,
-                    Err(error) => {
-                        cp.exhaust(index, error.clone(), clock.now())?;
-                        store.save_tracker(cp, index).await?;
-                        continue;
-                    }
-                };
-                let number = t.attempts + 1;
-                let wait = config.retry.delay_before(number);
-                if !wait.is_zero() {
-                    // The failure is made durable before a possibly long wait.
-                    store.sync().await?;
-                    tokio::select! {
-                        _ = clock.sleep(wait) => {}
-                        _ = shutdown.cancelled() => continue,
-                    }
-                }
-                *lock_counter += 1;
-                // Hot path (once per attempt): no `format!` machinery.
-                let mut lock = String::with_capacity(instance.len() + 21);
-                lock.push_str(instance);
-                lock.push('-');
-                lock.push_str(itoa::Buffer::new().format(*lock_counter));
-                match cp.begin_attempt(index, &lock, clock.now()) {
-                    Ok(_) => {}
-                    Err(Error::RecordLocked {
-                        record_id, until, ..
-                    }) => {
-                        // Another owner's attempt may still run (a store that
-                        // cannot prove it dead): wait for its lock to expire.
-                        let wait = (until - clock.now())
-                            .to_std()
-                            .unwrap_or(Duration::ZERO)
-                            .max(Duration::from_millis(1));
-                        info!(consumer = %config.consumer_id, %record_id, ?wait, "record locked by another owner; waiting for the lock to expire");
-                        store.sync().await?;
-                        tokio::select! {
-                            _ = clock.sleep(wait) => {}
-                            _ = shutdown.cancelled() => {}
-                        }
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                }
-                store.save_tracker(cp, index).await?;
-                store.sync().await?;
-                let attempt = Attempt {
-                    number,
-                    max_attempts: cp.max_attempts(),
-                    pointer: &st.records[index].pointer,
-                    batch_sequence: cp.batch_sequence(),
-                };
-                let result = processor.process(record, &attempt).await;
-                report.attempts += 1;
-                let now = clock.now();
-                match result {
-                    Ok(Outcome::Succeeded) => {
-                        cp.succeed(index, &lock, None, now)?;
-                        report.succeeded += 1;
-                    }
-                    Ok(Outcome::SucceededWith(data)) => {
-                        cp.succeed(index, &lock, Some(data), now)?;
-                        report.succeeded += 1;
-                    }
-                    Ok(Outcome::Ignored) => {
-                        cp.ignore(index, &lock, now)?;
-                        report.ignored += 1;
-                    }
-                    Err(e) => {
-                        report.failures += 1;
-                        let t = cp.fail(index, &lock, ErrorInfo::from_error(&*e), now)?;
-                        debug!(consumer = %config.consumer_id, record_id = %t.record_id, attempt = number, status = ?t.status, error = %e, "attempt failed");
-                    }
-                }
-                store.save_tracker(cp, index).await?;
+        let parts = engine::Parts {
+            config,
+            handler: processor,
+            store,
+            dlq,
+            clock,
+            shutdown,
+            instance,
+            lock_counter,
+        };
+        let finish = engine::run_records(parts, cp, &st.records, &st.decoded, new_batch, &mut report).await;
+        match finish {
+            Ok(engine::Finish::Committed) => {
+                report.closed = cp.is_closed();
+                Ok(report)
+            }
+            Ok(engine::Finish::Stopped) => {
+                report.interrupted = true;
+                Ok(report)
+            }
+            Ok(engine::Finish::Halted {
+                record_id,
+                attempts,
+            }) => Err(Error::Halted {
+                record_id,
+                attempts,
+            }),
+            Err(e) => {
+                // The store may hold less than memory (a write failed or was
+                // refused): start again from what it holds.
+                *state = None;
+                Err(e)
             }
         }
-        cp.commit()?;
-        store.save_commit(cp).await?;
-        report.closed = cp.is_closed();
-        Ok(report)
     }
 }
 
@@ -456,31 +374,9 @@ fn record_id<R: Record>(d: &std::result::Result<R, ErrorInfo>, r: &SourceRecord)
     }
 }
 
-fn dead_letter(
-    config: &ConsumerConfig,
-    cp: &Checkpoint,
-    records: &[SourceRecord],
-    index: usize,
-    now: chrono::DateTime<chrono::Utc>,
-) -> DeadLetter {
-    let t = &cp.trackers()[index];
-    let r = &records[index];
-    let mut letter = DeadLetter::new(
-        config.consumer_id.clone(),
-        t.record_id.clone(),
-        r.data.clone(),
-        r.pointer.clone(),
-        now,
-    );
-    letter.attempts = t.attempts;
-    letter.error = t.errors.clone();
-    letter.first_attempt_time = t.first_attempt_time;
-    letter.last_attempt_time = t.update_time;
-    letter
-}
-
 async fn load<S: Source, K: CheckpointStore, R: Record, C: Codec<R>>(
     config: &ConsumerConfig,
+    instance: &str,
     source: &S,
     store: &mut K,
     codec: &C,
@@ -523,7 +419,9 @@ async fn load<S: Source, K: CheckpointStore, R: Record, C: Codec<R>>(
         });
     }
     checkpoint.set_limits(max_attempts, config.lock_expire);
-    let recovered = checkpoint.recover(now, store.is_exclusive());
+    let mut recovered = checkpoint.recover(now, store.is_exclusive());
+    // This process's own attempts, cut short when an earlier call failed.
+    recovered.extend(checkpoint.recover_owned(instance, now));
     for &i in &recovered {
         store.save_tracker(&checkpoint, i).await?;
     }

@@ -1,5 +1,7 @@
-//! What the user writes: the [`Processor`] trait, the [`Outcome`] of an
-//! attempt, and the [`Attempt`] it is given.
+//! What the user writes: a [`Processor`] (one record per call) or a
+//! [`SliceProcessor`] (a slice of records per call, with an outcome per
+//! record), the [`Outcome`] of an attempt and the [`Attempt`] it is given;
+//! and [`Handler`], how the engine calls either.
 
 use std::future::Future;
 
@@ -59,10 +61,17 @@ impl<'a> Attempt<'a> {
 ///
 /// Contract: `process` MAY fail (any error; it is recorded with its cause
 /// chain and retried); it MUST NOT assume it runs once per record — delivery
-/// is at-least-once. `on_dead_letter` is told after the dead-letter queue has
-/// accepted an exhausted record.
+/// is at-least-once. With [`ConsumerConfig::concurrency`] above 1, calls for
+/// records of different partition keys run concurrently (in the consumer's
+/// task, like `buffer_unordered`: await I/O, do not block the thread), so
+/// `process` takes `&self`; keep shared state in atomics or a mutex. Calls
+/// for one key never overlap and come in stream order. `on_dead_letter` is
+/// told after the dead-letter queue has accepted an exhausted record.
+///
+/// [`ConsumerConfig::concurrency`]: super::ConsumerConfig::concurrency
 ///
 /// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
 /// use chrono::{DateTime, Utc};
 /// use serde::{Deserialize, Serialize};
 /// use unistream_core::consumer::{Attempt, Outcome, Processor};
@@ -76,31 +85,212 @@ impl<'a> Attempt<'a> {
 ///     fn create_at(&self) -> DateTime<Utc> { self.create_at }
 /// }
 ///
-/// struct Totals { sum: u64 }
+/// struct Totals { sum: AtomicU64 }
 /// impl Processor for Totals {
 ///     type Record = Order;
-///     async fn process(&mut self, order: &Order, _: &Attempt<'_>) -> Result<Outcome, BoxError> {
+///     async fn process(&self, order: &Order, _: &Attempt<'_>) -> Result<Outcome, BoxError> {
 ///         if order.amount == 0 {
 ///             return Ok(Outcome::Ignored);
 ///         }
-///         self.sum = self.sum.checked_add(order.amount).ok_or("overflow")?;
+///         self.sum.fetch_add(order.amount, Ordering::Relaxed);
 ///         Ok(Outcome::Succeeded)
 ///     }
 /// }
 /// ```
-pub trait Processor: Send {
+pub trait Processor: Send + Sync {
     /// The record type, decoded by the consumer's codec.
     type Record: Record;
 
     /// Processes one record.
     fn process(
-        &mut self,
+        &self,
         record: &Self::Record,
         attempt: &Attempt<'_>,
     ) -> impl Future<Output = std::result::Result<Outcome, BoxError>> + Send;
 
     /// Called after an exhausted record was accepted by the dead-letter queue.
-    fn on_dead_letter(&mut self, letter: &DeadLetter) {
+    fn on_dead_letter(&self, letter: &DeadLetter) {
         let _ = letter;
     }
 }
+
+/// One record of a slice given to a [`SliceProcessor`], with its attempt.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct SliceItem<'a, R> {
+    /// The record.
+    pub record: &'a R,
+    /// Its attempt (attempts are counted per record).
+    pub attempt: Attempt<'a>,
+}
+
+impl<'a, R> SliceItem<'a, R> {
+    /// A slice item (for calling a slice processor in its own tests).
+    pub fn new(record: &'a R, attempt: Attempt<'a>) -> Self {
+        SliceItem { record, attempt }
+    }
+}
+
+/// User code that processes a slice of records per call and answers with an
+/// outcome per record — Lambda's partial batch response, self-hosted. Wrap
+/// it in [`Slices`] to give it to a consumer; the slice size is
+/// [`ConsumerConfig::slice_size`].
+///
+/// Contract: the answer MUST hold one result per item, in the items' order
+/// (anything else fails the whole slice); an `Err` for the whole call fails
+/// every record of the slice. A slice never holds two records with the same
+/// partition key, and a record is given only once the records before it with
+/// its key are done, so per-key order holds as with [`Processor`]. Failed
+/// records are retried alone (a slice of one), each with its own attempt
+/// count and backoff.
+///
+/// ```
+/// use chrono::{DateTime, Utc};
+/// use serde::{Deserialize, Serialize};
+/// use unistream_core::consumer::{Outcome, SliceItem, SliceProcessor};
+/// use unistream_core::record::{iso8601, Record};
+/// use unistream_core::BoxError;
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Order { id: String, #[serde(with = "iso8601")] create_at: DateTime<Utc>, amount: u64 }
+/// impl Record for Order {
+///     fn id(&self) -> &str { &self.id }
+///     fn create_at(&self) -> DateTime<Utc> { self.create_at }
+/// }
+///
+/// /// Writes a slice in one call to a store that reports each row.
+/// struct BulkInsert;
+/// impl SliceProcessor for BulkInsert {
+///     type Record = Order;
+///     async fn process_slice(
+///         &self,
+///         slice: &[SliceItem<'_, Order>],
+///     ) -> Result<Vec<Result<Outcome, BoxError>>, BoxError> {
+///         Ok(slice
+///             .iter()
+///             .map(|item| match item.record.amount {
+///                 0 => Ok(Outcome::Ignored),
+///                 a if a > 1_000_000 => Err("amount over the limit".into()),
+///                 _ => Ok(Outcome::Succeeded),
+///             })
+///             .collect())
+///     }
+/// }
+/// ```
+///
+/// [`ConsumerConfig::slice_size`]: super::ConsumerConfig::slice_size
+pub trait SliceProcessor: Send + Sync {
+    /// The record type, decoded by the consumer's codec.
+    type Record: Record;
+
+    /// Processes a slice of records.
+    fn process_slice(
+        &self,
+        slice: &[SliceItem<'_, Self::Record>],
+    ) -> impl Future<Output = SliceResult> + Send;
+
+    /// Called after an exhausted record was accepted by the dead-letter queue.
+    fn on_dead_letter(&self, letter: &DeadLetter) {
+        let _ = letter;
+    }
+}
+
+/// What a [`SliceProcessor`] answers: an outcome per record, or an error for
+/// the whole slice.
+pub type SliceResult = std::result::Result<Vec<std::result::Result<Outcome, BoxError>>, BoxError>;
+
+/// Gives a [`SliceProcessor`] to a [`Consumer`](super::Consumer):
+/// `Consumer::new(config, source, Slices(my_slice_processor), store, dlq)`.
+#[derive(Debug, Clone, Default)]
+pub struct Slices<B>(pub B);
+
+/// How the engine calls user code: implemented for every [`Processor`] (one
+/// record per call) and for [`Slices`] of a [`SliceProcessor`]. Implement
+/// one of those two, not this.
+pub trait Handler: Send + Sync {
+    /// The record type.
+    type Record: Record;
+
+    /// Most records per call (1 for a [`Processor`]).
+    fn max_slice(&self, configured: usize) -> usize;
+
+    /// Runs the items; one result per item, in order.
+    fn handle<'a>(
+        &'a self,
+        items: &'a [SliceItem<'a, Self::Record>],
+    ) -> impl Future<Output = Vec<std::result::Result<Outcome, BoxError>>> + Send + 'a;
+
+    /// Called after an exhausted record was accepted by the dead-letter queue.
+    fn on_dead_letter(&self, letter: &DeadLetter);
+}
+
+impl<P: Processor> Handler for P {
+    type Record = P::Record;
+
+    fn max_slice(&self, _configured: usize) -> usize {
+        1
+    }
+
+    async fn handle<'a>(
+        &'a self,
+        items: &'a [SliceItem<'a, Self::Record>],
+    ) -> Vec<std::result::Result<Outcome, BoxError>> {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            out.push(self.process(item.record, &item.attempt).await);
+        }
+        out
+    }
+
+    fn on_dead_letter(&self, letter: &DeadLetter) {
+        Processor::on_dead_letter(self, letter);
+    }
+}
+
+impl<B: SliceProcessor> Handler for Slices<B> {
+    type Record = B::Record;
+
+    fn max_slice(&self, configured: usize) -> usize {
+        configured.max(1)
+    }
+
+    async fn handle<'a>(
+        &'a self,
+        items: &'a [SliceItem<'a, Self::Record>],
+    ) -> Vec<std::result::Result<Outcome, BoxError>> {
+        match self.0.process_slice(items).await {
+            Ok(results) if results.len() == items.len() => results,
+            Ok(results) => {
+                let msg = format!(
+                    "the slice processor answered {} results for {} records",
+                    results.len(),
+                    items.len()
+                );
+                items.iter().map(|_| Err(msg.clone().into())).collect()
+            }
+            Err(e) => {
+                let info = crate::error::ErrorInfo::from_error(&*e);
+                items
+                    .iter()
+                    .map(|_| Err(Box::new(SliceFailed(info.clone())) as BoxError))
+                    .collect()
+            }
+        }
+    }
+
+    fn on_dead_letter(&self, letter: &DeadLetter) {
+        self.0.on_dead_letter(letter);
+    }
+}
+
+/// The whole slice failed: every record gets this error.
+#[derive(Debug)]
+struct SliceFailed(crate::error::ErrorInfo);
+
+impl std::fmt::Display for SliceFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the slice failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for SliceFailed {}

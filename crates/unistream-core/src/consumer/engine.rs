@@ -1,0 +1,581 @@
+//! Runs the records of one batch: the key-order [`Schedule`], attempts and
+//! dead letters in flight, and group-committed checkpoint writes.
+//!
+//! The loop, until every record is done (or a stop):
+//! 1. start every marked record whose write is durable, up to the in-flight
+//!    limit (grouped into slices for a slice processor);
+//! 2. send exhausted records whose exhaustion is durable to the dead-letter
+//!    queue (concurrently with the rest);
+//! 3. if no write is in flight and one is needed — records could start but
+//!    none is marked, an exhaustion must be durable before its letter is
+//!    sent, or nothing runs and results are unsaved — mark the candidates
+//!    (begin their attempts in the checkpoint, one lock id for the group)
+//!    and write everything changed since the last write in one call;
+//! 4. wait for an attempt, a letter, the write, a timer or a shutdown.
+//!
+//! So every transition made while a write is in flight goes into the next
+//! write, and an attempt is durable before it starts: `max_attempts` holds
+//! across `kill -9`. The batch's first write is `save_batch` itself, which
+//! carries the first group's marks; the last is `save_commit`, which carries
+//! the last results.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::config::{ConsumerConfig, OnExhausted};
+use super::processor::{Attempt, Handler, Outcome, SliceItem};
+use super::report::BatchReport;
+use super::schedule::Schedule;
+use crate::checkpoint::{Checkpoint, CheckpointStore, Status};
+use crate::clock::SharedClock;
+use crate::dlq::{DeadLetter, DeadLetterQueue};
+use crate::error::{BoxError, Error, ErrorInfo, Result};
+use crate::record::Record;
+use crate::retry::retry;
+use crate::source::SourceRecord;
+
+/// What the engine borrows from the consumer for one batch.
+pub(super) struct Parts<'a, H, K, D> {
+    pub(super) config: &'a ConsumerConfig,
+    pub(super) handler: &'a H,
+    pub(super) store: &'a mut K,
+    pub(super) dlq: &'a D,
+    pub(super) clock: &'a SharedClock,
+    pub(super) shutdown: &'a CancellationToken,
+    pub(super) instance: &'a str,
+    pub(super) lock_counter: &'a mut u64,
+}
+
+/// How a batch run ended (when it did not fail).
+#[derive(Debug)]
+pub(super) enum Finish {
+    /// Every record is done and the batch is committed.
+    Committed,
+    /// A shutdown: the state is saved, the batch unfinished.
+    Stopped,
+    /// `OnExhausted::Halt` after this record went to the dead-letter queue.
+    Halted { record_id: String, attempts: u32 },
+}
+
+enum Done {
+    Unit {
+        indices: Vec<usize>,
+        locks: Vec<String>,
+        results: Vec<std::result::Result<Outcome, BoxError>>,
+    },
+    Letter {
+        index: usize,
+        letter: Box<DeadLetter>,
+        result: Result<()>,
+    },
+}
+
+enum Event<'s, K> {
+    Done(Done),
+    Written(&'s mut K, Result<()>),
+    Shutdown,
+    Timer,
+    GraceOver,
+}
+
+type Running<'a> = FuturesUnordered<Pin<Box<dyn Future<Output = Done> + Send + 'a>>>;
+type Writing<'s, K> = Pin<Box<dyn Future<Output = (&'s mut K, Result<()>)> + Send + 's>>;
+
+/// Indexes changed since the last write, each once.
+struct Dirty {
+    list: Vec<usize>,
+    flag: Vec<bool>,
+}
+
+impl Dirty {
+    fn new(n: usize) -> Self {
+        Dirty {
+            list: Vec::new(),
+            flag: vec![false; n],
+        }
+    }
+    fn add(&mut self, i: usize) {
+        if !self.flag[i] {
+            self.flag[i] = true;
+            self.list.push(i);
+        }
+    }
+    fn any(&self) -> bool {
+        !self.list.is_empty()
+    }
+    async fn save<K: CheckpointStore>(&mut self, store: &mut K, cp: &Checkpoint) -> Result<()> {
+        for i in self.list.drain(..) {
+            self.flag[i] = false;
+            store.save_tracker(cp, i).await?;
+        }
+        Ok(())
+    }
+}
+
+fn until(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX)
+}
+
+fn remaining(now: DateTime<Utc>, at: DateTime<Utc>) -> Duration {
+    (at - now).to_std().unwrap_or(Duration::ZERO)
+}
+
+/// One lane per partition key, or one for the whole batch when sequential;
+/// an undecodable record gets a lane of its own.
+fn lanes<R: Record>(
+    decoded: &[std::result::Result<R, ErrorInfo>],
+    sequential: bool,
+) -> (Vec<u32>, usize) {
+    if sequential {
+        return (vec![0; decoded.len()], 1);
+    }
+    let mut ids: HashMap<&str, u32> = HashMap::new();
+    let mut next = 0u32;
+    let lane_of = decoded
+        .iter()
+        .map(|d| {
+            let fresh = |next: &mut u32| {
+                *next += 1;
+                *next - 1
+            };
+            match d {
+                Ok(r) => *ids
+                    .entry(r.partition_key())
+                    .or_insert_with(|| fresh(&mut next)),
+                Err(_) => fresh(&mut next),
+            }
+        })
+        .collect();
+    (lane_of, next as usize)
+}
+
+fn dead_letter(
+    config: &ConsumerConfig,
+    cp: &Checkpoint,
+    records: &[SourceRecord],
+    partition_key: Option<String>,
+    index: usize,
+    now: DateTime<Utc>,
+) -> DeadLetter {
+    let t = &cp.trackers()[index];
+    let r = &records[index];
+    let mut letter = DeadLetter::new(
+        config.consumer_id.clone(),
+        t.record_id.clone(),
+        r.data.clone(),
+        r.pointer.clone(),
+        now,
+    );
+    letter.attempts = t.attempts;
+    letter.error = t.errors.clone();
+    letter.first_attempt_time = t.first_attempt_time;
+    letter.last_attempt_time = t.update_time;
+    letter.partition_key = partition_key;
+    letter
+}
+
+/// Runs the unfinished records of the checkpoint's batch. `new_batch`: the
+/// batch was just started in memory and is not saved yet (its first write is
+/// `save_batch`).
+#[allow(clippy::too_many_lines)] // one loop, read top to bottom (see the module docs)
+pub(super) async fn run_records<'a, H, K, D>(
+    parts: Parts<'a, H, K, D>,
+    cp: &mut Checkpoint,
+    records: &'a [SourceRecord],
+    decoded: &'a [std::result::Result<H::Record, ErrorInfo>],
+    new_batch: bool,
+    report: &mut BatchReport,
+) -> Result<Finish>
+where
+    H: Handler,
+    K: CheckpointStore,
+    D: DeadLetterQueue,
+{
+    let Parts {
+        config,
+        handler,
+        store,
+        dlq,
+        clock,
+        shutdown,
+        instance,
+        lock_counter,
+    } = parts;
+    let n = records.len();
+    let max_slice = handler.max_slice(config.slice_size);
+    let in_flight_limit = config.concurrency.max(max_slice);
+    let sequential = config.concurrency == 1 && max_slice == 1;
+    let interval = config.checkpoint_interval;
+    let lookahead = in_flight_limit.max(interval.map_or(0, |i| i.records));
+    let (lane_of, lane_count) = lanes(decoded, sequential);
+    let mut sched = Schedule::new(lane_of, lane_count, |i| cp.trackers()[i].is_done(), sequential);
+    let mut dirty = Dirty::new(n);
+    // Exhausted records at their lane's front whose exhaustion is not
+    // durable yet / is being written / is durable.
+    let mut dlq_unsaved: Vec<usize> = Vec::new();
+    let mut dlq_in_write: Vec<usize> = Vec::new();
+    let mut dlq_ready: Vec<usize> = Vec::new();
+
+    let now = clock.now();
+    // Attempts of this process cut short by an earlier error or stop.
+    for i in cp.recover_owned(instance, now) {
+        dirty.add(i);
+    }
+    for i in 0..n {
+        let t = &cp.trackers()[i];
+        if t.is_done() {
+            continue;
+        }
+        match (&decoded[i], t.status) {
+            (Err(_), _) | (_, Status::Exhausted) => sched.set_letter(i),
+            (Ok(_), Status::InProgress) => {
+                // Another owner's attempt may still run (a store that cannot
+                // prove it dead): wait for its lock to expire.
+                let until = t.lock_expire_time.unwrap_or(now);
+                info!(consumer = %config.consumer_id, record_id = %t.record_id, %until, "record locked by another owner; waiting for the lock to expire");
+                sched.wait(i, until);
+            }
+            (Ok(_), Status::Failed) => {
+                let wait = config.retry.delay_before(t.attempts + 1);
+                if !wait.is_zero() {
+                    sched.wait(i, until(now, wait));
+                }
+            }
+            (Ok(_), _) => {}
+        }
+    }
+
+    let mut store_slot: Option<&'a mut K> = Some(store);
+    let mut write: Option<Writing<'a, K>> = None;
+    let mut running: Running<'a> = FuturesUnordered::new();
+    let mut first_write = new_batch;
+    let mut stopping = false;
+    let mut grace_until: Option<DateTime<Utc>> = None;
+    let mut halting = false;
+    let mut halted: Option<(String, u32)> = None;
+    let mut last_write = now;
+
+    loop {
+        let now = clock.now();
+        if !stopping && shutdown.is_cancelled() {
+            stopping = true;
+            grace_until = Some(until(now, config.shutdown_grace));
+        }
+        sched.fire(now);
+        let starting = !stopping && !halting;
+
+        // 1. Start what may start.
+        if starting {
+            let mut unit: Vec<usize> = Vec::new();
+            while sched.in_flight() < in_flight_limit {
+                let Some(i) = sched.take_startable() else {
+                    break;
+                };
+                if max_slice == 1 || cp.trackers()[i].attempts > 1 {
+                    running.push(launch(handler, cp, records, decoded, vec![i]));
+                    continue;
+                }
+                unit.push(i);
+                if unit.len() == max_slice {
+                    running.push(launch(handler, cp, records, decoded, std::mem::take(&mut unit)));
+                }
+            }
+            if !unit.is_empty() {
+                running.push(launch(handler, cp, records, decoded, unit));
+            }
+        }
+
+        // 2. Letters whose exhaustion is durable.
+        if !stopping {
+            for i in dlq_ready.drain(..) {
+                let key = decoded[i].as_ref().ok().map(|r| r.partition_key().to_owned());
+                let letter = Box::new(dead_letter(config, cp, records, key, i, now));
+                running.push(Box::pin(send_letter(config, clock, dlq, i, letter)));
+            }
+        }
+
+        // 3. A write, if one is needed.
+        if write.is_none() {
+            let can_mark = starting
+                && sched.in_flight() < in_flight_limit
+                && !sched.has_startable()
+                && sched.has_candidate();
+            let idle = running.is_empty() && !sched.has_startable() && !can_mark;
+            let timed = interval
+                .and_then(|i| i.time)
+                .is_some_and(|t| remaining(last_write, now) >= t);
+            if first_write
+                || can_mark
+                || !dlq_unsaved.is_empty()
+                || (dirty.any() && (idle || timed))
+            {
+                if can_mark {
+                    *lock_counter += 1;
+                    // Hot path (once per write): no `format!` machinery.
+                    let mut lock = String::with_capacity(instance.len() + 21);
+                    lock.push_str(instance);
+                    lock.push('-');
+                    lock.push_str(itoa::Buffer::new().format(*lock_counter));
+                    while sched.marked() + sched.in_flight() < lookahead {
+                        let Some(i) = sched.take_candidate() else {
+                            break;
+                        };
+                        if sched.is_letter(i) {
+                            if let Err(error) = &decoded[i]
+                                && cp.trackers()[i].status != Status::Exhausted
+                            {
+                                cp.exhaust(i, error.clone(), now)?;
+                                dirty.add(i);
+                            }
+                            if dirty.flag[i] || first_write {
+                                dlq_unsaved.push(i);
+                            } else {
+                                dlq_ready.push(i);
+                            }
+                            sched.dead_letter(i);
+                            halting |= config.on_exhausted == OnExhausted::Halt;
+                            continue;
+                        }
+                        match cp.begin_attempt(i, &lock, now) {
+                            Ok(_) => dirty.add(i),
+                            Err(Error::RecordLocked {
+                                record_id, until, ..
+                            }) => {
+                                info!(consumer = %config.consumer_id, %record_id, %until, "record locked by another owner; waiting for the lock to expire");
+                                sched.unmark(i, until.max(now + chrono::Duration::milliseconds(1)));
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                let Some(store) = store_slot.take() else {
+                    return Err(Error::InvalidTransition("checkpoint write already in flight".into()));
+                };
+                last_write = now;
+                if first_write {
+                    first_write = false;
+                    store.save_batch(cp, records).await?;
+                    dirty.list.drain(..).for_each(|i| dirty.flag[i] = false);
+                    sched.made_durable();
+                    dlq_ready.append(&mut dlq_unsaved);
+                    store_slot = Some(store);
+                    continue;
+                }
+                dirty.save(store, cp).await?;
+                dlq_in_write.append(&mut dlq_unsaved);
+                write = Some(Box::pin(async move {
+                    let r = store.sync().await;
+                    (store, r)
+                }));
+            }
+        }
+
+        // Done, or stopped with nothing left in hand.
+        if write.is_none() && running.is_empty() && dlq_ready.is_empty() {
+            if sched.unfinished() == 0 {
+                break;
+            }
+            if stopping || (halting && dlq_unsaved.is_empty()) {
+                break;
+            }
+        }
+
+        // 4. Wait for something to happen.
+        let timer = if starting { sched.next_timer() } else { None };
+        let writing = write.is_some();
+        let event = {
+            let written = async {
+                match write.as_mut() {
+                    Some(w) => w.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                Some(done) = running.next(), if !running.is_empty() => Event::Done(done),
+                (s, r) = written, if writing => Event::Written(s, r),
+                _ = shutdown.cancelled(), if !stopping => Event::Shutdown,
+                // Lazy: a disabled branch's expression is still evaluated.
+                () = async { clock.sleep(remaining(now, timer.unwrap_or(now))).await }, if timer.is_some() => Event::Timer,
+                () = async { clock.sleep(remaining(now, grace_until.unwrap_or(now))).await }, if grace_until.is_some() && !running.is_empty() => Event::GraceOver,
+            }
+        };
+        match event {
+            Event::Written(s, r) => {
+                store_slot = Some(s);
+                write = None;
+                r?;
+                sched.made_durable();
+                dlq_ready.append(&mut dlq_in_write);
+            }
+            Event::Shutdown => {
+                stopping = true;
+                grace_until = Some(until(clock.now(), config.shutdown_grace));
+            }
+            Event::Timer => {}
+            Event::GraceOver => {
+                warn!(consumer = %config.consumer_id, records = sched.in_flight(), grace = ?config.shutdown_grace, "records still in flight after the shutdown grace: dropped (retried after a restart)");
+                running = FuturesUnordered::new();
+            }
+            Event::Done(Done::Unit {
+                indices,
+                locks,
+                results,
+            }) => {
+                let now = clock.now();
+                for ((i, lock), result) in indices.into_iter().zip(locks).zip(results) {
+                    report.attempts += 1;
+                    dirty.add(i);
+                    match result {
+                        Ok(Outcome::Succeeded) => {
+                            cp.succeed(i, &lock, None, now)?;
+                            report.succeeded += 1;
+                            sched.done(i);
+                        }
+                        Ok(Outcome::SucceededWith(data)) => {
+                            cp.succeed(i, &lock, Some(data), now)?;
+                            report.succeeded += 1;
+                            sched.done(i);
+                        }
+                        Ok(Outcome::Ignored) => {
+                            cp.ignore(i, &lock, now)?;
+                            report.ignored += 1;
+                            sched.done(i);
+                        }
+                        Err(e) => {
+                            report.failures += 1;
+                            let t = cp.fail(i, &lock, ErrorInfo::from_error(&*e), now)?;
+                            debug!(consumer = %config.consumer_id, record_id = %t.record_id, attempt = t.attempts, status = ?t.status, error = %e, "attempt failed");
+                            if t.status == Status::Exhausted {
+                                sched.dead_letter(i);
+                                dlq_unsaved.push(i);
+                                halting |= config.on_exhausted == OnExhausted::Halt;
+                            } else {
+                                let wait = config.retry.delay_before(t.attempts + 1);
+                                sched.failed(i, until(now, wait));
+                            }
+                        }
+                    }
+                }
+            }
+            Event::Done(Done::Letter {
+                index,
+                letter,
+                result,
+            }) => {
+                if let Err(e) = result {
+                    return Err(Error::DeadLetter {
+                        record_id: letter.record_id,
+                        source: Box::new(e),
+                    });
+                }
+                cp.mark_dead_lettered(index, clock.now())?;
+                dirty.add(index);
+                sched.done(index);
+                report.dead_lettered += 1;
+                info!(consumer = %config.consumer_id, record_id = %letter.record_id, attempts = letter.attempts, "record sent to the dead-letter queue");
+                handler.on_dead_letter(&letter);
+                if config.on_exhausted == OnExhausted::Halt {
+                    halting = true;
+                    halted.get_or_insert((letter.record_id, letter.attempts));
+                }
+            }
+        }
+    }
+
+    let Some(store) = store_slot.take() else {
+        return Err(Error::InvalidTransition("checkpoint write still in flight".into()));
+    };
+    if sched.unfinished() == 0 && halted.is_none() {
+        cp.commit()?;
+        dirty.save(store, cp).await?;
+        store.save_commit(cp).await?;
+        return Ok(Finish::Committed);
+    }
+    // Marked records that never started: their attempt is taken back.
+    let now = clock.now();
+    for i in sched.marked_records() {
+        if let Some(lock) = cp.trackers()[i].lock.clone() {
+            cp.release(i, &lock, now)?;
+            dirty.add(i);
+        }
+    }
+    dirty.save(store, cp).await?;
+    store.sync().await?;
+    match halted {
+        Some((record_id, attempts)) => Ok(Finish::Halted {
+            record_id,
+            attempts,
+        }),
+        None => Ok(Finish::Stopped),
+    }
+}
+
+/// Hands a letter to the dead-letter queue, retried with its own policy.
+async fn send_letter<D: DeadLetterQueue>(
+    config: &ConsumerConfig,
+    clock: &SharedClock,
+    dlq: &D,
+    index: usize,
+    letter: Box<DeadLetter>,
+) -> Done {
+    let id = letter.record_id.clone();
+    let notify = move |e: &Error, wait: Duration| {
+        warn!(consumer = %config.consumer_id, record_id = %id, error = %e, ?wait, "dead-letter queue failed; retrying");
+    };
+    let letter_ref: &DeadLetter = &letter;
+    // A named future type: the engine's futures must be provably `Send`.
+    let send = move || -> Pin<Box<dyn Future<Output = Result<()>> + Send + '_>> {
+        Box::pin(dlq.send(letter_ref))
+    };
+    let result = retry(&config.dlq_retry, clock, send, notify).await;
+    Done::Letter {
+        index,
+        letter,
+        result,
+    }
+}
+
+/// Hands `indices` to the handler in one call.
+fn launch<'a, H: Handler>(
+    handler: &'a H,
+    cp: &Checkpoint,
+    records: &'a [SourceRecord],
+    decoded: &'a [std::result::Result<H::Record, ErrorInfo>],
+    indices: Vec<usize>,
+) -> Pin<Box<dyn Future<Output = Done> + Send + 'a>> {
+    let mut items = Vec::with_capacity(indices.len());
+    let mut locks = Vec::with_capacity(indices.len());
+    for &i in &indices {
+        let t = &cp.trackers()[i];
+        locks.push(t.lock.clone().unwrap_or_default());
+        // Only decoded records are ever marked.
+        if let Ok(record) = &decoded[i] {
+            items.push(SliceItem::new(
+                record,
+                Attempt::new(
+                    t.attempts,
+                    cp.max_attempts(),
+                    &records[i].pointer,
+                    cp.batch_sequence(),
+                ),
+            ));
+        }
+    }
+    Box::pin(async move {
+        let results = handler.handle(&items).await;
+        Done::Unit {
+            indices,
+            locks,
+            results,
+        }
+    })
+}
