@@ -224,6 +224,11 @@ fn kill_and_restart(limit: &str) {
         "0",
         "--until-end",
         "--attempt-log",
+        // Each attempt awaits 1 ms (a remote call): a run lasts long enough
+        // for random kills to land mid-work (a run of 40 records without it
+        // takes ~2 ms, shorter than the kill delays).
+        "--work-ms",
+        "1",
     ];
     let mut rng = kill_test_rng();
     let attempts_log = dir.path().join("attempts.log");

@@ -216,7 +216,12 @@ where
     let interval = config.checkpoint_interval;
     let lookahead = in_flight_limit.max(interval.map_or(0, |i| i.records));
     let (lane_of, lane_count) = lanes(decoded, sequential);
-    let mut sched = Schedule::new(lane_of, lane_count, |i| cp.trackers()[i].is_done(), sequential);
+    let mut sched = Schedule::new(
+        lane_of,
+        lane_count,
+        |i| cp.trackers()[i].is_done(),
+        sequential,
+    );
     let mut dirty = Dirty::new(n);
     // Exhausted records at their lane's front whose exhaustion is not
     // durable yet / is being written / is durable.
@@ -229,12 +234,12 @@ where
     for i in cp.recover_owned(instance, now) {
         dirty.add(i);
     }
-    for i in 0..n {
+    for (i, d) in decoded.iter().enumerate() {
         let t = &cp.trackers()[i];
         if t.is_done() {
             continue;
         }
-        match (&decoded[i], t.status) {
+        match (d, t.status) {
             (Err(_), _) | (_, Status::Exhausted) => sched.set_letter(i),
             (Ok(_), Status::InProgress) => {
                 // Another owner's attempt may still run (a store that cannot
@@ -285,7 +290,13 @@ where
                 }
                 unit.push(i);
                 if unit.len() == max_slice {
-                    running.push(launch(handler, cp, records, decoded, std::mem::take(&mut unit)));
+                    running.push(launch(
+                        handler,
+                        cp,
+                        records,
+                        decoded,
+                        std::mem::take(&mut unit),
+                    ));
                 }
             }
             if !unit.is_empty() {
@@ -296,7 +307,10 @@ where
         // 2. Letters whose exhaustion is durable.
         if !stopping {
             for i in dlq_ready.drain(..) {
-                let key = decoded[i].as_ref().ok().map(|r| r.partition_key().to_owned());
+                let key = decoded[i]
+                    .as_ref()
+                    .ok()
+                    .map(|r| r.partition_key().to_owned());
                 let letter = Box::new(dead_letter(config, cp, records, key, i, now));
                 running.push(Box::pin(send_letter(config, clock, dlq, i, letter)));
             }
@@ -357,7 +371,9 @@ where
                     }
                 }
                 let Some(store) = store_slot.take() else {
-                    return Err(Error::InvalidTransition("checkpoint write already in flight".into()));
+                    return Err(Error::InvalidTransition(
+                        "checkpoint write already in flight".into(),
+                    ));
                 };
                 last_write = now;
                 if first_write {
@@ -492,7 +508,9 @@ where
     }
 
     let Some(store) = store_slot.take() else {
-        return Err(Error::InvalidTransition("checkpoint write still in flight".into()));
+        return Err(Error::InvalidTransition(
+            "checkpoint write still in flight".into(),
+        ));
     };
     if sched.unfinished() == 0 && halted.is_none() {
         cp.commit()?;

@@ -336,7 +336,8 @@ where
             instance,
             lock_counter,
         };
-        let finish = engine::run_records(parts, cp, &st.records, &st.decoded, new_batch, &mut report).await;
+        let finish =
+            engine::run_records(parts, cp, &st.records, &st.decoded, new_batch, &mut report).await;
         match finish {
             Ok(engine::Finish::Committed) => {
                 report.closed = cp.is_closed();
