@@ -276,3 +276,37 @@ async fn slices_keep_key_order_and_retry_failed_records_alone() {
         check(seed, 1, true, (seed % 3) as usize).await;
     }
 }
+
+#[tokio::test]
+async fn halt_stops_starting_at_the_first_exhausted_record() {
+    let (source, _) = stream(60, 9, 5);
+    let dlq = MemoryDeadLetterQueue::default();
+    let log = Arc::new(Mutex::new(Log::default()));
+    let checker = Checker {
+        log: log.clone(),
+        seed: 5,
+        fail_rate: 100,
+        stop_after: None,
+    };
+    let mut cfg = config(4, 60);
+    cfg.on_exhausted = unistream_core::consumer::OnExhausted::Halt;
+    cfg.retry = RetryPolicy::waits([Duration::ZERO]).with_max_attempts(1);
+    let err = Consumer::new(
+        cfg,
+        source,
+        checker,
+        MemoryCheckpointStore::default(),
+        dlq.clone(),
+    )
+    .unwrap()
+    .with_clock(VirtualClock::default())
+    .run()
+    .await
+    .unwrap_err();
+    assert!(matches!(err, unistream_core::Error::Halted { .. }), "{err}");
+    // The first group (4 in flight) ran; nothing started after the first
+    // exhaustion; the exhausted records in hand went to the DLQ.
+    let starts = log.lock().unwrap().starts.len();
+    assert_eq!(starts, 4);
+    assert_eq!(dlq.letters().len(), 4);
+}

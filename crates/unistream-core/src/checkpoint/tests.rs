@@ -285,3 +285,55 @@ fn serde_round_trip_keeps_everything() {
     let back: Checkpoint = serde_json::from_str(&json).unwrap();
     assert_eq!(back, cp);
 }
+
+#[test]
+fn release_takes_back_an_attempt_that_never_ran() {
+    let mut cp = batch(2, 3);
+    cp.begin_attempt(0, "me-1", t0()).unwrap();
+    let t = cp.release(0, "me-1", t0() + secs(1)).unwrap();
+    assert_eq!(
+        (t.status, t.attempts, t.first_attempt_time),
+        (Status::Pending, 0, None)
+    );
+    assert!(t.lock.is_none());
+    // A failed record goes back to failed, its earlier attempt kept.
+    cp.begin_attempt(1, "me-2", t0()).unwrap();
+    cp.fail(1, "me-2", ErrorInfo::new("boom"), t0()).unwrap();
+    cp.begin_attempt(1, "me-3", t0()).unwrap();
+    let t = cp.release(1, "me-3", t0()).unwrap();
+    assert_eq!((t.status, t.attempts), (Status::Failed, 1));
+    assert!(t.first_attempt_time.is_some());
+    // Only the holder releases.
+    cp.begin_attempt(1, "me-4", t0()).unwrap();
+    assert!(cp.release(1, "other-1", t0()).is_err());
+}
+
+#[test]
+fn recover_owned_fails_only_this_owners_attempts() {
+    let mut cp = batch(3, 2);
+    cp.begin_attempt(0, "me-1", t0()).unwrap();
+    cp.begin_attempt(1, "other-1", t0()).unwrap();
+    cp.begin_attempt(2, "me-2", t0()).unwrap();
+    cp.fail(2, "me-2", ErrorInfo::new("boom"), t0()).unwrap();
+    cp.begin_attempt(2, "me-3", t0()).unwrap();
+    assert_eq!(cp.recover_owned("me-", t0()), vec![0, 2]);
+    assert_eq!(cp.trackers()[0].status, Status::Failed);
+    assert_eq!(
+        cp.trackers()[1].status,
+        Status::InProgress,
+        "another owner's lock holds"
+    );
+    assert_eq!(
+        cp.trackers()[2].status,
+        Status::Exhausted,
+        "no attempts left"
+    );
+    assert!(
+        cp.trackers()[0]
+            .errors
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("interrupted")
+    );
+}
