@@ -66,6 +66,11 @@ pub(super) enum Finish {
 }
 
 enum Done {
+    One {
+        index: usize,
+        lock: String,
+        result: std::result::Result<Outcome, BoxError>,
+    },
     Unit {
         indices: Vec<usize>,
         locks: Vec<String>,
@@ -424,6 +429,44 @@ where
                 () = async { clock.sleep(remaining(now, grace_until.unwrap_or(now))).await }, if grace_until.is_some() && !running.is_empty() => Event::GraceOver,
             }
         };
+        // One record's result (a macro: it updates the loop's state).
+        macro_rules! settle {
+            ($i:expr, $lock:expr, $result:expr, $now:expr) => {{
+                let (i, lock, result, now) = ($i, $lock, $result, $now);
+                report.attempts += 1;
+                dirty.add(i);
+                match result {
+                    Ok(Outcome::Succeeded) => {
+                        cp.succeed(i, &lock, None, now)?;
+                        report.succeeded += 1;
+                        sched.done(i);
+                    }
+                    Ok(Outcome::SucceededWith(data)) => {
+                        cp.succeed(i, &lock, Some(data), now)?;
+                        report.succeeded += 1;
+                        sched.done(i);
+                    }
+                    Ok(Outcome::Ignored) => {
+                        cp.ignore(i, &lock, now)?;
+                        report.ignored += 1;
+                        sched.done(i);
+                    }
+                    Err(e) => {
+                        report.failures += 1;
+                        let t = cp.fail(i, &lock, ErrorInfo::from_error(&*e), now)?;
+                        debug!(consumer = %config.consumer_id, record_id = %t.record_id, attempt = t.attempts, status = ?t.status, error = %e, "attempt failed");
+                        if t.status == Status::Exhausted {
+                            sched.dead_letter(i);
+                            dlq_unsaved.push(i);
+                            halting |= config.on_exhausted == OnExhausted::Halt;
+                        } else {
+                            let wait = config.retry.delay_before(t.attempts + 1);
+                            sched.failed(i, until(now, wait));
+                        }
+                    }
+                }
+            }};
+        }
         match event {
             Event::Written(s, r) => {
                 store_slot = Some(s);
@@ -441,6 +484,11 @@ where
                 warn!(consumer = %config.consumer_id, records = sched.in_flight(), grace = ?config.shutdown_grace, "records still in flight after the shutdown grace: dropped (retried after a restart)");
                 running = FuturesUnordered::new();
             }
+            Event::Done(Done::One {
+                index,
+                lock,
+                result,
+            }) => settle!(index, lock, result, clock.now()),
             Event::Done(Done::Unit {
                 indices,
                 locks,
@@ -448,38 +496,7 @@ where
             }) => {
                 let now = clock.now();
                 for ((i, lock), result) in indices.into_iter().zip(locks).zip(results) {
-                    report.attempts += 1;
-                    dirty.add(i);
-                    match result {
-                        Ok(Outcome::Succeeded) => {
-                            cp.succeed(i, &lock, None, now)?;
-                            report.succeeded += 1;
-                            sched.done(i);
-                        }
-                        Ok(Outcome::SucceededWith(data)) => {
-                            cp.succeed(i, &lock, Some(data), now)?;
-                            report.succeeded += 1;
-                            sched.done(i);
-                        }
-                        Ok(Outcome::Ignored) => {
-                            cp.ignore(i, &lock, now)?;
-                            report.ignored += 1;
-                            sched.done(i);
-                        }
-                        Err(e) => {
-                            report.failures += 1;
-                            let t = cp.fail(i, &lock, ErrorInfo::from_error(&*e), now)?;
-                            debug!(consumer = %config.consumer_id, record_id = %t.record_id, attempt = t.attempts, status = ?t.status, error = %e, "attempt failed");
-                            if t.status == Status::Exhausted {
-                                sched.dead_letter(i);
-                                dlq_unsaved.push(i);
-                                halting |= config.on_exhausted == OnExhausted::Halt;
-                            } else {
-                                let wait = config.retry.delay_before(t.attempts + 1);
-                                sched.failed(i, until(now, wait));
-                            }
-                        }
-                    }
+                    settle!(i, lock, result, now);
                 }
             }
             Event::Done(Done::Letter {
@@ -570,6 +587,29 @@ fn launch<'a, H: Handler>(
     decoded: &'a [std::result::Result<H::Record, ErrorInfo>],
     indices: Vec<usize>,
 ) -> Pin<Box<dyn Future<Output = Done> + Send + 'a>> {
+    if let [index] = indices[..]
+        && let Ok(record) = &decoded[index]
+    {
+        let t = &cp.trackers()[index];
+        let lock = t.lock.clone().unwrap_or_default();
+        let item = SliceItem::new(
+            record,
+            Attempt::new(
+                t.attempts,
+                cp.max_attempts(),
+                &records[index].pointer,
+                cp.batch_sequence(),
+            ),
+        );
+        return Box::pin(async move {
+            let result = handler.handle_one(item).await;
+            Done::One {
+                index,
+                lock,
+                result,
+            }
+        });
+    }
     let mut items = Vec::with_capacity(indices.len());
     let mut locks = Vec::with_capacity(indices.len());
     for &i in &indices {

@@ -220,6 +220,12 @@ pub trait Handler: Send + Sync {
         items: &'a [SliceItem<'a, Self::Record>],
     ) -> impl Future<Output = Vec<std::result::Result<Outcome, BoxError>>> + Send + 'a;
 
+    /// Runs one item (the common case, without the slice's allocations).
+    fn handle_one<'a>(
+        &'a self,
+        item: SliceItem<'a, Self::Record>,
+    ) -> impl Future<Output = std::result::Result<Outcome, BoxError>> + Send + 'a;
+
     /// Called after an exhausted record was accepted by the dead-letter queue.
     fn on_dead_letter(&self, letter: &DeadLetter);
 }
@@ -240,6 +246,13 @@ impl<P: Processor> Handler for P {
             out.push(self.process(item.record, &item.attempt).await);
         }
         out
+    }
+
+    async fn handle_one<'a>(
+        &'a self,
+        item: SliceItem<'a, Self::Record>,
+    ) -> std::result::Result<Outcome, BoxError> {
+        self.process(item.record, &item.attempt).await
     }
 
     fn on_dead_letter(&self, letter: &DeadLetter) {
@@ -276,6 +289,17 @@ impl<B: SliceProcessor> Handler for Slices<B> {
                     .collect()
             }
         }
+    }
+
+    async fn handle_one<'a>(
+        &'a self,
+        item: SliceItem<'a, Self::Record>,
+    ) -> std::result::Result<Outcome, BoxError> {
+        let items = [item];
+        self.handle(&items)
+            .await
+            .pop()
+            .unwrap_or_else(|| Err("the slice processor answered no result".into()))
     }
 
     fn on_dead_letter(&self, letter: &DeadLetter) {
