@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use unistream_core::clock::VirtualClock;
 use unistream_core::consumer::{
-    Attempt, Consumer, ConsumerConfig, Outcome, Processor, SliceItem, SliceProcessor, SliceResult,
-    Slices,
+    Attempt, Consumer, ConsumerConfig, Handler, Outcome, Processor, RunSummary, SliceItem,
+    SliceProcessor, SliceResult, Slices,
 };
 use unistream_core::memory::{MemoryCheckpointStore, MemoryDeadLetterQueue, MemorySource};
 use unistream_core::record::{JsonCodec, Record, iso8601};
@@ -171,6 +171,22 @@ fn config(concurrency: usize, limit: usize) -> ConsumerConfig {
     c
 }
 
+/// Runs a consumer in virtual time until it stops.
+async fn run<H: Handler<Record = Rec>>(
+    consumer: unistream_core::Result<
+        Consumer<MemorySource, H, MemoryCheckpointStore, MemoryDeadLetterQueue>,
+    >,
+    token: CancellationToken,
+) -> RunSummary {
+    consumer
+        .unwrap()
+        .with_clock(VirtualClock::default())
+        .with_shutdown(token)
+        .run()
+        .await
+        .unwrap()
+}
+
 /// Runs to the end with `restarts` shutdowns on the way; checks the order.
 async fn check(seed: u64, concurrency: usize, slices: bool, restarts: usize) {
     let (n, keys) = (120, 9);
@@ -187,35 +203,16 @@ async fn check(seed: u64, concurrency: usize, slices: bool, restarts: usize) {
             stop_after: (round < restarts)
                 .then(|| (log.lock().unwrap().starts.len() + 30, token.clone())),
         };
-        let limit = 50;
+        let cfg = config(concurrency, 50);
+        let (source, store, dlq) = (source.clone(), store.clone(), dlq.clone());
         let summary = if slices {
-            Consumer::new(
-                config(concurrency, limit),
-                source.clone(),
-                Slices(checker),
-                store.clone(),
-                dlq.clone(),
+            run(
+                Consumer::new(cfg, source, Slices(checker), store, dlq),
+                token,
             )
-            .unwrap()
-            .with_clock(VirtualClock::default())
-            .with_shutdown(token)
-            .run()
             .await
-            .unwrap()
         } else {
-            Consumer::new(
-                config(concurrency, limit),
-                source.clone(),
-                checker,
-                store.clone(),
-                dlq.clone(),
-            )
-            .unwrap()
-            .with_clock(VirtualClock::default())
-            .with_shutdown(token)
-            .run()
-            .await
-            .unwrap()
+            run(Consumer::new(cfg, source, checker, store, dlq), token).await
         };
         if round == restarts {
             assert!(summary.closed, "seed {seed}: the last run reaches the end");

@@ -116,6 +116,12 @@ impl Dirty {
     fn any(&self) -> bool {
         !self.list.is_empty()
     }
+    /// Everything was written by other means (a whole-batch save).
+    fn clear(&mut self) {
+        for i in self.list.drain(..) {
+            self.flag[i] = false;
+        }
+    }
     async fn save<K: CheckpointStore>(&mut self, store: &mut K, cp: &Checkpoint) -> Result<()> {
         for i in self.list.drain(..) {
             self.flag[i] = false;
@@ -384,7 +390,7 @@ where
                 if first_write {
                     first_write = false;
                     store.save_batch(cp, records).await?;
-                    dirty.list.drain(..).for_each(|i| dirty.flag[i] = false);
+                    dirty.clear();
                     sched.made_durable();
                     dlq_ready.append(&mut dlq_unsaved);
                     store_slot = Some(store);
