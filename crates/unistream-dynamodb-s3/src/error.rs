@@ -36,6 +36,28 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+    /// A write would make the checkpoint item larger than DynamoDB's 400 KB.
+    /// Records done without data are kept compactly, so this takes many
+    /// records that keep a full tracker at once: failing or exhausted ones
+    /// (with their errors), ones in a retry, or ones the processor returned
+    /// data for. Nothing was written; the checkpoint is as before the call.
+    #[error(
+        "the checkpoint item of table {table}, key {key:?} would be {bytes} bytes, over DynamoDB's {limit}: \
+         {full_trackers} records keep a full tracker (failing or exhausted, in a retry, or with data from the processor); \
+         lower the consumer's `limit`, or return less data from the processor"
+    )]
+    ItemTooLarge {
+        /// The table.
+        table: String,
+        /// The consumer's item.
+        key: String,
+        /// The size the item would have.
+        bytes: usize,
+        /// DynamoDB's limit, 409,600 bytes.
+        limit: usize,
+        /// How many records of the batch keep a full tracker.
+        full_trackers: usize,
+    },
     /// A checkpoint, tracker or batch could not be encoded as JSON.
     #[error("cannot encode the {what} of table {table}, key {key:?}")]
     Encode {

@@ -2,21 +2,31 @@
 //!
 //! A [`CheckpointStore`](unistream_core::checkpoint::CheckpointStore) in DynamoDB and S3: the seed's production setup.
 //!
-//! # Layout
+//! # Layout (2)
 //! One DynamoDB item per consumer, keyed by a configurable partition key
-//! name and value:
+//! name and value, whose size does not grow with the batch:
 //!
 //! ```text
 //! <pk name>    S  <pk value>
 //! version      N  bumped by every write; every write is conditional on it
 //! owner        S  the store instance that wrote last
+//! layout       N  2 (absent: layout 1, read and converted on load)
 //! meta         S  the checkpoint without its trackers (JSON)
-//! trackers     M  "<index>|<record id>" -> the record's tracker (JSON)
+//! state        S  every record's status and attempts as runs (JSON), e.g. "S1*480 R1.0*16 P*4"
+//! trackers     M  "<index>" -> full tracker (JSON), only for records that
+//!                 are failing, exhausted and not yet dead-lettered, in a
+//!                 retry, or carry data from the processor
 //! records_key  S  the S3 key of the batch's records
 //! ```
 //!
 //! and one S3 object per batch (`<prefix><pk value>/batch-<sequence>.json`,
-//! a JSON array of `{"pointer", "data"}` with the data in base64).
+//! a JSON array of `{"pointer", "data", "id"}` with the data in base64).
+//! The `state` codec is in `layout.rs`; a done record (succeeded or ignored
+//! without data, or dead-lettered) is kept as its
+//! [`Tracker::summary`](unistream_core::checkpoint::Tracker::summary).
+//! Without failures the item is a few hundred bytes at any `limit`: each
+//! write costs one DynamoDB write unit ([`StoreCalls::write_units`] counts
+//! them as AWS bills them).
 //!
 //! # Invariants
 //! - **No silent overwrite.** Every write carries `version = <what this
@@ -30,10 +40,14 @@
 //!   batch: the records object of a new batch is written first, the item
 //!   after; a restart reads the previous batch (or fetches the new one
 //!   again) — never an item that points at records that are not there.
-//! - **The 400 KB item limit** is checked before each write, with a clear
-//!   error naming the consumer and the size (lower `limit`).
-//! - Tracker updates are buffered until `sync` (the engine syncs before it
-//!   runs user code), so a record costs one `UpdateItem` in the common case.
+//! - **The 400 KB item limit** is checked before each write: only records
+//!   that keep a full tracker can approach it, and a write that would pass
+//!   it is refused before the call with [`StoreError::ItemTooLarge`] (how
+//!   many full trackers, what to lower), the checkpoint left as it was.
+//! - **Group commit.** Tracker updates are buffered until `sync` (the
+//!   engine syncs before it runs user code, and one write carries every
+//!   change since the last); a write that fails forgets nothing: the next
+//!   one carries it all again.
 //!
 //! A consumer that finds a record `in_progress` after a restart cannot know
 //! whether its previous owner is dead, so this store is not exclusive: such a
@@ -41,9 +55,12 @@
 
 #![warn(missing_docs)]
 
-mod store;
-
 mod error;
+mod item;
+mod layout;
+mod load;
+mod store;
+mod write;
 
 pub use error::StoreError;
 pub use store::{

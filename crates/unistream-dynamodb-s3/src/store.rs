@@ -1,19 +1,15 @@
 //! [`DynamoDbS3CheckpointStore`] and its builder: the checkpoint item in
 //! DynamoDB, the batch's records in S3 (layout and cost: `docs/production.md`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_s3::primitives::ByteStream;
-use base64::Engine as _;
-use serde::{Deserialize, Serialize};
-use tracing::{debug, warn};
 use unistream_core::checkpoint::{Checkpoint, CheckpointStore, StoredCheckpoint, Tracker};
-use unistream_core::source::{Pointer, SourceRecord};
+use unistream_core::source::SourceRecord;
 use unistream_core::{BoxError, Error, Result};
 
 use crate::error::StoreError;
+use crate::item::Mirror;
 
 /// DynamoDB's item size limit; writes that would exceed it are refused
 /// before the call.
@@ -35,22 +31,22 @@ pub const ITEM_LIMIT_BYTES: usize = 400 * 1024;
 /// ```
 #[derive(Debug)]
 pub struct DynamoDbS3CheckpointStore {
-    ddb: aws_sdk_dynamodb::Client,
-    s3: aws_sdk_s3::Client,
-    table: String,
-    pk_name: String,
-    pk_value: String,
-    bucket: String,
-    prefix: String,
-    owner: String,
+    pub(crate) ddb: aws_sdk_dynamodb::Client,
+    pub(crate) s3: aws_sdk_s3::Client,
+    pub(crate) table: String,
+    pub(crate) pk_name: String,
+    pub(crate) pk_value: String,
+    pub(crate) bucket: String,
+    pub(crate) prefix: String,
+    pub(crate) owner: String,
     /// The item's version as this store last saw it (None: no item yet).
-    version: Option<u64>,
+    pub(crate) version: Option<u64>,
     /// Trackers saved but not yet written, by index.
-    pending: BTreeMap<usize, Tracker>,
-    /// Approximate size of the item, for the 400 KB guard.
-    item_bytes: usize,
-    calls: StoreCalls,
-    exclusive: bool,
+    pub(crate) pending: BTreeMap<usize, Tracker>,
+    /// The item as last written or read (None: no batch yet).
+    pub(crate) mirror: Option<Mirror>,
+    pub(crate) calls: StoreCalls,
+    pub(crate) exclusive: bool,
 }
 
 /// How many calls a [`DynamoDbS3CheckpointStore`] made, by kind.
@@ -69,16 +65,24 @@ pub struct StoreCalls {
     pub get_object: u64,
     /// S3 `DeleteObject` (the previous batch's records).
     pub delete_object: u64,
+    /// DynamoDB write units billed for the successful `PutItem` and
+    /// `UpdateItem` calls, as AWS bills them: per started KB of the larger
+    /// of the item before and after each write.
+    pub write_units: u64,
+    /// The largest size of the item (as DynamoDB counts it) after a write.
+    pub max_item_bytes: u64,
 }
 
-#[derive(Serialize, Deserialize)]
-struct StoredRecord {
-    pointer: Pointer,
-    data: String,
-}
-
-fn tracker_key(index: usize, t: &Tracker) -> String {
-    format!("{index}|{}", t.record_id)
+impl StoreCalls {
+    /// Every DynamoDB and S3 call counted here.
+    pub fn total(&self) -> u64 {
+        self.get_item
+            + self.put_item
+            + self.update_item
+            + self.put_object
+            + self.get_object
+            + self.delete_object
+    }
 }
 
 /// Builds a [`DynamoDbS3CheckpointStore`]; from
@@ -179,14 +183,14 @@ impl DynamoDbS3CheckpointStoreBuilder {
             owner: uuid::Uuid::new_v4().simple().to_string(),
             version: None,
             pending: BTreeMap::new(),
-            item_bytes: 0,
+            mirror: None,
             calls: StoreCalls::default(),
             exclusive: self.exclusive,
         })
     }
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
@@ -215,14 +219,27 @@ impl DynamoDbS3CheckpointStore {
         self.calls
     }
 
-    fn store_name(&self) -> String {
+    /// The size of the checkpoint item as DynamoDB counts it, as this store
+    /// last wrote or read it (0 before the first batch).
+    pub fn item_bytes(&self) -> usize {
+        match &self.mirror {
+            Some(m) => m.item_bytes(
+                (&self.pk_name, &self.pk_value),
+                &self.owner,
+                self.version.unwrap_or(0),
+            ),
+            None => 0,
+        }
+    }
+
+    pub(crate) fn store_name(&self) -> String {
         format!(
             "DynamoDB table {} + s3://{}/{}",
             self.table, self.bucket, self.prefix
         )
     }
 
-    fn unreadable(&self, reason: impl Into<String>) -> Error {
+    pub(crate) fn unreadable(&self, reason: impl Into<String>) -> Error {
         Error::CheckpointUnreadable {
             store: self.store_name(),
             key: self.pk_value.clone(),
@@ -230,7 +247,7 @@ impl DynamoDbS3CheckpointStore {
         }
     }
 
-    fn owned(&self, detail: impl Into<String>) -> Error {
+    pub(crate) fn owned(&self, detail: impl Into<String>) -> Error {
         Error::CheckpointOwned {
             store: self.store_name(),
             key: self.pk_value.clone(),
@@ -238,25 +255,11 @@ impl DynamoDbS3CheckpointStore {
         }
     }
 
-    fn records_key(&self, seq: u64) -> String {
+    pub(crate) fn records_key(&self, seq: u64) -> String {
         format!("{}{}/batch-{seq:020}.json", self.prefix, self.pk_value)
     }
 
-    fn check_size(&self, bytes: usize) -> Result<()> {
-        if bytes > ITEM_LIMIT_BYTES {
-            return Err(Error::Config(format!(
-                "the checkpoint item of consumer {:?} would be about {bytes} bytes, over DynamoDB's {ITEM_LIMIT_BYTES}: lower the consumer's `limit`",
-                self.pk_value
-            )));
-        }
-        Ok(())
-    }
-
-    fn encode_tracker(&self, t: &Tracker) -> Result<String> {
-        serde_json::to_string(t).map_err(|e| self.encode_error("tracker", e))
-    }
-
-    fn encode_error(&self, what: &'static str, source: serde_json::Error) -> Error {
+    pub(crate) fn encode_error(&self, what: &'static str, source: serde_json::Error) -> Error {
         StoreError::Encode {
             what,
             table: self.table.clone(),
@@ -266,7 +269,7 @@ impl DynamoDbS3CheckpointStore {
         .into()
     }
 
-    fn dynamodb_error(
+    pub(crate) fn dynamodb_error(
         &self,
         operation: &'static str,
         source: impl Into<aws_sdk_dynamodb::Error>,
@@ -280,7 +283,7 @@ impl DynamoDbS3CheckpointStore {
         .into()
     }
 
-    fn s3_error(
+    pub(crate) fn s3_error(
         &self,
         operation: &'static str,
         object: &str,
@@ -295,67 +298,11 @@ impl DynamoDbS3CheckpointStore {
         .into()
     }
 
-    /// Writes the pending trackers (and the checkpoint's metadata, if
-    /// given) with one conditional `UpdateItem`.
-    async fn update(&mut self, meta: Option<&Checkpoint>) -> Result<()> {
-        if self.pending.is_empty() && meta.is_none() {
-            return Ok(());
-        }
-        let Some(version) = self.version else {
-            return Err(Error::InvalidTransition(
-                "checkpoint change saved before its batch".into(),
-            ));
-        };
-        let mut sets = vec!["#ver = :new".to_owned(), "#owner = :me".to_owned()];
-        let mut req = self
-            .ddb
-            .update_item()
-            .table_name(&self.table)
-            .key(&self.pk_name, s(&self.pk_value))
-            .condition_expression("#ver = :old")
-            .expression_attribute_names("#ver", "version")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":old", AttributeValue::N(version.to_string()))
-            .expression_attribute_values(":new", AttributeValue::N((version + 1).to_string()))
-            .expression_attribute_values(":me", s(&self.owner));
-        let mut added = 0;
-        if !self.pending.is_empty() {
-            req = req.expression_attribute_names("#t", "trackers");
-        }
-        for (n, (&i, t)) in self.pending.iter().enumerate() {
-            let value = self.encode_tracker(t)?;
-            added += value.len();
-            sets.push(format!("#t.#k{n} = :v{n}"));
-            req = req
-                .expression_attribute_names(format!("#k{n}"), tracker_key(i, t))
-                .expression_attribute_values(format!(":v{n}"), s(value));
-        }
-        if let Some(checkpoint) = meta {
-            let m = serde_json::to_string(&checkpoint.without_trackers())
-                .map_err(|e| self.encode_error("checkpoint", e))?;
-            sets.push("#meta = :meta".into());
-            req = req
-                .expression_attribute_names("#meta", "meta")
-                .expression_attribute_values(":meta", s(m));
-        }
-        // Updated trackers replace old values of about the same size; count
-        // the growth conservatively.
-        self.check_size(self.item_bytes + added / 4)?;
-        req = req.update_expression(format!("SET {}", sets.join(", ")));
-        self.calls.update_item += 1;
-        match req.send().await {
-            Ok(_) => {
-                self.version = Some(version + 1);
-                self.pending.clear();
-                Ok(())
-            }
-            Err(e) => match e.into_service_error() {
-                UpdateItemError::ConditionalCheckFailedException(_) => Err(self.owned(format!(
-                    "the item changed since version {version}: another consumer loaded or wrote it"
-                ))),
-                e => Err(self.dynamodb_error("UpdateItem", e)),
-            },
-        }
+    /// Counts a successful write of the item from `before` to `after`
+    /// bytes.
+    pub(crate) fn count_write(&mut self, before: usize, after: usize) {
+        self.calls.write_units += crate::item::write_units(before, after);
+        self.calls.max_item_bytes = self.calls.max_item_bytes.max(after as u64);
     }
 }
 
@@ -365,127 +312,7 @@ impl CheckpointStore for DynamoDbS3CheckpointStore {
     }
 
     async fn load(&mut self) -> Result<Option<StoredCheckpoint>> {
-        self.pending.clear();
-        self.calls.get_item += 1;
-        let got = self
-            .ddb
-            .get_item()
-            .table_name(&self.table)
-            .key(&self.pk_name, s(&self.pk_value))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| self.dynamodb_error("GetItem", e))?;
-        let Some(item) = got.item else {
-            self.version = None;
-            return Ok(None);
-        };
-        let text = |name: &str| -> Result<&String> {
-            item.get(name).and_then(|v| v.as_s().ok()).ok_or_else(|| {
-                self.unreadable(format!("attribute {name:?} is missing or not a string"))
-            })
-        };
-        let version: u64 = item
-            .get("version")
-            .and_then(|v| v.as_n().ok())
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| self.unreadable("attribute \"version\" is missing or not a number"))?;
-        let meta: Checkpoint = serde_json::from_str(text("meta")?)
-            .map_err(|e| self.unreadable(format!("attribute \"meta\": {e}")))?;
-        let records_key = text("records_key")?.clone();
-        let mut trackers: Vec<(usize, Tracker)> = Vec::new();
-        if let Some(map) = item.get("trackers").and_then(|v| v.as_m().ok()) {
-            for (key, value) in map {
-                let index: usize = key
-                    .split_once('|')
-                    .and_then(|(i, _)| i.parse().ok())
-                    .ok_or_else(|| self.unreadable(format!("tracker key {key:?}")))?;
-                let t: Tracker = value
-                    .as_s()
-                    .ok()
-                    .and_then(|v| serde_json::from_str(v).ok())
-                    .ok_or_else(|| self.unreadable(format!("tracker {key:?} is not a tracker")))?;
-                trackers.push((index, t));
-            }
-        }
-        trackers.sort_by_key(|(i, _)| *i);
-        if trackers.iter().enumerate().any(|(n, (i, _))| n != *i) {
-            return Err(self.unreadable("the trackers are not numbered 0..n"));
-        }
-        let checkpoint = meta.with_trackers(trackers.into_iter().map(|(_, t)| t).collect());
-        self.calls.get_object += 1;
-        let body = self
-            .s3
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&records_key)
-            .send()
-            .await
-            .map_err(|e| {
-                self.unreadable(format!(
-                    "records object s3://{}/{records_key}: {}",
-                    self.bucket,
-                    aws_sdk_s3::error::DisplayErrorContext(e)
-                ))
-            })?
-            .body
-            .collect()
-            .await
-            .map_err(|e| self.s3_error("GetObject", &records_key, e))?
-            .into_bytes();
-        let stored: Vec<StoredRecord> = serde_json::from_slice(&body).map_err(|e| {
-            self.unreadable(format!(
-                "records object s3://{}/{records_key}: {e}",
-                self.bucket
-            ))
-        })?;
-        let records = stored
-            .into_iter()
-            .map(|r| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(&r.data)
-                    .map(|data| SourceRecord::new(r.pointer, data))
-                    .map_err(|e| self.unreadable(format!("records object: {e}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.item_bytes = item
-            .values()
-            .map(|v| v.as_s().map_or(64, String::len))
-            .sum::<usize>()
-            + checkpoint.trackers().len() * 200;
-        // Take ownership: from here on, a consumer that loaded before us
-        // cannot write.
-        self.calls.update_item += 1;
-        let claim = self
-            .ddb
-            .update_item()
-            .table_name(&self.table)
-            .key(&self.pk_name, s(&self.pk_value))
-            .condition_expression("#ver = :old")
-            .update_expression("SET #ver = :new, #owner = :me")
-            .expression_attribute_names("#ver", "version")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":old", AttributeValue::N(version.to_string()))
-            .expression_attribute_values(":new", AttributeValue::N((version + 1).to_string()))
-            .expression_attribute_values(":me", s(&self.owner))
-            .send()
-            .await;
-        match claim {
-            Ok(_) => self.version = Some(version + 1),
-            Err(e) => {
-                return Err(match e.into_service_error() {
-                    UpdateItemError::ConditionalCheckFailedException(_) => {
-                        self.owned("another consumer wrote the item while it was being loaded")
-                    }
-                    e => self.dynamodb_error("UpdateItem", e),
-                });
-            }
-        }
-        debug!(table = %self.table, key = %self.pk_value, version = version + 1, "loaded checkpoint");
-        Ok(Some(StoredCheckpoint {
-            checkpoint,
-            records,
-        }))
+        self.load_item().await
     }
 
     async fn save_batch(
@@ -493,88 +320,7 @@ impl CheckpointStore for DynamoDbS3CheckpointStore {
         checkpoint: &Checkpoint,
         records: &[SourceRecord],
     ) -> Result<()> {
-        self.pending.clear();
-        let stored: Vec<StoredRecord> = records
-            .iter()
-            .map(|r| StoredRecord {
-                pointer: r.pointer.clone(),
-                data: base64::engine::general_purpose::STANDARD.encode(&r.data),
-            })
-            .collect();
-        let body = serde_json::to_vec(&stored).map_err(|e| self.encode_error("records", e))?;
-        let meta = serde_json::to_string(&checkpoint.without_trackers())
-            .map_err(|e| self.encode_error("checkpoint", e))?;
-        let mut trackers = HashMap::with_capacity(checkpoint.trackers().len());
-        let mut bytes = meta.len() + self.pk_value.len() + 200;
-        for (i, t) in checkpoint.trackers().iter().enumerate() {
-            let key = tracker_key(i, t);
-            let value = self.encode_tracker(t)?;
-            // Room for the tracker to grow (status, lock, error text).
-            bytes += key.len() + value.len() + 200;
-            trackers.insert(key, s(value));
-        }
-        self.check_size(bytes)?;
-        // Records first: an item never points at records that are not there.
-        let key = self.records_key(checkpoint.batch_sequence());
-        self.calls.put_object += 1;
-        self.s3
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| self.s3_error("PutObject", &key, aws_sdk_s3::Error::from(e)))?;
-        let new_version = self.version.map_or(1, |v| v + 1);
-        let mut put = self
-            .ddb
-            .put_item()
-            .table_name(&self.table)
-            .item(&self.pk_name, s(&self.pk_value))
-            .item("version", AttributeValue::N(new_version.to_string()))
-            .item("owner", s(&self.owner))
-            .item("meta", s(meta))
-            .item("trackers", AttributeValue::M(trackers))
-            .item("records_key", s(&key));
-        put = match self.version {
-            None => put
-                .condition_expression("attribute_not_exists(#pk)")
-                .expression_attribute_names("#pk", &self.pk_name),
-            Some(v) => put
-                .condition_expression("#ver = :old")
-                .expression_attribute_names("#ver", "version")
-                .expression_attribute_values(":old", AttributeValue::N(v.to_string())),
-        };
-        self.calls.put_item += 1;
-        match put.send().await {
-            Ok(_) => {}
-            Err(e) => {
-                return Err(match e.into_service_error() {
-                    aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(_) => {
-                        self.owned("the item changed: another consumer loaded or wrote it")
-                    }
-                    e => self.dynamodb_error("PutItem", e),
-                });
-            }
-        }
-        self.version = Some(new_version);
-        self.item_bytes = bytes;
-        // The previous batch's records are no longer needed.
-        if checkpoint.batch_sequence() > 1 {
-            let old = self.records_key(checkpoint.batch_sequence() - 1);
-            self.calls.delete_object += 1;
-            if let Err(e) = self
-                .s3
-                .delete_object()
-                .bucket(&self.bucket)
-                .key(&old)
-                .send()
-                .await
-            {
-                warn!(key = %old, error = %aws_sdk_s3::error::DisplayErrorContext(e), "could not delete the previous batch's records");
-            }
-        }
-        Ok(())
+        self.write_batch(checkpoint, records).await
     }
 
     async fn save_tracker(&mut self, checkpoint: &Checkpoint, index: usize) -> Result<()> {

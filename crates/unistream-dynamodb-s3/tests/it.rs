@@ -14,7 +14,7 @@ use unistream_core::retry::RetryPolicy;
 use unistream_core::source::{Pointer, SourceRecord};
 use unistream_core::{BoxError, Error};
 use unistream_dynamodb_s3::DynamoDbS3CheckpointStore;
-use unistream_test_support::checkpoint_contract::HOSTILE_IDS;
+use unistream_test_support::checkpoint_contract::{HOSTILE_IDS, summarized};
 use unistream_test_support::{Env, Service, unique_name};
 
 struct Fixture {
@@ -107,8 +107,9 @@ async fn hostile_record_ids_round_trip() {
     let mut other = f.store();
     let loaded = other.load().await.unwrap().expect("stored");
     assert_eq!(
-        loaded.checkpoint, cp,
-        "every tracker, under every id, round-trips"
+        loaded.checkpoint,
+        summarized(&cp),
+        "every tracker, under every id, round-trips (done records as their summary)"
     );
     assert_eq!(loaded.records, records(&ids));
     assert_eq!(loaded.checkpoint.trackers()[1].status, Status::Failed);
@@ -207,21 +208,189 @@ async fn a_crash_between_the_s3_and_the_dynamodb_write_is_recovered() {
 
 #[tokio::test]
 #[ignore = "needs an AWS emulator: run with `cargo xtask it`"]
-async fn the_item_size_limit_is_checked_before_the_call() {
+async fn the_item_does_not_grow_with_the_batch_and_its_size_limit_is_checked_before_the_call() {
     let Some(f) = Fixture::new().await else {
         return;
     };
-    let ids: Vec<String> = (0..3000).map(|i| format!("record-{i}")).collect();
+    // 10,000 records, no failures: the item stays small at every step.
+    let ids: Vec<String> = (0..10_000).map(|i| format!("record-{i}")).collect();
     let mut store = f.store();
     store.load().await.unwrap();
     let mut cp = Checkpoint::new(&f.key, Pointer::from("0"), 3, Duration::from_secs(60));
-    cp.start_batch(ids.clone(), Some(Pointer::from("3000")), now())
+    cp.start_batch(ids.clone(), Some(Pointer::from("10000")), now())
         .unwrap();
-    let err = store.save_batch(&cp, &records(&ids)).await.unwrap_err();
-    assert!(
-        matches!(err, Error::Config(ref m) if m.contains("409600") && m.contains("limit")),
-        "{err}"
+    store.save_batch(&cp, &records(&ids)).await.unwrap();
+    for group in 0..100 {
+        let lock = format!("lock-{group}");
+        for i in group * 100..(group + 1) * 100 {
+            cp.begin_attempt(i, &lock, now()).unwrap();
+            store.save_tracker(&cp, i).await.unwrap();
+        }
+        store.sync().await.unwrap();
+        for i in group * 100..(group + 1) * 100 {
+            cp.succeed(i, &lock, None, now()).unwrap();
+            store.save_tracker(&cp, i).await.unwrap();
+        }
+    }
+    cp.commit().unwrap();
+    store.save_commit(&cp).await.unwrap();
+    let calls = store.calls();
+    eprintln!(
+        "limit 10000, no failures: largest item {} bytes, {} write units in {} writes",
+        calls.max_item_bytes,
+        calls.write_units,
+        calls.put_item + calls.update_item
     );
+    assert!(calls.max_item_bytes <= 4096, "{calls:?}");
+    assert_eq!(calls.write_units, calls.put_item + calls.update_item);
+    let loaded = f.store().load().await.unwrap().unwrap();
+    assert_eq!(loaded.checkpoint, summarized(&cp));
+
+    // 1,500 records failing at once with long errors keep full trackers:
+    // the write that would pass 400 KB is refused before the call, and
+    // nothing is lost from the store's side.
+    let key = unique_name("too-large");
+    let store_for = |key: &str| {
+        DynamoDbS3CheckpointStore::builder(f.env.without_retries().dynamodb(), f.env.s3())
+            .table(&f.table)
+            .key(key)
+            .bucket(&f.bucket)
+            .build()
+            .unwrap()
+    };
+    let mut store = store_for(&key);
+    store.load().await.unwrap();
+    let ids: Vec<String> = (0..1500).map(|i| format!("record-{i}")).collect();
+    let mut cp = Checkpoint::new(&key, Pointer::from("0"), 3, Duration::from_secs(60));
+    cp.start_batch(ids.clone(), Some(Pointer::from("1500")), now())
+        .unwrap();
+    store.save_batch(&cp, &records(&ids)).await.unwrap();
+    for i in 0..ids.len() {
+        cp.begin_attempt(i, "L", now()).unwrap();
+        cp.fail(i, "L", ErrorInfo::new("e".repeat(300)), now())
+            .unwrap();
+        store.save_tracker(&cp, i).await.unwrap();
+    }
+    let calls_before = store.calls();
+    let err = store.sync().await.unwrap_err();
+    let text = format!("{err} {:?}", std::error::Error::source(&err));
+    assert!(
+        text.contains("409600") && text.contains("full tracker") && text.contains("limit"),
+        "{text}"
+    );
+    assert_eq!(
+        store.calls().update_item,
+        calls_before.update_item,
+        "refused before the call"
+    );
+    let loaded = store_for(&key).load().await.unwrap().unwrap();
+    assert!(
+        loaded
+            .checkpoint
+            .trackers()
+            .iter()
+            .all(|t| t.status == Status::Pending),
+        "the checkpoint is as before the refused write"
+    );
+    f.cleanup().await;
+}
+
+/// An item written by the first layout (one tracker per record in the map,
+/// keys `<index>|<record id>`, records object without ids) is read, taken
+/// over and rewritten as layout 2 in the same write; the batch carries on.
+#[tokio::test]
+#[ignore = "needs an AWS emulator: run with `cargo xtask it`"]
+async fn an_item_of_the_first_layout_is_read_and_converted() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    let ids: Vec<String> = ["a", "b.c", "d|e"].iter().map(|s| s.to_string()).collect();
+    let mut cp = Checkpoint::new(&f.key, Pointer::from("0"), 3, Duration::from_secs(60));
+    cp.start_batch(ids.clone(), Some(Pointer::from("3")), now())
+        .unwrap();
+    cp.begin_attempt(0, "old", now()).unwrap();
+    cp.succeed(0, "old", Some(serde_json::json!({"n": 1})), now())
+        .unwrap();
+    cp.begin_attempt(1, "old", now()).unwrap();
+    cp.fail(1, "old", ErrorInfo::new("boom"), now()).unwrap();
+    // The layout-1 item and records object, as the previous release wrote them.
+    let records_key = format!("checkpoints/{}/batch-{:020}.json", f.key, 1);
+    let body: Vec<serde_json::Value> = records(&ids)
+        .iter()
+        .map(|r| {
+            use base64::Engine as _;
+            serde_json::json!({
+                "pointer": r.pointer,
+                "data": base64::engine::general_purpose::STANDARD.encode(&r.data),
+            })
+        })
+        .collect();
+    f.env
+        .s3()
+        .put_object()
+        .bucket(&f.bucket)
+        .key(&records_key)
+        .body(serde_json::to_vec(&body).unwrap().into())
+        .send()
+        .await
+        .unwrap();
+    let trackers = cp
+        .trackers()
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            (
+                format!("{i}|{}", t.record_id),
+                AttributeValue::S(serde_json::to_string(t).unwrap()),
+            )
+        })
+        .collect();
+    f.env
+        .dynamodb()
+        .put_item()
+        .table_name(&f.table)
+        .item("id", AttributeValue::S(f.key.clone()))
+        .item("version", AttributeValue::N("7".into()))
+        .item("owner", AttributeValue::S("old-owner".into()))
+        .item(
+            "meta",
+            AttributeValue::S(serde_json::to_string(&cp.without_trackers()).unwrap()),
+        )
+        .item("trackers", AttributeValue::M(trackers))
+        .item("records_key", AttributeValue::S(records_key))
+        .send()
+        .await
+        .unwrap();
+
+    let mut store = f.store();
+    let loaded = store.load().await.unwrap().expect("the old item");
+    assert_eq!(loaded.checkpoint, cp, "every tracker of layout 1 is read");
+    assert_eq!(loaded.records, records(&ids));
+    let item = f
+        .env
+        .dynamodb()
+        .get_item()
+        .table_name(&f.table)
+        .key("id", AttributeValue::S(f.key.clone()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(
+        item["layout"].as_n().unwrap(),
+        "2",
+        "converted on take-over"
+    );
+    // The batch carries on under the new layout and loads back.
+    let mut cp = loaded.checkpoint;
+    cp.begin_attempt(2, "new", now()).unwrap();
+    cp.succeed(2, "new", None, now()).unwrap();
+    store.save_tracker(&cp, 2).await.unwrap();
+    store.sync().await.unwrap();
+    let again = f.store().load().await.unwrap().unwrap();
+    assert_eq!(again.checkpoint, cp);
     f.cleanup().await;
 }
 
@@ -375,6 +544,9 @@ async fn one_dynamodb_write_per_record_in_the_common_case() {
         (2, 2, 1)
     );
     assert_eq!((calls.get_item, calls.get_object), (1, 0));
+    // The item holds no tracker per record: every write is one write unit.
+    assert!(calls.max_item_bytes < 1024, "{calls:?}");
+    assert_eq!(calls.write_units, calls.put_item + calls.update_item);
     f.cleanup().await;
 }
 
@@ -411,6 +583,9 @@ impl unistream_test_support::checkpoint_contract::StoreUnderTest for ContractIte
         true
     }
     fn excludes_owners(&self) -> bool {
+        true
+    }
+    fn summarizes_done_records(&self) -> bool {
         true
     }
 }

@@ -148,6 +148,42 @@ impl Tracker {
         }
     }
 
+    /// What a store that keeps done records compactly (the DynamoDB + S3
+    /// store's item, whose size must not grow with the batch) restores of
+    /// this tracker when it is done without data: the record id, status,
+    /// attempts, create time and whether it was dead-lettered; the update
+    /// time becomes the create time, and the attempt times, lock and error
+    /// are dropped (the error of a dead-lettered record is in its letter).
+    /// Any other tracker is returned unchanged.
+    ///
+    /// ```
+    /// use chrono::Utc;
+    /// use std::time::Duration;
+    /// use unistream_core::checkpoint::{Checkpoint, Status};
+    /// use unistream_core::source::Pointer;
+    ///
+    /// let t0 = Utc::now();
+    /// let mut cp = Checkpoint::new("c1", Pointer::from("0"), 3, Duration::from_secs(60));
+    /// cp.start_batch(["a".to_string()], None, t0)?;
+    /// cp.begin_attempt(0, "lock", t0)?;
+    /// let done = cp.succeed(0, "lock", None, t0 + chrono::Duration::seconds(1))?.summary();
+    /// assert_eq!((done.status, done.attempts, done.update_time), (Status::Succeeded, 1, t0));
+    /// assert_eq!(done.first_attempt_time, None);
+    /// # Ok::<(), unistream_core::Error>(())
+    /// ```
+    pub fn summary(&self) -> Tracker {
+        if !self.is_done() || self.data.is_some() {
+            return self.clone();
+        }
+        Tracker {
+            record_id: self.record_id.clone(),
+            status: self.status,
+            attempts: self.attempts,
+            dead_lettered: self.dead_lettered,
+            ..Tracker::new(String::new(), self.create_time)
+        }
+    }
+
     /// Whether the lock is held and not expired at `now`.
     pub fn is_locked(&self, now: DateTime<Utc>) -> bool {
         self.status == Status::InProgress && self.lock_expire_time.is_some_and(|t| t > now)

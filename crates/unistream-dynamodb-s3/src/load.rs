@@ -1,0 +1,297 @@
+//! Loading the checkpoint: the item (layout 2, or layout 1 converted on the
+//! way), the batch's records object, and the take-over write that makes
+//! this store the item's owner.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::AttributeValue;
+use base64::Engine as _;
+use tracing::{debug, info};
+use unistream_core::Result;
+use unistream_core::checkpoint::{Checkpoint, StoredCheckpoint, Tracker};
+use unistream_core::source::SourceRecord;
+
+use crate::item::{Mirror, map_key, number_bytes};
+use crate::layout::{self, LAYOUT, Slot};
+use crate::store::{DynamoDbS3CheckpointStore, s};
+use crate::write::{StoredRecord, created_of};
+
+/// The size DynamoDB counts for an item as read (strings, numbers and maps
+/// of strings; anything else is counted as 8 bytes).
+fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
+    fn value(v: &AttributeValue) -> usize {
+        match v {
+            AttributeValue::S(s) => s.len(),
+            AttributeValue::N(n) => n.parse::<u64>().map_or(n.len(), number_bytes),
+            AttributeValue::M(m) => {
+                3 + m.iter().map(|(k, v)| k.len() + value(v) + 1).sum::<usize>()
+            }
+            _ => 8,
+        }
+    }
+    item.iter().map(|(k, v)| k.len() + value(v)).sum()
+}
+
+impl DynamoDbS3CheckpointStore {
+    fn text<'i>(
+        &self,
+        item: &'i HashMap<String, AttributeValue>,
+        name: &str,
+    ) -> Result<&'i String> {
+        item.get(name).and_then(|v| v.as_s().ok()).ok_or_else(|| {
+            self.unreadable(format!("attribute {name:?} is missing or not a string"))
+        })
+    }
+
+    /// The `trackers` map as (key, JSON) pairs.
+    fn tracker_entries<'i>(
+        &self,
+        item: &'i HashMap<String, AttributeValue>,
+    ) -> Result<Vec<(&'i String, &'i String)>> {
+        let Some(map) = item.get("trackers") else {
+            return Ok(Vec::new());
+        };
+        let map = map
+            .as_m()
+            .map_err(|_| self.unreadable("attribute \"trackers\" is not a map"))?;
+        map.iter()
+            .map(|(k, v)| {
+                v.as_s()
+                    .map(|v| (k, v))
+                    .map_err(|_| self.unreadable(format!("tracker {k:?} is not a string")))
+            })
+            .collect()
+    }
+
+    /// The batch's records and, if the object has them, their ids.
+    async fn read_records(
+        &mut self,
+        records_key: &str,
+    ) -> Result<(Vec<SourceRecord>, Option<Arc<[String]>>)> {
+        self.calls.get_object += 1;
+        let body = self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(records_key)
+            .send()
+            .await
+            .map_err(|e| {
+                self.unreadable(format!(
+                    "records object s3://{}/{records_key}: {}",
+                    self.bucket,
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                ))
+            })?
+            .body
+            .collect()
+            .await
+            .map_err(|e| self.s3_error("GetObject", records_key, e))?
+            .into_bytes();
+        let stored: Vec<StoredRecord> = serde_json::from_slice(&body).map_err(|e| {
+            self.unreadable(format!(
+                "records object s3://{}/{records_key}: {e}",
+                self.bucket
+            ))
+        })?;
+        let ids: Option<Arc<[String]>> = stored.iter().map(|r| r.id.clone()).collect();
+        let records = stored
+            .into_iter()
+            .map(|r| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(&r.data)
+                    .map(|data| SourceRecord::new(r.pointer, data))
+                    .map_err(|e| self.unreadable(format!("records object: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((records, ids))
+    }
+
+    /// A layout-2 item's batch.
+    fn read_layout_2(
+        &self,
+        item: &HashMap<String, AttributeValue>,
+        meta: String,
+        records_key: String,
+        ids: Option<Arc<[String]>>,
+    ) -> Result<Mirror> {
+        let state = self.text(item, "state")?.clone();
+        let (created, slots) = layout::decode(&state).map_err(|e| self.unreadable(e))?;
+        let mut full = BTreeMap::new();
+        for (key, json) in self.tracker_entries(item)? {
+            let index: usize = key
+                .parse()
+                .map_err(|_| self.unreadable(format!("tracker key {key:?}")))?;
+            full.insert(index, json.clone());
+        }
+        Ok(Mirror {
+            created,
+            ids,
+            slots,
+            full,
+            state,
+            meta,
+            records_key,
+        })
+    }
+
+    /// A layout-1 item's batch (`"<index>|<record id>"` -> tracker, for
+    /// every record), as a layout-2 mirror whose trackers are all full.
+    fn read_layout_1(
+        &self,
+        item: &HashMap<String, AttributeValue>,
+        meta: String,
+        records_key: String,
+        ids: Option<Arc<[String]>>,
+    ) -> Result<Mirror> {
+        let mut trackers: Vec<(usize, Tracker)> = Vec::new();
+        for (key, json) in self.tracker_entries(item)? {
+            let index: usize = key
+                .split_once('|')
+                .and_then(|(i, _)| i.parse().ok())
+                .ok_or_else(|| self.unreadable(format!("tracker key {key:?}")))?;
+            let t: Tracker = serde_json::from_str(json)
+                .map_err(|_| self.unreadable(format!("tracker {key:?} is not a tracker")))?;
+            trackers.push((index, t));
+        }
+        trackers.sort_by_key(|(i, _)| *i);
+        if trackers.iter().enumerate().any(|(n, (i, _))| n != *i) {
+            return Err(self.unreadable("the trackers are not numbered 0..n"));
+        }
+        let trackers: Vec<Tracker> = trackers.into_iter().map(|(_, t)| t).collect();
+        let created = created_of(&trackers);
+        let slots = vec![Slot::Full; trackers.len()];
+        let full = trackers
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                serde_json::to_string(t)
+                    .map(|json| (i, json))
+                    .map_err(|e| self.encode_error("tracker", e))
+            })
+            .collect::<Result<BTreeMap<_, _>>>()?;
+        Ok(Mirror {
+            created,
+            ids,
+            state: layout::encode(created, &slots),
+            slots,
+            full,
+            meta,
+            records_key,
+        })
+    }
+
+    /// `load`: reads the item and its records, then takes the item over
+    /// (bumps its version; a layout-1 item is rewritten as layout 2 in the
+    /// same write).
+    pub(crate) async fn load_item(&mut self) -> Result<Option<StoredCheckpoint>> {
+        self.pending.clear();
+        self.mirror = None;
+        self.calls.get_item += 1;
+        let got = self
+            .ddb
+            .get_item()
+            .table_name(&self.table)
+            .key(&self.pk_name, s(&self.pk_value))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.dynamodb_error("GetItem", e))?;
+        let Some(item) = got.item else {
+            self.version = None;
+            return Ok(None);
+        };
+        let version: u64 = item
+            .get("version")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| self.unreadable("attribute \"version\" is missing or not a number"))?;
+        let layout: u32 = match item.get("layout") {
+            None => 1,
+            Some(v) => v
+                .as_n()
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| self.unreadable("attribute \"layout\" is not a number"))?,
+        };
+        if layout > LAYOUT {
+            return Err(self.unreadable(format!(
+                "the item has layout {layout}, newer than this version of unistream reads ({LAYOUT}): upgrade unistream"
+            )));
+        }
+        let meta_text = self.text(&item, "meta")?.clone();
+        let meta: Checkpoint = serde_json::from_str(&meta_text)
+            .map_err(|e| self.unreadable(format!("attribute \"meta\": {e}")))?;
+        let records_key = self.text(&item, "records_key")?.clone();
+        let (records, ids) = self.read_records(&records_key).await?;
+        let mirror = if layout == LAYOUT {
+            self.read_layout_2(&item, meta_text, records_key, ids)?
+        } else {
+            self.read_layout_1(&item, meta_text, records_key, ids)?
+        };
+        if mirror.slots.len() != records.len() {
+            return Err(self.unreadable(format!(
+                "{} trackers for {} records",
+                mirror.slots.len(),
+                records.len()
+            )));
+        }
+        let trackers = mirror.trackers().map_err(|e| self.unreadable(e))?;
+        let checkpoint = meta.with_trackers(trackers);
+
+        // Take ownership: from here on, a consumer that loaded before us
+        // cannot write.
+        let before = item_size(&item);
+        let mut claim = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .key(&self.pk_name, s(&self.pk_value))
+            .condition_expression("#ver = :old")
+            .expression_attribute_names("#ver", "version")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":old", AttributeValue::N(version.to_string()))
+            .expression_attribute_values(":new", AttributeValue::N((version + 1).to_string()))
+            .expression_attribute_values(":me", s(&self.owner));
+        claim = if layout == LAYOUT {
+            claim.update_expression("SET #ver = :new, #owner = :me")
+        } else {
+            info!(table = %self.table, key = %self.pk_value, "converting the checkpoint item from layout 1 to layout {LAYOUT}");
+            let map = mirror
+                .full
+                .iter()
+                .map(|(i, v)| (map_key(*i), s(v)))
+                .collect();
+            claim
+                .update_expression(
+                    "SET #ver = :new, #owner = :me, #layout = :layout, #state = :state, #t = :t",
+                )
+                .expression_attribute_names("#layout", "layout")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_names("#t", "trackers")
+                .expression_attribute_values(":layout", AttributeValue::N(LAYOUT.to_string()))
+                .expression_attribute_values(":state", s(&mirror.state))
+                .expression_attribute_values(":t", AttributeValue::M(map))
+        };
+        self.calls.update_item += 1;
+        if let Err(e) = claim.send().await {
+            return Err(match e.into_service_error() {
+                UpdateItemError::ConditionalCheckFailedException(_) => {
+                    self.owned("another consumer wrote the item while it was being loaded")
+                }
+                e => self.dynamodb_error("UpdateItem", e),
+            });
+        }
+        self.version = Some(version + 1);
+        self.mirror = Some(mirror);
+        let after = self.item_bytes();
+        self.count_write(before, after);
+        debug!(table = %self.table, key = %self.pk_value, version = version + 1, bytes = after, "loaded checkpoint");
+        Ok(Some(StoredCheckpoint {
+            checkpoint,
+            records,
+        }))
+    }
+}
