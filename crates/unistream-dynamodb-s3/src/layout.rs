@@ -28,18 +28,18 @@ use unistream_core::checkpoint::{Status, Tracker};
 /// The layout version of items written by this store.
 pub(crate) const LAYOUT: u32 = 2;
 
+/// A lock shared by the records marked in one write: its id, when it was
+/// taken, when it expires.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Lock(String, DateTime<Utc>, DateTime<Utc>);
+
 /// How one record's tracker is kept in the item.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Slot {
     /// Pending, as the batch created it.
     Pending,
     /// A first attempt running (no error yet) under this lock.
-    Running {
-        attempts: u32,
-        lock: String,
-        time: DateTime<Utc>,
-        expire: DateTime<Utc>,
-    },
+    Running { attempts: u32, lock: Lock },
     /// Done without data: succeeded, ignored or exhausted and dead-lettered
     /// (kept as its [`Tracker::summary`]).
     Done { status: Status, attempts: u32 },
@@ -70,9 +70,7 @@ impl Slot {
                     (Status::Pending, ..) => Slot::Pending,
                     (Status::InProgress, Some(lock), Some(time), Some(expire)) => Slot::Running {
                         attempts: t.attempts,
-                        lock: lock.clone(),
-                        time,
-                        expire,
+                        lock: Lock(lock.clone(), time, expire),
                     },
                     _ => return Slot::Full,
                 };
@@ -91,14 +89,12 @@ impl Slot {
             Slot::Pending => {}
             Slot::Running {
                 attempts,
-                lock,
-                time,
-                expire,
+                lock: Lock(id, time, expire),
             } => {
                 t.status = Status::InProgress;
                 t.attempts = *attempts;
                 t.update_time = *time;
-                t.lock = Some(lock.clone());
+                t.lock = Some(id.clone());
                 t.lock_time = Some(*time);
                 t.lock_expire_time = Some(*expire);
                 t.first_attempt_time = Some(*time);
@@ -118,14 +114,14 @@ impl Slot {
 struct StateDoc {
     v: u32,
     created: DateTime<Utc>,
-    locks: Vec<(String, DateTime<Utc>, DateTime<Utc>)>,
+    locks: Vec<Lock>,
     runs: String,
 }
 
 /// Encodes the slots of a batch created at `created` as the item's `state`.
 pub(crate) fn encode(created: DateTime<Utc>, slots: &[Slot]) -> String {
     use std::fmt::Write as _;
-    let mut locks: Vec<(String, DateTime<Utc>, DateTime<Utc>)> = Vec::new();
+    let mut locks: Vec<Lock> = Vec::new();
     let mut runs = String::new();
     let mut i = 0;
     while i < slots.len() {
@@ -149,19 +145,11 @@ pub(crate) fn encode(created: DateTime<Utc>, slots: &[Slot]) -> String {
                 };
                 write!(runs, "{code}{attempts}")
             }
-            Slot::Running {
-                attempts,
-                lock,
-                time,
-                expire,
-            } => {
-                let group = match locks
-                    .iter()
-                    .position(|(l, t, e)| l == lock && t == time && e == expire)
-                {
+            Slot::Running { attempts, lock } => {
+                let group = match locks.iter().position(|l| l == lock) {
                     Some(g) => g,
                     None => {
-                        locks.push((lock.clone(), *time, *expire));
+                        locks.push(lock.clone());
                         locks.len() - 1
                     }
                 };
@@ -224,7 +212,7 @@ pub(crate) fn decode(text: &str) -> Result<(DateTime<Utc>, Vec<Slot>), String> {
                     .split_once('.')
                     .ok_or_else(|| format!("state run {token:?}: no lock group"))?;
                 let g: usize = number(g, "lock group", token)?;
-                let (lock, time, expire) = doc
+                let lock = doc
                     .locks
                     .get(g)
                     .cloned()
@@ -232,8 +220,6 @@ pub(crate) fn decode(text: &str) -> Result<(DateTime<Utc>, Vec<Slot>), String> {
                 Slot::Running {
                     attempts: number(a, "attempt count", token)?,
                     lock,
-                    time,
-                    expire,
                 }
             }
             _ => return Err(format!("state run {token:?}: unknown")),

@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine as _;
+use chrono::{DateTime, Utc};
 use tracing::{debug, info};
 use unistream_core::Result;
 use unistream_core::checkpoint::{Checkpoint, StoredCheckpoint, Tracker};
@@ -109,45 +109,36 @@ impl DynamoDbS3CheckpointStore {
         Ok((records, ids))
     }
 
-    /// A layout-2 item's batch.
-    fn read_layout_2(
+    /// The batch part of an item of `layout` 2, or of layout 1 (one
+    /// `"<index>|<record id>"` -> tracker entry per record) as a layout-2
+    /// mirror whose trackers are all full.
+    fn read_batch(
         &self,
         item: &HashMap<String, AttributeValue>,
-        meta: String,
-        records_key: String,
-        ids: Option<Arc<[String]>>,
+        layout: u32,
+        base: Mirror,
     ) -> Result<Mirror> {
-        let state = self.text(item, "state")?.clone();
-        let (created, slots) = layout::decode(&state).map_err(|e| self.unreadable(e))?;
-        let mut full = BTreeMap::new();
-        for (key, json) in self.tracker_entries(item)? {
-            let index: usize = key
-                .parse()
-                .map_err(|_| self.unreadable(format!("tracker key {key:?}")))?;
-            full.insert(index, json.clone());
+        let entries = self.tracker_entries(item)?;
+        if layout == LAYOUT {
+            let state = self.text(item, "state")?.clone();
+            let (created, slots) = layout::decode(&state).map_err(|e| self.unreadable(e))?;
+            let mut full = BTreeMap::new();
+            for (key, json) in entries {
+                let index: usize = key
+                    .parse()
+                    .map_err(|_| self.unreadable(format!("tracker key {key:?}")))?;
+                full.insert(index, json.clone());
+            }
+            return Ok(Mirror {
+                created,
+                slots,
+                full,
+                state,
+                ..base
+            });
         }
-        Ok(Mirror {
-            created,
-            ids,
-            slots,
-            full,
-            state,
-            meta,
-            records_key,
-        })
-    }
-
-    /// A layout-1 item's batch (`"<index>|<record id>"` -> tracker, for
-    /// every record), as a layout-2 mirror whose trackers are all full.
-    fn read_layout_1(
-        &self,
-        item: &HashMap<String, AttributeValue>,
-        meta: String,
-        records_key: String,
-        ids: Option<Arc<[String]>>,
-    ) -> Result<Mirror> {
         let mut trackers: Vec<(usize, Tracker)> = Vec::new();
-        for (key, json) in self.tracker_entries(item)? {
+        for (key, json) in entries {
             let index: usize = key
                 .split_once('|')
                 .and_then(|(i, _)| i.parse().ok())
@@ -174,12 +165,10 @@ impl DynamoDbS3CheckpointStore {
             .collect::<Result<BTreeMap<_, _>>>()?;
         Ok(Mirror {
             created,
-            ids,
             state: layout::encode(created, &slots),
             slots,
             full,
-            meta,
-            records_key,
+            ..base
         })
     }
 
@@ -226,11 +215,16 @@ impl DynamoDbS3CheckpointStore {
             .map_err(|e| self.unreadable(format!("attribute \"meta\": {e}")))?;
         let records_key = self.text(&item, "records_key")?.clone();
         let (records, ids) = self.read_records(&records_key).await?;
-        let mirror = if layout == LAYOUT {
-            self.read_layout_2(&item, meta_text, records_key, ids)?
-        } else {
-            self.read_layout_1(&item, meta_text, records_key, ids)?
+        let base = Mirror {
+            created: DateTime::<Utc>::UNIX_EPOCH,
+            ids,
+            slots: Vec::new(),
+            full: BTreeMap::new(),
+            state: String::new(),
+            meta: meta_text,
+            records_key,
         };
+        let mirror = self.read_batch(&item, layout, base)?;
         if mirror.slots.len() != records.len() {
             return Err(self.unreadable(format!(
                 "{} trackers for {} records",
@@ -277,12 +271,9 @@ impl DynamoDbS3CheckpointStore {
         };
         self.calls.update_item += 1;
         if let Err(e) = claim.send().await {
-            return Err(match e.into_service_error() {
-                UpdateItemError::ConditionalCheckFailedException(_) => {
-                    self.owned("another consumer wrote the item while it was being loaded")
-                }
-                e => self.dynamodb_error("UpdateItem", e),
-            });
+            return Err(self.update_error(e, || {
+                "another consumer wrote the item while it was being loaded".into()
+            }));
         }
         self.version = Some(version + 1);
         self.mirror = Some(mirror);

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use unistream_core::checkpoint::{Checkpoint, CheckpointStore, StoredCheckpoint, Tracker};
 use unistream_core::source::SourceRecord;
@@ -296,6 +297,20 @@ impl DynamoDbS3CheckpointStore {
             source: source.into(),
         }
         .into()
+    }
+
+    /// The error of a failed `UpdateItem`: a failed condition means another
+    /// consumer loaded or wrote the item ([`Error::CheckpointOwned`] with
+    /// `detail`).
+    pub(crate) fn update_error(
+        &self,
+        e: aws_sdk_dynamodb::error::SdkError<UpdateItemError>,
+        detail: impl FnOnce() -> String,
+    ) -> Error {
+        match e.into_service_error() {
+            UpdateItemError::ConditionalCheckFailedException(_) => self.owned(detail()),
+            e => self.dynamodb_error("UpdateItem", e),
+        }
     }
 
     /// Counts a successful write of the item from `before` to `after`

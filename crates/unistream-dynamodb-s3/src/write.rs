@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_s3::primitives::ByteStream;
 use base64::Engine as _;
@@ -286,12 +285,11 @@ impl DynamoDbS3CheckpointStore {
                 self.count_write(before, bytes);
                 Ok(())
             }
-            Err(e) => Err(match e.into_service_error() {
-                UpdateItemError::ConditionalCheckFailedException(_) => self.owned(format!(
+            Err(e) => Err(self.update_error(e, || {
+                format!(
                     "the item changed since version {version}: another consumer loaded or wrote it"
-                )),
-                e => self.dynamodb_error("UpdateItem", e),
-            }),
+                )
+            })),
         }
     }
 }
