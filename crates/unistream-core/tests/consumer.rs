@@ -476,6 +476,56 @@ async fn shutdown_during_processing_finishes_and_saves_the_record_in_hand() {
     assert!(!cp.is_committed());
 }
 
+/// A record still running when the shutdown grace is over is dropped: the
+/// batch stops with its attempt on record (in progress, counted), and no
+/// other record starts.
+#[tokio::test]
+async fn a_record_running_past_the_shutdown_grace_is_dropped_with_its_attempt_counted() {
+    let store = MemoryCheckpointStore::default();
+    let token = CancellationToken::new();
+    let p = Scripted {
+        cancel_on: Some(("1".into(), token.clone())),
+        hang: Some(("1".into(), 1)),
+        ..Default::default()
+    };
+    let clock = VirtualClock::default();
+    let mut cfg = config(10, &[0], 3);
+    cfg.shutdown_grace = Duration::from_secs(30);
+    let mut c = Consumer::new(
+        cfg,
+        memory_source(4),
+        p.clone(),
+        store.clone(),
+        MemoryDeadLetterQueue::default(),
+    )
+    .unwrap()
+    .with_clock(clock.clone())
+    .with_shutdown(token);
+    let r = c.process_batch().await.unwrap();
+    assert!(r.interrupted);
+    assert_eq!(p.succeeded(), vec!["0"]);
+    assert_eq!(
+        clock.sleeps(),
+        vec![Duration::from_secs(30)],
+        "the grace, waited once"
+    );
+    let cp = store.checkpoint().unwrap();
+    let got: Vec<(Status, u32)> = cp
+        .trackers()
+        .iter()
+        .map(|t| (t.status, t.attempts))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Status::Succeeded, 1),
+            (Status::InProgress, 1),
+            (Status::Pending, 0),
+            (Status::Pending, 0)
+        ]
+    );
+}
+
 #[tokio::test]
 async fn a_closed_stream_ends_run_and_stays_closed() {
     let source = memory_source(5);

@@ -16,7 +16,7 @@
 //!   write that marked it is durable ([`Schedule::made_durable`]).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 
 use chrono::{DateTime, Utc};
 
@@ -35,6 +35,57 @@ pub(super) enum Slot {
     DeadLetter,
     /// Succeeded, ignored or dead-lettered.
     Done,
+}
+
+/// A set of record indexes that pops its smallest, without allocating in
+/// steady state (a heap with lazy deletion: a removed index stays in the
+/// heap until popped, and is skipped then). The engine changes these sets
+/// several times per record; a `BTreeSet` of one element allocated and
+/// freed a node each time.
+#[derive(Debug)]
+struct MinSet {
+    heap: BinaryHeap<Reverse<usize>>,
+    member: Vec<bool>,
+    len: usize,
+}
+
+impl MinSet {
+    fn new(n: usize) -> Self {
+        MinSet {
+            heap: BinaryHeap::new(),
+            member: vec![false; n],
+            len: 0,
+        }
+    }
+    fn insert(&mut self, i: usize) {
+        if !self.member[i] {
+            self.member[i] = true;
+            self.len += 1;
+            self.heap.push(Reverse(i));
+        }
+    }
+    fn remove(&mut self, i: usize) {
+        if self.member[i] {
+            self.member[i] = false;
+            self.len -= 1;
+            if self.len == 0 {
+                self.heap.clear();
+            }
+        }
+    }
+    fn pop_first(&mut self) -> Option<usize> {
+        while let Some(Reverse(i)) = self.heap.pop() {
+            if self.member[i] {
+                self.member[i] = false;
+                self.len -= 1;
+                return Some(i);
+            }
+        }
+        None
+    }
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 #[derive(Debug, Default)]
@@ -56,8 +107,8 @@ pub(super) struct Schedule {
     lane_of: Vec<u32>,
     lanes: Vec<Lane>,
     ahead: bool,
-    candidates: BTreeSet<usize>,
-    startable: BTreeSet<usize>,
+    candidates: MinSet,
+    startable: MinSet,
     timers: BinaryHeap<Reverse<(DateTime<Utc>, usize)>>,
     /// The live timer of each waiting record (older heap entries are stale).
     due: Vec<Option<DateTime<Utc>>>,
@@ -78,14 +129,25 @@ impl Schedule {
         ahead: bool,
     ) -> Self {
         let n = lane_of.len();
+        // Each lane's queue sized once (no regrowth while it fills).
+        let mut sizes = vec![0usize; lanes];
+        for &l in &lane_of {
+            sizes[l as usize] += 1;
+        }
         let mut s = Schedule {
             slots: vec![Slot::Ready; n],
             letter: vec![false; n],
             lane_of,
-            lanes: (0..lanes).map(|_| Lane::default()).collect(),
+            lanes: sizes
+                .into_iter()
+                .map(|size| Lane {
+                    queue: VecDeque::with_capacity(size),
+                    ..Lane::default()
+                })
+                .collect(),
             ahead,
-            candidates: BTreeSet::new(),
-            startable: BTreeSet::new(),
+            candidates: MinSet::new(n),
+            startable: MinSet::new(n),
             timers: BinaryHeap::new(),
             due: vec![None; n],
             marked_pending: Vec::new(),
@@ -209,12 +271,17 @@ impl Schedule {
     /// The write holding every mark made so far returned: those records may
     /// start.
     pub(super) fn made_durable(&mut self) {
-        for i in std::mem::take(&mut self.marked_pending) {
+        // Taken and put back: the list keeps its capacity (no allocation
+        // per write).
+        let mut pending = std::mem::take(&mut self.marked_pending);
+        for &i in &pending {
             if self.slots[i] == (Slot::Marked { durable: false }) {
                 self.slots[i] = Slot::Marked { durable: true };
                 self.refresh(self.lane_of[i] as usize);
             }
         }
+        pending.clear();
+        self.marked_pending = pending;
     }
 
     /// Every record marked and durable but not started (for a stop).
@@ -279,37 +346,43 @@ impl Schedule {
 
     fn refresh(&mut self, l: usize) {
         let lane = &mut self.lanes[l];
-        if let Some(c) = lane.candidate.take() {
-            self.candidates.remove(&c);
-        }
-        if let Some(c) = lane.startable.take() {
-            self.startable.remove(&c);
-        }
-        let Some(&front) = lane.queue.front() else {
-            return;
-        };
-        match self.slots[front] {
-            Slot::Ready => lane.candidate = Some(front),
-            Slot::Marked { durable: true } => lane.startable = Some(front),
-            _ => {}
-        }
-        if lane.candidate.is_none()
-            && self.ahead
-            && matches!(self.slots[front], Slot::Marked { .. } | Slot::InFlight)
-        {
-            let p = lane.next_claim.max(1);
-            if let Some(&next) = lane.queue.get(p)
-                && self.slots[next] == Slot::Ready
-                && !self.letter[next]
+        let (mut candidate, mut startable) = (None, None);
+        if let Some(&front) = lane.queue.front() {
+            match self.slots[front] {
+                Slot::Ready => candidate = Some(front),
+                Slot::Marked { durable: true } => startable = Some(front),
+                _ => {}
+            }
+            if candidate.is_none()
+                && self.ahead
+                && matches!(self.slots[front], Slot::Marked { .. } | Slot::InFlight)
             {
-                lane.candidate = Some(next);
+                let p = lane.next_claim.max(1);
+                if let Some(&next) = lane.queue.get(p)
+                    && self.slots[next] == Slot::Ready
+                    && !self.letter[next]
+                {
+                    candidate = Some(next);
+                }
             }
         }
-        if let Some(c) = lane.candidate {
-            self.candidates.insert(c);
+        if lane.candidate != candidate {
+            if let Some(c) = lane.candidate {
+                self.candidates.remove(c);
+            }
+            if let Some(c) = candidate {
+                self.candidates.insert(c);
+            }
+            lane.candidate = candidate;
         }
-        if let Some(c) = lane.startable {
-            self.startable.insert(c);
+        if lane.startable != startable {
+            if let Some(c) = lane.startable {
+                self.startable.remove(c);
+            }
+            if let Some(c) = startable {
+                self.startable.insert(c);
+            }
+            lane.startable = startable;
         }
     }
 }
