@@ -346,10 +346,14 @@ where
             };
             let attempt = handler.handle_one(item);
             tokio::pin!(attempt);
-            let mut result = tokio::select! {
-                biased;
-                r = &mut attempt => Some(r),
-                _ = shutdown.cancelled() => None,
+            // A processor that is ready at once costs no waiting machinery.
+            let mut result = match futures_util::FutureExt::now_or_never(&mut attempt) {
+                Some(r) => Some(r),
+                None => tokio::select! {
+                    biased;
+                    r = &mut attempt => Some(r),
+                    _ = shutdown.cancelled() => None,
+                },
             };
             if result.is_none() {
                 stopping = true;
