@@ -33,8 +33,9 @@ enum Task {
     Ci,
     /// Integration tests against an AWS emulator.
     It(ItArgs),
-    /// Benchmarks (release build): producer, consumer, and Kinesis when an
-    /// endpoint is set; a table, and target/bench/results.json.
+    /// Benchmarks (release build): producer, consumer, and Kinesis and the
+    /// production path when an endpoint is set; a table, and
+    /// target/bench/results.json.
     Bench(BenchArgs),
 }
 
@@ -207,8 +208,17 @@ fn bench_all(args: BenchArgs) -> Result<(), String> {
                 &[]
             },
         )?);
+        // The production path (Kinesis + DynamoDB/S3 checkpoint + SQS DLQ,
+        // 5 ms added to each DynamoDB, S3 and SQS call).
+        rows.extend(bench(
+            "unistream-aws-examples",
+            "production",
+            if args.quick { &["--quick"] } else { &[] },
+        )?);
     } else {
-        println!("(Kinesis bench skipped: set AWS_ENDPOINT_URL to an emulator to run it)");
+        println!(
+            "(Kinesis and production benches skipped: set AWS_ENDPOINT_URL to an emulator to run them)"
+        );
     }
     let dir = root().join("target").join("bench");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;

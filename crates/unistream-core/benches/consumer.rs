@@ -11,8 +11,12 @@
 //! of `--reps` interleaved runs), the ratio to the plain loop, and checkpoint
 //! writes per record. Then the peak resident memory of a fresh consumer
 //! process at each limit, and the time to reopen a consumer mid-batch at
-//! `limit` 10,000. Each row is also printed as a `BENCH {json}` line for
-//! `cargo xtask bench`.
+//! `limit` 10,000. Then concurrency: a processor that awaits 10 ms per
+//! record (a tokio timer, like a remote call) over records of 1,000
+//! partition keys at `limit` 1000 (concurrency 1: one batch of 300), with
+//! concurrency 1, 16 and 100, against the bound `concurrency / 10 ms` (one
+//! run each: the timers bound it, not the CPU). Each row is also printed as
+//! a `BENCH {json}` line for `cargo xtask bench`.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -43,6 +47,44 @@ impl Record for Rec {
     }
     fn create_at(&self) -> DateTime<Utc> {
         self.create_at
+    }
+}
+
+/// A record of one of [`KEYS`] partition keys.
+#[derive(Serialize, Deserialize)]
+struct Keyed {
+    id: String,
+    #[serde(with = "iso8601")]
+    create_at: DateTime<Utc>,
+    key: String,
+    value: u64,
+}
+
+impl Record for Keyed {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn create_at(&self) -> DateTime<Utc> {
+        self.create_at
+    }
+    fn partition_key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// Distinct partition keys of the concurrency rows.
+const KEYS: u64 = 1_000;
+/// What the concurrency rows' processor awaits per record.
+const WORK: Duration = Duration::from_millis(10);
+
+/// Awaits [`WORK`] per record, then succeeds.
+struct Wait;
+
+impl Processor for Wait {
+    type Record = Keyed;
+    async fn process(&self, _: &Keyed, _: &Attempt<'_>) -> Result<Outcome, BoxError> {
+        tokio::time::sleep(WORK).await;
+        Ok(Outcome::Succeeded)
     }
 }
 
@@ -278,6 +320,83 @@ fn main() {
     println!(
         "BENCH {{\"bench\":\"consumer\",\"case\":\"recovery limit {limit}\",\"seconds\":{secs:.4}}}"
     );
+
+    concurrency_rows(&rt, tmp.path(), smoke);
+}
+
+/// Concurrency rows: the waiting processor over `n` records of 1,000 keys
+/// per concurrency, against `concurrency / 10 ms`.
+fn concurrency_rows(rt: &tokio::runtime::Runtime, dir: &Path, smoke: bool) {
+    let cases: &[(usize, u64)] = if smoke {
+        &[(1, 20), (16, 200), (100, 1_000)]
+    } else {
+        &[(1, 300), (16, 3_000), (100, 10_000)]
+    };
+    let n_max = cases.iter().map(|c| c.1).max().unwrap_or(0);
+    let stream = dir.join("keyed.jsonl");
+    {
+        let codec = JsonCodec::default();
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(&stream).unwrap_or_else(|e| panic!("{e}")),
+        );
+        for i in 0..n_max {
+            let r = Keyed {
+                id: i.to_string(),
+                create_at: DateTime::from_timestamp(1_704_781_446 + i as i64, 0)
+                    .unwrap_or_default(),
+                key: format!("key-{}", i % KEYS),
+                value: i,
+            };
+            f.write_all(&codec.to_vec(&r).unwrap_or_default())
+                .unwrap_or_else(|e| panic!("{e}"));
+            f.write_all(b"\n").unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    println!();
+    println!(
+        "processor awaiting {} ms per record, {KEYS} partition keys, file checkpoint",
+        WORK.as_millis()
+    );
+    println!(
+        "{:<44} {:>9} {:>12} {:>8} {:>8} {:>14}",
+        "case", "records", "records/s", "bound", "vs bound", "writes/record"
+    );
+    for &(concurrency, n) in cases {
+        let cp = dir.join(format!("cp-wait-{concurrency}"));
+        let store = FileCheckpointStore::open(&cp, "bench", Durability::Process)
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Only the first `n` records (the stream holds as many as the
+        // largest case), in batches of 1000 or one batch of `n`.
+        let limit = n.min(1000) as usize;
+        let mut c = config(limit);
+        c.concurrency = concurrency;
+        let mut consumer = Consumer::new(
+            c,
+            FileSource::new(&stream),
+            Wait,
+            store,
+            MemoryDeadLetterQueue::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let t = Instant::now();
+        let mut done = 0u64;
+        while done < n {
+            let r = rt
+                .block_on(consumer.process_batch())
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(!r.caught_up, "the stream ran out after {done} records");
+            done += r.succeeded as u64;
+        }
+        let rate = done as f64 / t.elapsed().as_secs_f64();
+        let bound = concurrency as f64 / WORK.as_secs_f64();
+        let ratio = rate / bound;
+        let writes = consumer.store().writes() as f64 / done as f64;
+        let name = format!("wait 10 ms, limit {limit}, concurrency {concurrency}");
+        println!("{name:<44} {done:>9} {rate:>12.0} {bound:>8.0} {ratio:>8.2} {writes:>14.3}");
+        println!(
+            "BENCH {{\"bench\":\"consumer\",\"case\":\"{name}\",\"records\":{done},\"records_per_s\":{rate:.0},\"bound_per_s\":{bound:.0},\"ratio\":{ratio:.3},\"writes_per_record\":{writes:.3}}}"
+        );
+    }
 }
 
 fn report(name: &str, n: u64, rate: f64, ratio: f64, writes: f64) {

@@ -25,6 +25,9 @@
 //! ```
 
 pub mod checkpoint_contract;
+mod latency;
+
+pub use latency::LatencyHttpClient;
 
 use std::time::{Duration, Instant};
 
@@ -118,6 +121,21 @@ impl Env {
             .config
             .to_builder()
             .retry_config(RetryConfig::disabled())
+            .build();
+        Env {
+            config,
+            ..self.clone()
+        }
+    }
+
+    /// The same environment with `delay` added to every request of its
+    /// clients ([`LatencyHttpClient`]): an emulator on this machine answers
+    /// without the few milliseconds AWS takes per call.
+    pub fn with_latency(&self, delay: Duration) -> Env {
+        let config = self
+            .config
+            .to_builder()
+            .http_client(LatencyHttpClient::new(delay))
             .build();
         Env {
             config,

@@ -1,0 +1,433 @@
+//! The production consumer path against an emulator (moto), in one run:
+//! `KinesisSource` + `DynamoDbS3CheckpointStore` + `SqsDeadLetterQueue`
+//! driven by `Consumer`, next to a plain SDK `GetRecords` loop over the same
+//! stream.
+//!
+//! ```text
+//! moto_server -H 127.0.0.1 -p 5000 &
+//! AWS_ENDPOINT_URL=http://127.0.0.1:5000 AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
+//!     cargo bench -p unistream-aws-examples --bench production -- [--quick] [--records N] [--sequential-records M]
+//! ```
+//!
+//! - **Latency.** Every DynamoDB, S3 and SQS call waits 5 ms first
+//!   (`Env::with_latency`: `unistream_test_support::LatencyHttpClient`, a
+//!   device that injects latency, not a mock): moto answers from this
+//!   machine without the few milliseconds AWS takes per call, which would
+//!   hide what the number of calls costs. Kinesis calls (ours and the
+//!   baseline's) get no added latency.
+//! - **The stream**: one shard, written sequentially (moto loses records
+//!   under concurrent `PutRecords` to one shard), ~130-byte JSON records
+//!   over 1,000 partition keys, so that records of different keys can run
+//!   concurrently.
+//! - **Cases**, each a fresh checkpoint reading the stream from its start at
+//!   `limit` 500 with a processor that succeeds at once (no failures):
+//!   concurrency 1, 16 and 64 (`ConsumerConfig::concurrency`), and a
+//!   `SliceProcessor` (slices of 100, the default `slice_size`). Concurrency
+//!   1 reads fewer records (`--sequential-records`): it makes a checkpoint
+//!   write per record.
+//! - **Baseline**: a plain SDK `GetRecords` loop of 500 per call over the
+//!   same stream and as many records, keeping to the Kinesis quota of 5
+//!   calls per second per shard as `KinesisSource` does (a call at most
+//!   every 200 ms); ratios are ours / the baseline's at the same count.
+//! - **Per case**: records/s, the ratio, checkpoint store calls per record
+//!   (DynamoDB + S3; the DLQ makes none without failures), DynamoDB write
+//!   units per record (`StoreCalls::write_units`: as AWS bills them, by the
+//!   item's size) and the largest item written (`StoreCalls::max_item_bytes`).
+//! - **Item size** at `limit` 100, 1,000 and 10,000: one batch each
+//!   (concurrency 64, no failures), the largest item written.
+//!
+//! Each row is also printed as a `BENCH {json}` line for `cargo xtask
+//! bench`. Without `AWS_ENDPOINT_URL` (e.g. under `cargo test`) it says so
+//! and does nothing; under `cargo test` with one it runs a small version.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::types::ShardIteratorType;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use unistream::BoxError;
+use unistream::consumer::{
+    Attempt, Consumer, ConsumerConfig, Handler, Outcome, Processor, SliceItem, SliceProcessor,
+    SliceResult, Slices,
+};
+use unistream::dynamodb_s3::{DynamoDbS3CheckpointStore, StoreCalls};
+use unistream::kinesis::{KinesisSource, StartingPosition};
+use unistream::record::{JsonCodec, Record, iso8601};
+use unistream::sqs_dlq::SqsDeadLetterQueue;
+use unistream_test_support::{Env, unique_name};
+
+/// Added to every DynamoDB, S3 and SQS call.
+const LATENCY: Duration = Duration::from_millis(5);
+/// Records per batch in the main cases.
+const LIMIT: usize = 500;
+/// Distinct partition keys in the stream.
+const KEYS: u64 = 1_000;
+
+#[derive(Serialize, Deserialize)]
+struct Rec {
+    id: String,
+    #[serde(with = "iso8601")]
+    create_at: DateTime<Utc>,
+    key: String,
+    value: u64,
+    note: String,
+}
+
+impl Record for Rec {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn create_at(&self) -> DateTime<Utc> {
+        self.create_at
+    }
+    fn partition_key(&self) -> &str {
+        &self.key
+    }
+}
+
+fn rec(i: u64) -> Rec {
+    Rec {
+        id: format!("rec-{i}"),
+        create_at: DateTime::from_timestamp(1_704_781_446 + i as i64, 0).unwrap_or_default(),
+        key: format!("key-{}", i % KEYS),
+        value: i,
+        note: "lorem ipsum dolor sit amet".into(),
+    }
+}
+
+/// Succeeds at once.
+struct Noop;
+
+impl Processor for Noop {
+    type Record = Rec;
+    async fn process(&self, _: &Rec, _: &Attempt<'_>) -> Result<Outcome, BoxError> {
+        Ok(Outcome::Succeeded)
+    }
+}
+
+/// Succeeds at once, a slice per call.
+struct NoopSlices;
+
+impl SliceProcessor for NoopSlices {
+    type Record = Rec;
+    async fn process_slice(&self, slice: &[SliceItem<'_, Rec>]) -> SliceResult {
+        Ok(slice.iter().map(|_| Ok(Outcome::Succeeded)).collect())
+    }
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The stream, the checkpoint table and bucket, the dead-letter queue, and
+/// the clients: Kinesis as is, the others 5 ms slower per call.
+struct Setup {
+    env: Env,
+    slow: Env,
+    stream: String,
+    shard: String,
+    table: String,
+    bucket: String,
+    /// The dead-letter queue's URL.
+    queue: String,
+}
+
+/// What one consumer run measured.
+struct Measured {
+    records: u64,
+    secs: f64,
+    calls: StoreCalls,
+    /// The item's size at the end (`DynamoDbS3CheckpointStore::item_bytes`).
+    final_item_bytes: usize,
+}
+
+impl Measured {
+    fn rate(&self) -> f64 {
+        self.records as f64 / self.secs
+    }
+    fn per_record(&self, n: u64) -> f64 {
+        n as f64 / self.records as f64
+    }
+}
+
+impl Setup {
+    async fn new(records: u64) -> Setup {
+        let env = Env::from_env().await;
+        let slow = env.with_latency(LATENCY);
+        let stream = env.create_stream(1).await;
+        let shard = env.shards(&stream).await[0].0.clone();
+        let codec = JsonCodec::default();
+        let t = Instant::now();
+        // One PutRecords of 500 at a time (moto is not safe under
+        // concurrent writes to one shard).
+        env.put_raw(
+            &stream,
+            (0..records).map(|i| {
+                let r = rec(i);
+                let data = codec.to_vec(&r).unwrap_or_else(|e| panic!("{e}"));
+                (r.key, data)
+            }),
+        )
+        .await;
+        eprintln!(
+            "production bench: {records} records written in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        let table = env.create_table("id").await;
+        let bucket = env.create_bucket().await;
+        let queue = env.create_queue(false).await;
+        Setup {
+            env,
+            slow,
+            stream,
+            shard,
+            table,
+            bucket,
+            queue,
+        }
+    }
+
+    async fn delete(&self) {
+        self.env.delete_stream(&self.stream).await;
+        self.env.delete_table(&self.table).await;
+        self.env.delete_bucket(&self.bucket).await;
+        self.env.delete_queue(&self.queue).await;
+    }
+
+    /// A plain SDK loop reading `n` records from the start of the stream,
+    /// 500 per `GetRecords`, a call at most every 200 ms; records/s.
+    async fn baseline(&self, n: u64) -> f64 {
+        let k = self.env.kinesis();
+        let t = Instant::now();
+        let mut it = k
+            .get_shard_iterator()
+            .stream_name(&self.stream)
+            .shard_id(&self.shard)
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .shard_iterator;
+        let mut read = 0u64;
+        let mut last: Option<Instant> = None;
+        while read < n {
+            if let Some(last) = last {
+                tokio::time::sleep(Duration::from_millis(200).saturating_sub(last.elapsed())).await;
+            }
+            last = Some(Instant::now());
+            let out = k
+                .get_records()
+                .set_shard_iterator(it.clone())
+                .limit(LIMIT as i32)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e:?}"));
+            read += out.records().len() as u64;
+            it = out.next_shard_iterator;
+        }
+        read as f64 / t.elapsed().as_secs_f64()
+    }
+
+    /// A fresh consumer (its own checkpoint item) reading the stream from
+    /// its start, batch by batch, until `n` records succeeded.
+    async fn consume<H>(
+        &self,
+        handler: H,
+        limit: usize,
+        concurrency: usize,
+        n: u64,
+    ) -> unistream::Result<Measured>
+    where
+        H: Handler<Record = Rec>,
+    {
+        let consumer_id = unique_name("bench");
+        let mut config = ConsumerConfig::new(&consumer_id);
+        config.limit = limit;
+        config.concurrency = concurrency;
+        let store = DynamoDbS3CheckpointStore::builder(self.slow.dynamodb(), self.slow.s3())
+            .table(&self.table)
+            .key(&consumer_id)
+            .bucket(&self.bucket)
+            .build()?;
+        let dlq = SqsDeadLetterQueue::new(self.slow.sqs(), &self.queue);
+        let source = KinesisSource::new(
+            self.env.kinesis(),
+            &self.stream,
+            &self.shard,
+            StartingPosition::TrimHorizon,
+        );
+        let mut consumer = Consumer::new(config, source, handler, store, dlq)?;
+        let t = Instant::now();
+        let mut done = 0u64;
+        while done < n {
+            let r = consumer.process_batch().await?;
+            assert_eq!(
+                (r.failures, r.dead_lettered),
+                (0, 0),
+                "no record fails in this bench"
+            );
+            assert!(!r.caught_up, "the stream ran out after {done} records");
+            done += r.succeeded as u64;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        Ok(Measured {
+            records: done,
+            secs,
+            calls: consumer.store().calls(),
+            final_item_bytes: consumer.store().item_bytes(),
+        })
+    }
+}
+
+fn header() {
+    println!(
+        "{:<52} {:>7} {:>10} {:>8} {:>10} {:>8} {:>10}",
+        "case", "records", "records/s", "vs base", "calls/rec", "WU/rec", "item B"
+    );
+}
+
+/// A consumer's row; `base`: the baseline's records/s, if comparable.
+fn report(name: &str, m: &Measured, base: Option<f64>) {
+    let rate = m.rate();
+    let calls = m.per_record(m.calls.total());
+    let units = m.per_record(m.calls.write_units);
+    let item = m.calls.max_item_bytes;
+    let (ratio, ratio_json) = match base {
+        Some(b) => (format!("{:.2}", rate / b), format!("{:.3}", rate / b)),
+        None => ("-".to_owned(), "null".to_owned()),
+    };
+    println!(
+        "{name:<52} {:>7} {rate:>10.0} {ratio:>8} {calls:>10.3} {units:>8.3} {item:>10}",
+        m.records
+    );
+    println!(
+        "BENCH {{\"bench\":\"production\",\"case\":{name:?},\"records\":{},\"records_per_s\":{rate:.0},\"ratio\":{ratio_json},\"store_calls_per_record\":{calls:.4},\"write_units_per_record\":{units:.4},\"max_item_bytes\":{item},\"final_item_bytes\":{},\"calls\":{}}}",
+        m.records,
+        m.final_item_bytes,
+        calls_json(&m.calls)
+    );
+}
+
+/// The store's calls by kind, as a JSON object.
+fn calls_json(c: &StoreCalls) -> String {
+    format!(
+        "{{\"get_item\":{},\"put_item\":{},\"update_item\":{},\"put_object\":{},\"get_object\":{},\"delete_object\":{},\"write_units\":{}}}",
+        c.get_item,
+        c.put_item,
+        c.update_item,
+        c.put_object,
+        c.get_object,
+        c.delete_object,
+        c.write_units
+    )
+}
+
+fn report_baseline(name: &str, n: u64, rate: f64) {
+    println!(
+        "{name:<52} {n:>7} {rate:>10.0} {:>8.2} {:>10} {:>8} {:>10}",
+        1.0, "-", "-", "-"
+    );
+    println!(
+        "BENCH {{\"bench\":\"production\",\"case\":{name:?},\"records\":{n},\"records_per_s\":{rate:.0},\"ratio\":1.0}}"
+    );
+}
+
+fn report_error(name: &str, e: &unistream::Error) {
+    println!("{name:<52} error: {e}");
+    println!(
+        "BENCH {{\"bench\":\"production\",\"case\":{name:?},\"error\":{:?}}}",
+        e.to_string()
+    );
+}
+
+fn main() {
+    if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
+        println!(
+            "production bench: no AWS_ENDPOINT_URL, nothing measured (start an emulator; see the file's docs)"
+        );
+        return;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let smoke = !args.iter().any(|a| a == "--bench");
+    let quick = args.iter().any(|a| a == "--quick");
+    let (records, sequential, item_limits): (u64, u64, &[usize]) = if smoke {
+        (1_000, 500, &[100])
+    } else if quick {
+        (5_000, 1_000, &[100, 1_000, 10_000])
+    } else {
+        (20_000, 2_000, &[100, 1_000, 10_000])
+    };
+    let records = arg("--records", records);
+    let sequential = arg("--sequential-records", sequential);
+    let stream_records = records
+        .max(sequential)
+        .max(item_limits.iter().copied().max().unwrap_or(0) as u64);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(async move {
+        let setup = Setup::new(stream_records).await;
+        println!(
+            "production path on {}: limit {LIMIT}, {KEYS} partition keys, {} ms added to every DynamoDB/S3/SQS call",
+            setup.env.emulator,
+            LATENCY.as_millis()
+        );
+        header();
+
+        let base_seq = setup.baseline(sequential).await;
+        report_baseline(
+            &format!("plain SDK GetRecords loop, {LIMIT}/call, 5 calls/s"),
+            sequential,
+            base_seq,
+        );
+        let base = if records == sequential {
+            base_seq
+        } else {
+            let base = setup.baseline(records).await;
+            report_baseline(
+                &format!("plain SDK GetRecords loop, {LIMIT}/call, 5 calls/s"),
+                records,
+                base,
+            );
+            base
+        };
+
+        let row = |what: &str, n: u64, measured: unistream::Result<Measured>| {
+            let name = format!("unistream, limit {LIMIT}, {what}");
+            let b = if n == sequential { base_seq } else { base };
+            match measured {
+                Ok(m) => report(&name, &m, Some(b)),
+                Err(e) => report_error(&name, &e),
+            }
+        };
+        let n = sequential;
+        row("concurrency 1", n, setup.consume(Noop, LIMIT, 1, n).await);
+        let n = records;
+        row("concurrency 16", n, setup.consume(Noop, LIMIT, 16, n).await);
+        row("concurrency 64", n, setup.consume(Noop, LIMIT, 64, n).await);
+        row(
+            "slices of 100 (SliceProcessor)",
+            n,
+            setup.consume(Slices(NoopSlices), LIMIT, 1, n).await,
+        );
+
+        println!();
+        println!("checkpoint item size: one batch, concurrency 64, no failures");
+        header();
+        for &limit in item_limits {
+            let name = format!("unistream, limit {limit}, one batch");
+            match setup.consume(Noop, limit, 64, limit as u64).await {
+                Ok(m) => report(&name, &m, None),
+                Err(e) => report_error(&name, &e),
+            }
+        }
+        setup.delete().await;
+    });
+}
