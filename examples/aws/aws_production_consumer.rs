@@ -84,6 +84,9 @@ struct Args {
     /// Each attempt first awaits this long, like a remote call.
     #[arg(long, default_value_t = 0)]
     work_ms: u64,
+    /// Append "<id> <attempt>" to this file before each attempt.
+    #[arg(long)]
+    attempt_log: Option<PathBuf>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -135,7 +138,10 @@ async fn run(args: Args) -> unistream::Result<()> {
     };
     let processor = DemoProcessor {
         target: AppendFile::open(args.dir.join("target.jsonl"), Durability::Process)?,
-        attempt_log: None,
+        attempt_log: match &args.attempt_log {
+            Some(path) => Some(AppendFile::open(path, Durability::Process)?),
+            None => None,
+        },
         poison: Default::default(),
         fail_rate: args.fail_rate,
         seed: args.seed,

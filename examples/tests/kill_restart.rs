@@ -7,13 +7,12 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use rand::Rng;
 
 mod common;
-use common::{example_bin, kill_test_rng};
+use common::{RunEnd, example_bin, ids_in, kill_test_rng, run_and_kill};
 use unistream_examples::write_sample_stream;
 
 const MAX_ATTEMPTS: usize = 3;
@@ -37,78 +36,6 @@ fn append_records(stream: &Path, ids: std::ops::Range<u64>, pad: Option<&str>) {
         ));
     }
     f.write_all(out.as_bytes()).unwrap();
-}
-
-/// How one run of the consumer ended.
-enum RunEnd {
-    /// Killed after `progress` grew: mid-work.
-    KilledMidWork,
-    /// Killed before it made progress (start-up, recovery).
-    KilledEarly,
-    /// It finished by itself, successfully.
-    Finished,
-}
-
-/// Runs `bin` once and kills it with SIGKILL `0..max_delay_us` after
-/// `progress` first grows (or, without `wait_for_progress`, after start);
-/// a run that ends by itself must succeed.
-fn run_and_kill(
-    bin: &Path,
-    args: &[&str],
-    rng: &mut impl Rng,
-    progress: impl Fn() -> u64,
-    wait_for_progress: bool,
-    max_delay_us: u64,
-) -> RunEnd {
-    let before = progress();
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if wait_for_progress {
-        let t = std::time::Instant::now();
-        while progress() == before
-            && child.try_wait().unwrap().is_none()
-            && t.elapsed() < Duration::from_secs(5)
-        {
-            std::thread::sleep(Duration::from_micros(100));
-        }
-    }
-    std::thread::sleep(Duration::from_micros(rng.random_range(0..max_delay_us)));
-    if child.try_wait().unwrap().is_none() {
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        if progress() > before {
-            RunEnd::KilledMidWork
-        } else {
-            RunEnd::KilledEarly
-        }
-    } else {
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "a run failed to start or finish: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        RunEnd::Finished
-    }
-}
-
-fn ids_in(path: &Path, field: impl Fn(&serde_json::Value) -> String) -> Vec<String> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => s
-            .lines()
-            .map(|l| {
-                field(
-                    &serde_json::from_str(l)
-                        .unwrap_or_else(|e| panic!("bad line {l:?} in {}: {e}", path.display())),
-                )
-            })
-            .collect(),
-        Err(_) => Vec::new(),
-    }
 }
 
 #[test]
