@@ -256,8 +256,15 @@ impl DynamoDbS3CheckpointStore {
         }
     }
 
+    /// The records object of batch `seq` written by this store. The owner
+    /// is part of the key: a writer that lost the item (fenced, its
+    /// `PutItem` about to fail) can never overwrite the object that the
+    /// new owner's item points at.
     pub(crate) fn records_key(&self, seq: u64) -> String {
-        format!("{}{}/batch-{seq:020}.json", self.prefix, self.pk_value)
+        format!(
+            "{}{}/batch-{seq:020}-{}.json",
+            self.prefix, self.pk_value, self.owner
+        )
     }
 
     pub(crate) fn encode_error(&self, what: &'static str, source: serde_json::Error) -> Error {

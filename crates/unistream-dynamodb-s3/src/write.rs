@@ -160,13 +160,7 @@ impl DynamoDbS3CheckpointStore {
         }
         self.version = Some(new_version);
         self.count_write(before, bytes);
-        let previous = match self.mirror.replace(mirror) {
-            Some(old) => Some(old.records_key),
-            None if checkpoint.batch_sequence() > 1 => {
-                Some(self.records_key(checkpoint.batch_sequence() - 1))
-            }
-            None => None,
-        };
+        let previous = self.mirror.replace(mirror).map(|old| old.records_key);
         // The previous batch's records are no longer needed.
         if let Some(old) = previous.filter(|old| *old != key) {
             self.calls.delete_object += 1;

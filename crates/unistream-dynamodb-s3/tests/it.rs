@@ -188,7 +188,10 @@ async fn a_crash_between_the_s3_and_the_dynamodb_write_is_recovered() {
         .s3()
         .put_object()
         .bucket(&f.bucket)
-        .key(format!("checkpoints/{}/batch-{:020}.json", f.key, 2))
+        .key(format!(
+            "checkpoints/{}/batch-{:020}-crashed.json",
+            f.key, 2
+        ))
         .body(aws_sdk_s3::primitives::ByteStream::from_static(
             b"half-written garbage",
         ))
@@ -203,6 +206,56 @@ async fn a_crash_between_the_s3_and_the_dynamodb_write_is_recovered() {
         "still the previous batch"
     );
     assert_eq!(loaded.records, records(&ids));
+    f.cleanup().await;
+}
+
+/// A writer that lost the item (another consumer loaded it) and then saves
+/// a batch must not touch what the new owner's item points at: its records
+/// object has a key of its own, and its `PutItem` fails.
+#[tokio::test]
+#[ignore = "needs an AWS emulator: run with `cargo xtask it`"]
+async fn a_fenced_writer_cannot_overwrite_the_new_owners_records() {
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    let mut old_owner = f.store();
+    old_owner.load().await.unwrap();
+    let mut cp = Checkpoint::new(&f.key, Pointer::from("0"), 3, Duration::from_secs(60));
+    cp.start_batch(["a".to_string()], Some(Pointer::from("1")), now())
+        .unwrap();
+    old_owner
+        .save_batch(&cp, &records(&["a".to_string()]))
+        .await
+        .unwrap();
+    // The new owner takes over and starts batch 2 with its records.
+    let mut new_owner = f.store();
+    let mut theirs = new_owner.load().await.unwrap().unwrap().checkpoint;
+    let done = |cp: &mut Checkpoint| {
+        cp.begin_attempt(0, "L", now()).unwrap();
+        cp.succeed(0, "L", None, now()).unwrap();
+    };
+    done(&mut theirs);
+    let new_ids: Vec<String> = vec!["b".into(), "c".into()];
+    theirs
+        .start_batch(new_ids.clone(), Some(Pointer::from("3")), now())
+        .unwrap();
+    new_owner
+        .save_batch(&theirs, &records(&new_ids))
+        .await
+        .unwrap();
+    // The old owner, paused until now, saves its own batch 2 (other records).
+    done(&mut cp);
+    let stale: Vec<String> = vec!["x".into(), "y".into()];
+    cp.start_batch(stale.clone(), Some(Pointer::from("3")), now())
+        .unwrap();
+    let err = old_owner
+        .save_batch(&cp, &records(&stale))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::CheckpointOwned { .. }), "{err}");
+    let loaded = f.store().load().await.unwrap().unwrap();
+    assert_eq!(loaded.records, records(&new_ids), "the new owner's records");
+    assert_eq!(loaded.checkpoint.trackers()[0].record_id, "b");
     f.cleanup().await;
 }
 
