@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use unistream_core::checkpoint::{CheckpointStore, Status};
+use unistream_core::checkpoint::{Checkpoint, CheckpointStore, Status, StoredCheckpoint};
 use unistream_core::clock::VirtualClock;
 use unistream_core::consumer::{
     Attempt, Consumer, ConsumerConfig, OnExhausted, Outcome, Processor,
@@ -15,6 +15,7 @@ use unistream_core::consumer::{
 use unistream_core::memory::{MemoryCheckpointStore, MemoryDeadLetterQueue, MemorySource};
 use unistream_core::record::{JsonCodec, Record, iso8601};
 use unistream_core::retry::RetryPolicy;
+use unistream_core::source::SourceRecord;
 use unistream_core::{BoxError, CancellationToken, Error};
 use unistream_local::Durability;
 use unistream_local::{FileCheckpointStore, FileDeadLetterQueue, FileSource};
@@ -315,6 +316,56 @@ async fn a_failing_dlq_is_retried_then_reported_and_resent_on_the_next_call() {
     assert_eq!(dlq.letters().len(), 1);
 }
 
+/// A crash during a record's *last* attempt, and a restart before its lock
+/// expired: once the lock expires the attempt counts, the record is
+/// exhausted and dead-lettered, and the batch goes on (it used to stop the
+/// run with "already had 1 of 1 attempts").
+#[tokio::test]
+async fn a_crash_in_the_last_attempt_is_dead_lettered_once_the_lock_expires() {
+    let store = MemoryCheckpointStore::default();
+    let dlq = MemoryDeadLetterQueue::default();
+    let source = memory_source(3);
+    let clock = VirtualClock::default();
+    let p = Scripted {
+        hang: Some(("1".into(), 1)),
+        ..Default::default()
+    };
+    let mut c = Consumer::new(
+        config(10, &[0], 1),
+        source.clone(),
+        p,
+        store.clone(),
+        dlq.clone(),
+    )
+    .unwrap()
+    .with_clock(clock.clone());
+    // "Crash": the future is dropped while record 1 is being processed.
+    let crashed = tokio::time::timeout(Duration::from_millis(50), c.process_batch()).await;
+    assert!(crashed.is_err());
+    drop(c);
+    let p2 = Scripted::default();
+    let mut c = Consumer::new(
+        config(10, &[0], 1),
+        source,
+        p2.clone(),
+        store.clone(),
+        dlq.clone(),
+    )
+    .unwrap()
+    .with_clock(clock.clone());
+    let r = c.process_batch().await.unwrap();
+    assert_eq!((r.succeeded, r.dead_lettered), (1, 1));
+    assert_eq!(clock.sleeps(), vec![Duration::from_secs(60)]);
+    assert_eq!(
+        p2.attempts_of("1"),
+        Vec::<u32>::new(),
+        "no attempt over the limit"
+    );
+    assert_eq!(dlq.letters().len(), 1);
+    assert_eq!(dlq.letters()[0].attempts, 1);
+    assert!(store.checkpoint().unwrap().is_committed());
+}
+
 #[tokio::test]
 async fn a_crash_mid_attempt_is_retried_after_the_lock_expires_and_counts() {
     let store = MemoryCheckpointStore::default();
@@ -524,6 +575,66 @@ async fn a_record_running_past_the_shutdown_grace_is_dropped_with_its_attempt_co
             (Status::Pending, 0)
         ]
     );
+}
+
+/// A store whose next commit write fails (a fault injection).
+#[derive(Clone, Default)]
+struct CommitFailsOnce {
+    inner: MemoryCheckpointStore,
+    failed: Arc<Mutex<bool>>,
+}
+
+impl CheckpointStore for CommitFailsOnce {
+    async fn load(&mut self) -> unistream_core::Result<Option<StoredCheckpoint>> {
+        self.inner.load().await
+    }
+    async fn save_batch(
+        &mut self,
+        cp: &Checkpoint,
+        records: &[SourceRecord],
+    ) -> unistream_core::Result<()> {
+        self.inner.save_batch(cp, records).await
+    }
+    async fn save_tracker(&mut self, cp: &Checkpoint, i: usize) -> unistream_core::Result<()> {
+        self.inner.save_tracker(cp, i).await
+    }
+    async fn sync(&mut self) -> unistream_core::Result<()> {
+        self.inner.sync().await
+    }
+    async fn save_commit(&mut self, cp: &Checkpoint) -> unistream_core::Result<()> {
+        let first = !std::mem::replace(&mut *self.failed.lock().unwrap(), true);
+        if first {
+            return Err(Error::backend("test store", "injected commit failure"));
+        }
+        self.inner.save_commit(cp).await
+    }
+}
+
+/// The commit of a closed stream's last batch fails: the next call writes
+/// it and reports the stream closed (it used to fail once more, trying to
+/// start a batch after the end).
+#[tokio::test]
+async fn a_failed_last_commit_of_a_closed_stream_is_written_by_the_next_call() {
+    let source = memory_source(2);
+    source.close();
+    let store = CommitFailsOnce::default();
+    let mut cfg = config(10, &[0], 3);
+    cfg.stop_at_end = false;
+    let p = Scripted::default();
+    let mut c = Consumer::new(
+        cfg,
+        source,
+        p.clone(),
+        store.clone(),
+        MemoryDeadLetterQueue::default(),
+    )
+    .unwrap()
+    .with_clock(VirtualClock::default());
+    assert!(c.process_batch().await.is_err(), "the commit write failed");
+    let r = c.process_batch().await.unwrap();
+    assert!(r.closed, "{r:?}");
+    assert!(store.inner.checkpoint().unwrap().is_closed());
+    assert_eq!(p.succeeded(), vec!["0", "1"], "nothing processed twice");
 }
 
 #[tokio::test]

@@ -453,6 +453,24 @@ impl Checkpoint {
         changed
     }
 
+    /// [`recover`](Self::recover) for one record: if it is `in_progress`
+    /// and its lock has expired at `now` (its owner is gone), it becomes
+    /// `failed`, or `exhausted` if it has no attempts left. Returns whether
+    /// it changed. The engine calls it when a lock it waited for expires.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTransition`] if `index` is not in the batch.
+    pub fn recover_expired(&mut self, index: usize, now: DateTime<Utc>) -> Result<bool> {
+        let max = self.max_attempts;
+        let t = self.tracker_mut(index)?;
+        if t.status != Status::InProgress || t.is_locked(now) {
+            return Ok(false);
+        }
+        Self::set_failed(t, max, interrupted(t.attempts), now);
+        Ok(true)
+    }
+
     /// Commits a finished batch: `start_pointer = next_pointer`. Idempotent.
     ///
     /// # Errors

@@ -25,6 +25,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt as _;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
@@ -319,6 +320,51 @@ where
         }};
     }
 
+    // One finished future: an attempt, a slice or a letter.
+    macro_rules! on_done {
+        ($done:expr) => {{
+            match $done {
+                Done::One {
+                    index,
+                    lock,
+                    result,
+                } => settle!(index, lock, result, clock.now()),
+                Done::Unit {
+                    indices,
+                    locks,
+                    results,
+                } => {
+                    let now = clock.now();
+                    for ((i, lock), result) in indices.into_iter().zip(locks).zip(results) {
+                        settle!(i, lock, result, now);
+                    }
+                }
+                Done::Letter {
+                    index,
+                    letter,
+                    result,
+                } => {
+                    if let Err(e) = result {
+                        return Err(Error::DeadLetter {
+                            record_id: letter.record_id,
+                            source: Box::new(e),
+                        });
+                    }
+                    cp.mark_dead_lettered(index, clock.now())?;
+                    dirty.add(index);
+                    sched.done(index);
+                    report.dead_lettered += 1;
+                    info!(consumer = %config.consumer_id, record_id = %letter.record_id, attempts = letter.attempts, "record sent to the dead-letter queue");
+                    handler.on_dead_letter(&letter);
+                    if config.on_exhausted == OnExhausted::Halt {
+                        halting = true;
+                        halted.get_or_insert((letter.record_id, letter.attempts));
+                    }
+                }
+            }
+        }};
+    }
+
     let mut now_hint: Option<DateTime<Utc>> = None;
     loop {
         let now = now_hint.take().unwrap_or_else(|| clock.now());
@@ -347,7 +393,7 @@ where
             let attempt = handler.handle_one(item);
             tokio::pin!(attempt);
             // A processor that is ready at once costs no waiting machinery.
-            let mut result = match futures_util::FutureExt::now_or_never(&mut attempt) {
+            let mut result = match (&mut attempt).now_or_never() {
                 Some(r) => Some(r),
                 None => tokio::select! {
                     biased;
@@ -457,6 +503,17 @@ where
                             halting |= config.on_exhausted == OnExhausted::Halt;
                             continue;
                         }
+                        // A lock waited for has expired: that attempt counts
+                        // (as on a restart), and may have been the last.
+                        if cp.recover_expired(i, now)? {
+                            dirty.add(i);
+                            if cp.trackers()[i].status == Status::Exhausted {
+                                dlq_unsaved.push(i);
+                                sched.dead_letter(i);
+                                halting |= config.on_exhausted == OnExhausted::Halt;
+                                continue;
+                            }
+                        }
                         match cp.begin_attempt(i, &lock, now) {
                             Ok(_) => dirty.add(i),
                             Err(Error::RecordLocked {
@@ -551,41 +608,12 @@ where
                 warn!(consumer = %config.consumer_id, records = sched.in_flight(), grace = ?config.shutdown_grace, "records still in flight after the shutdown grace: dropped (retried after a restart)");
                 running = FuturesUnordered::new();
             }
-            Event::Done(Done::One {
-                index,
-                lock,
-                result,
-            }) => settle!(index, lock, result, clock.now()),
-            Event::Done(Done::Unit {
-                indices,
-                locks,
-                results,
-            }) => {
-                let now = clock.now();
-                for ((i, lock), result) in indices.into_iter().zip(locks).zip(results) {
-                    settle!(i, lock, result, now);
-                }
-            }
-            Event::Done(Done::Letter {
-                index,
-                letter,
-                result,
-            }) => {
-                if let Err(e) = result {
-                    return Err(Error::DeadLetter {
-                        record_id: letter.record_id,
-                        source: Box::new(e),
-                    });
-                }
-                cp.mark_dead_lettered(index, clock.now())?;
-                dirty.add(index);
-                sched.done(index);
-                report.dead_lettered += 1;
-                info!(consumer = %config.consumer_id, record_id = %letter.record_id, attempts = letter.attempts, "record sent to the dead-letter queue");
-                handler.on_dead_letter(&letter);
-                if config.on_exhausted == OnExhausted::Halt {
-                    halting = true;
-                    halted.get_or_insert((letter.record_id, letter.attempts));
+            Event::Done(done) => {
+                on_done!(done);
+                // Every other result already in: the next write carries them
+                // all (group commit), rather than one now and the rest after.
+                while let Some(Some(done)) = running.next().now_or_never() {
+                    on_done!(done);
                 }
             }
         }

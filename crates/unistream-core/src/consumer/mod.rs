@@ -302,6 +302,13 @@ where
             if !cp.is_committed() {
                 cp.commit()?;
                 store.save_commit(cp).await?;
+                // The last batch of a closed stream whose commit had not
+                // been written (e.g. the write failed): closed now.
+                if cp.is_closed() {
+                    report.closed = true;
+                    report.batch_sequence = cp.batch_sequence();
+                    return Ok(report);
+                }
             }
             let from = cp.start_pointer().clone();
             let fetched = source.fetch(&from, config.limit).await?;
