@@ -19,11 +19,14 @@
 //!   backs off; the end of a closed shard closes the source and reports its
 //!   child shards.
 //! - [`KinesisDeadLetterQueue`]: another stream as the dead-letter queue.
+//! - [`aggregation`]: the Kinesis Producer Library's aggregated record
+//!   format (many user records in one Kinesis record), read and written.
 //! - [`PythonCompatCodec`]: reads records the Python library wrote (its data
 //!   was base64 text of the JSON record).
 
 #![warn(missing_docs)]
 
+pub mod aggregation;
 mod dlq;
 mod error;
 mod python;
