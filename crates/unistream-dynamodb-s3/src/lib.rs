@@ -19,7 +19,7 @@
 //! records_key  S  the S3 key of the batch's records
 //! ```
 //!
-//! and one S3 object per batch (`<prefix><pk value>/batch-<sequence>.json`,
+//! and one S3 object per batch (`<prefix><pk value>/records-<writer>-<sequence mod 2>.json`,
 //! a JSON array of `{"pointer", "data", "id"}` with the data in base64).
 //! The `state` codec is in `layout.rs`; a done record (succeeded or ignored
 //! without data, or dead-lettered) is kept as its

@@ -64,7 +64,8 @@ pub struct StoreCalls {
     pub put_object: u64,
     /// S3 `GetObject` (on load).
     pub get_object: u64,
-    /// S3 `DeleteObject` (the previous batch's records).
+    /// S3 `DeleteObject` (a previous owner's records object, once after a
+    /// take-over; a writer's own two objects alternate).
     pub delete_object: u64,
     /// DynamoDB write units billed for the successful `PutItem` and
     /// `UpdateItem` calls, as AWS bills them: per started KB of the larger
@@ -256,15 +257,19 @@ impl DynamoDbS3CheckpointStore {
         }
     }
 
-    /// The records object of batch `seq` written by this store. The owner
-    /// is part of the key: a writer that lost the item (fenced, its
-    /// `PutItem` about to fail) can never overwrite the object that the
-    /// new owner's item points at.
+    /// The records object of batch `seq` written by this store: one of two
+    /// per writer, alternating, so that a new batch overwrites the object of
+    /// the batch before the previous one (which no item points at any more)
+    /// and no `DeleteObject` is needed. The writer is part of the key: a
+    /// writer that lost the item (fenced, its `PutItem` about to fail) can
+    /// never overwrite the object that the new owner's item points at.
     pub(crate) fn records_key(&self, seq: u64) -> String {
-        format!(
-            "{}{}/batch-{seq:020}-{}.json",
-            self.prefix, self.pk_value, self.owner
-        )
+        format!("{}{}", self.own_records_prefix(), seq % 2)
+    }
+
+    /// What every records object of this writer's keys starts with.
+    pub(crate) fn own_records_prefix(&self) -> String {
+        format!("{}{}/records-{}-", self.prefix, self.pk_value, self.owner)
     }
 
     pub(crate) fn encode_error(&self, what: &'static str, source: serde_json::Error) -> Error {

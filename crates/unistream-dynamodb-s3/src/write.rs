@@ -161,8 +161,11 @@ impl DynamoDbS3CheckpointStore {
         self.version = Some(new_version);
         self.count_write(before, bytes);
         let previous = self.mirror.replace(mirror).map(|old| old.records_key);
-        // The previous batch's records are no longer needed.
-        if let Some(old) = previous.filter(|old| *old != key) {
+        // The previous batch's records are no longer needed: this writer's
+        // own object is overwritten two batches on; one of a previous owner
+        // (or of layout 1) is deleted.
+        let own = self.own_records_prefix();
+        if let Some(old) = previous.filter(|old| !old.starts_with(&own)) {
             self.calls.delete_object += 1;
             if let Err(e) = self
                 .s3

@@ -470,10 +470,12 @@ where
             let timed = interval
                 .and_then(|i| i.time)
                 .is_some_and(|t| remaining(last_write, now) >= t);
+            // Once every record is done, the commit carries the results.
+            let finished = sched.unfinished() == 0;
             if first_write
                 || can_mark
                 || !dlq_unsaved.is_empty()
-                || (dirty.any() && (idle || timed))
+                || (dirty.any() && !finished && (idle || timed))
             {
                 if can_mark {
                     *lock_counter += 1;
