@@ -19,7 +19,6 @@
 //! carries the first group's marks; the last is `save_commit`, which carries
 //! the last results.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -32,15 +31,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::config::{ConsumerConfig, OnExhausted};
-use super::processor::{Attempt, Handler, Outcome, SliceItem};
+use super::processor::{Handler, Outcome};
 use super::report::BatchReport;
 use super::schedule::Schedule;
+use super::work::{Dirty, Done, Running, dead_letter, lanes, launch, one_item, send_letter};
 use crate::checkpoint::{Checkpoint, CheckpointStore, Status};
 use crate::clock::SharedClock;
-use crate::dlq::{DeadLetter, DeadLetterQueue};
-use crate::error::{BoxError, Error, ErrorInfo, Result};
+use crate::dlq::DeadLetterQueue;
+use crate::error::{Error, ErrorInfo, Result};
 use crate::record::Record;
-use crate::retry::retry;
 use crate::source::SourceRecord;
 
 /// What the engine borrows from the consumer for one batch.
@@ -66,24 +65,6 @@ pub(super) enum Finish {
     Halted { record_id: String, attempts: u32 },
 }
 
-enum Done {
-    One {
-        index: usize,
-        lock: String,
-        result: std::result::Result<Outcome, BoxError>,
-    },
-    Unit {
-        indices: Vec<usize>,
-        locks: Vec<String>,
-        results: Vec<std::result::Result<Outcome, BoxError>>,
-    },
-    Letter {
-        index: usize,
-        letter: Box<DeadLetter>,
-        result: Result<()>,
-    },
-}
-
 enum Event<'s, K> {
     Done(Done),
     Written(&'s mut K, Result<()>),
@@ -92,45 +73,7 @@ enum Event<'s, K> {
     GraceOver,
 }
 
-type Running<'a> = FuturesUnordered<Pin<Box<dyn Future<Output = Done> + Send + 'a>>>;
 type Writing<'s, K> = Pin<Box<dyn Future<Output = (&'s mut K, Result<()>)> + Send + 's>>;
-
-/// Indexes changed since the last write, each once.
-struct Dirty {
-    list: Vec<usize>,
-    flag: Vec<bool>,
-}
-
-impl Dirty {
-    fn new(n: usize) -> Self {
-        Dirty {
-            list: Vec::new(),
-            flag: vec![false; n],
-        }
-    }
-    fn add(&mut self, i: usize) {
-        if !self.flag[i] {
-            self.flag[i] = true;
-            self.list.push(i);
-        }
-    }
-    fn any(&self) -> bool {
-        !self.list.is_empty()
-    }
-    /// Everything was written by other means (a whole-batch save).
-    fn clear(&mut self) {
-        for i in self.list.drain(..) {
-            self.flag[i] = false;
-        }
-    }
-    async fn save<K: CheckpointStore>(&mut self, store: &mut K, cp: &Checkpoint) -> Result<()> {
-        for i in self.list.drain(..) {
-            self.flag[i] = false;
-            store.save_tracker(cp, i).await?;
-        }
-        Ok(())
-    }
-}
 
 fn until(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX)
@@ -138,60 +81,6 @@ fn until(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
 
 fn remaining(now: DateTime<Utc>, at: DateTime<Utc>) -> Duration {
     (at - now).to_std().unwrap_or(Duration::ZERO)
-}
-
-/// One lane per partition key, or one for the whole batch when sequential;
-/// an undecodable record gets a lane of its own.
-fn lanes<R: Record>(
-    decoded: &[std::result::Result<R, ErrorInfo>],
-    sequential: bool,
-) -> (Vec<u32>, usize) {
-    if sequential {
-        return (vec![0; decoded.len()], 1);
-    }
-    let mut ids: HashMap<&str, u32> = HashMap::new();
-    let mut next = 0u32;
-    let lane_of = decoded
-        .iter()
-        .map(|d| {
-            let fresh = |next: &mut u32| {
-                *next += 1;
-                *next - 1
-            };
-            match d {
-                Ok(r) => *ids
-                    .entry(r.partition_key())
-                    .or_insert_with(|| fresh(&mut next)),
-                Err(_) => fresh(&mut next),
-            }
-        })
-        .collect();
-    (lane_of, next as usize)
-}
-
-fn dead_letter(
-    config: &ConsumerConfig,
-    cp: &Checkpoint,
-    records: &[SourceRecord],
-    partition_key: Option<String>,
-    index: usize,
-    now: DateTime<Utc>,
-) -> DeadLetter {
-    let t = &cp.trackers()[index];
-    let r = &records[index];
-    let mut letter = DeadLetter::new(
-        config.consumer_id.clone(),
-        t.record_id.clone(),
-        r.data.clone(),
-        r.pointer.clone(),
-        now,
-    );
-    letter.attempts = t.attempts;
-    letter.error = t.errors.clone();
-    letter.first_attempt_time = t.first_attempt_time;
-    letter.last_attempt_time = t.update_time;
-    letter.partition_key = partition_key;
-    letter
 }
 
 /// Runs the unfinished records of the checkpoint's batch. `new_batch`: the
@@ -454,7 +343,8 @@ where
                 let key = decoded[i]
                     .as_ref()
                     .ok()
-                    .map(|r| r.partition_key().to_owned());
+                    .map(|r| r.partition_key().to_owned())
+                    .or_else(|| records[i].partition_key.clone());
                 let letter = Box::new(dead_letter(config, cp, records, key, i, now));
                 running.push(Box::pin(send_letter(config, clock, dlq, i, letter)));
             }
@@ -649,89 +539,4 @@ where
         }),
         None => Ok(Finish::Stopped),
     }
-}
-
-/// Hands a letter to the dead-letter queue, retried with its own policy.
-async fn send_letter<D: DeadLetterQueue>(
-    config: &ConsumerConfig,
-    clock: &SharedClock,
-    dlq: &D,
-    index: usize,
-    letter: Box<DeadLetter>,
-) -> Done {
-    let id = letter.record_id.clone();
-    let notify = move |e: &Error, wait: Duration| {
-        warn!(consumer = %config.consumer_id, record_id = %id, error = %e, ?wait, "dead-letter queue failed; retrying");
-    };
-    let letter_ref: &DeadLetter = &letter;
-    // A named future type: the engine's futures must be provably `Send`.
-    let send = move || -> Pin<Box<dyn Future<Output = Result<()>> + Send + '_>> {
-        Box::pin(dlq.send(letter_ref))
-    };
-    let result = retry(&config.dlq_retry, clock, send, notify).await;
-    Done::Letter {
-        index,
-        letter,
-        result,
-    }
-}
-
-/// The item and lock of record `index` for the processor (`None` if it is
-/// not decoded: only decoded records are ever marked).
-fn one_item<'a, R>(
-    cp: &Checkpoint,
-    records: &'a [SourceRecord],
-    decoded: &'a [std::result::Result<R, ErrorInfo>],
-    index: usize,
-) -> Option<(SliceItem<'a, R>, String)> {
-    let record = decoded[index].as_ref().ok()?;
-    let t = &cp.trackers()[index];
-    let item = SliceItem::new(
-        record,
-        Attempt::new(
-            t.attempts,
-            cp.max_attempts(),
-            &records[index].pointer,
-            cp.batch_sequence(),
-        ),
-    );
-    Some((item, t.lock.clone().unwrap_or_default()))
-}
-
-/// Hands `indices` to the handler in one call.
-fn launch<'a, H: Handler>(
-    handler: &'a H,
-    cp: &Checkpoint,
-    records: &'a [SourceRecord],
-    decoded: &'a [std::result::Result<H::Record, ErrorInfo>],
-    indices: Vec<usize>,
-) -> Pin<Box<dyn Future<Output = Done> + Send + 'a>> {
-    if let [index] = indices[..]
-        && let Some((item, lock)) = one_item(cp, records, decoded, index)
-    {
-        return Box::pin(async move {
-            let result = handler.handle_one(item).await;
-            Done::One {
-                index,
-                lock,
-                result,
-            }
-        });
-    }
-    let mut items = Vec::with_capacity(indices.len());
-    let mut locks = Vec::with_capacity(indices.len());
-    for &i in &indices {
-        if let Some((item, lock)) = one_item(cp, records, decoded, i) {
-            items.push(item);
-            locks.push(lock);
-        }
-    }
-    Box::pin(async move {
-        let results = handler.handle(&items).await;
-        Done::Unit {
-            indices,
-            locks,
-            results,
-        }
-    })
 }

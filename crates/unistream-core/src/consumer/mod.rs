@@ -20,9 +20,10 @@
 //!    [`OnExhausted`] says;
 //! 4. commit, in the same write as the last results.
 //!
-//! A record that cannot be decoded is exhausted at once (no attempt) and goes
-//! to the dead-letter queue with its raw bytes and the decode error; it never
-//! stops the loop.
+//! A record that cannot be decoded — or that the source marked unreadable
+//! ([`SourceRecord::error`], e.g. a corrupted Kinesis aggregate) — is
+//! exhausted at once (no attempt) and goes to the dead-letter queue with its
+//! raw bytes and the decode (or source) error; it never stops the loop.
 //!
 //! **Delivery is at-least-once.** A crash after the processor finished but
 //! before its result was saved makes the record run again after the restart;
@@ -49,6 +50,7 @@ mod processor;
 mod report;
 mod schedule;
 mod signal;
+mod work;
 
 pub use config::{CheckpointInterval, ConsumerConfig, OnExhausted};
 pub use processor::{
@@ -371,7 +373,12 @@ where
     }
 }
 
+/// A record the source could not read keeps the source's error; the others
+/// go through the codec.
 fn decode<R, C: Codec<R>>(codec: &C, r: &SourceRecord) -> std::result::Result<R, ErrorInfo> {
+    if let Some(reason) = &r.error {
+        return Err(ErrorInfo::new(reason.clone()));
+    }
     codec.decode(&r.data).map_err(|e| ErrorInfo::from_error(&e))
 }
 

@@ -33,6 +33,16 @@ pub struct Attempt<'a> {
     pub pointer: &'a Pointer,
     /// The batch it belongs to.
     pub batch_sequence: u64,
+    /// The partition key the stream filed the record under, if the source
+    /// told it ([`SourceRecord::partition_key`]; Kinesis does, for plain
+    /// and de-aggregated records alike). `None` in a batch resumed from a
+    /// checkpoint after a restart: the checkpoint keeps only pointers and
+    /// data.
+    ///
+    /// [`SourceRecord::partition_key`]: crate::source::SourceRecord::partition_key
+    pub partition_key: Option<&'a str>,
+    /// The explicit hash key of the record, if the source told it.
+    pub explicit_hash_key: Option<&'a str>,
 }
 
 impl<'a> Attempt<'a> {
@@ -53,7 +63,20 @@ impl<'a> Attempt<'a> {
             max_attempts,
             pointer,
             batch_sequence,
+            partition_key: None,
+            explicit_hash_key: None,
         }
+    }
+
+    /// With the stream's keys of the record.
+    pub fn with_keys(
+        mut self,
+        partition_key: Option<&'a str>,
+        explicit_hash_key: Option<&'a str>,
+    ) -> Self {
+        self.partition_key = partition_key;
+        self.explicit_hash_key = explicit_hash_key;
+        self
     }
 }
 
