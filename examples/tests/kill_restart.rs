@@ -123,8 +123,8 @@ fn kill_9_while_writing_large_dead_letters() {
         dlq.len()
     );
     assert!(
-        tears > 0,
-        "no kill cut a dead letter short in {runs} runs: the test no longer exercises torn appends"
+        tears >= 5,
+        "only {tears} kills cut a dead letter short in {runs} runs (5 wanted): the test no longer exercises torn appends enough"
     );
 }
 
