@@ -43,19 +43,65 @@ impl std::fmt::Display for Pointer {
 }
 
 /// One record as read from a stream: its position and its bytes, not yet
-/// decoded.
+/// decoded, and what the stream says about it.
+///
+/// The stream's keys and the source's error are what the source saw when it
+/// read the record; a checkpoint store keeps only the pointer and the data,
+/// so a batch resumed from a checkpoint after a restart has neither (see
+/// `docs/kinesis.md`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SourceRecord {
     /// Where this record is in the stream.
     pub pointer: Pointer,
     /// The encoded record.
     pub data: Vec<u8>,
+    /// The partition key the stream filed the record under, if the source
+    /// knows it (Kinesis does: a plain record's key, or a de-aggregated user
+    /// record's own key). The consumer orders records by the decoded
+    /// record's [`Record::partition_key`](crate::record::Record::partition_key);
+    /// this one is passed to the processor in
+    /// [`Attempt::partition_key`](crate::consumer::Attempt::partition_key)
+    /// and kept in a dead letter of a record that cannot be decoded.
+    pub partition_key: Option<String>,
+    /// The explicit hash key of the record, if the source knows it (a
+    /// de-aggregated Kinesis user record that had one).
+    pub explicit_hash_key: Option<String>,
+    /// Why the source cannot hand out these bytes as a record (e.g. a
+    /// corrupted KPL aggregate). The consumer does not decode such a record:
+    /// it goes to the dead-letter queue at once, with its raw bytes and this
+    /// text as the error.
+    pub error: Option<String>,
 }
 
 impl SourceRecord {
     /// A record read at `pointer`.
     pub fn new(pointer: Pointer, data: Vec<u8>) -> Self {
-        SourceRecord { pointer, data }
+        SourceRecord {
+            pointer,
+            data,
+            partition_key: None,
+            explicit_hash_key: None,
+            error: None,
+        }
+    }
+
+    /// With the stream's keys of the record.
+    pub fn with_keys(
+        mut self,
+        partition_key: Option<String>,
+        explicit_hash_key: Option<String>,
+    ) -> Self {
+        self.partition_key = partition_key;
+        self.explicit_hash_key = explicit_hash_key;
+        self
+    }
+
+    /// Marks the record as unreadable by the source, for `reason`: the
+    /// consumer sends it to the dead-letter queue without decoding it.
+    pub fn with_error(mut self, reason: impl Into<String>) -> Self {
+        self.error = Some(reason.into());
+        self
     }
 }
 
