@@ -274,10 +274,16 @@ where
             && dlq_ready.is_empty()
             && let Some(i) = sched.take_startable()
         {
-            let Some((item, lock)) = one_item(cp, records, decoded, i) else {
+            let Some(item) = one_item(cp, records, decoded, i) else {
                 return Err(Error::InvalidTransition(format!(
                     "record {i} was started but is not decoded"
                 )));
+            };
+            // Usually marked by the last write, under the lock in the
+            // buffer: no copy of it.
+            let held: std::borrow::Cow<'_, str> = match &cp.trackers()[i].lock {
+                Some(l) if *l == lock => std::borrow::Cow::Borrowed(lock.as_str()),
+                l => std::borrow::Cow::Owned(l.clone().unwrap_or_default()),
             };
             let attempt = handler.handle_one(item);
             tokio::pin!(attempt);
@@ -301,7 +307,7 @@ where
             match result {
                 Some(result) => {
                     let done_at = clock.now();
-                    settle!(i, lock, result, done_at);
+                    settle!(i, held, result, done_at);
                     // The next step starts now: one clock read saved.
                     now_hint = Some(done_at);
                 }
@@ -443,6 +449,12 @@ where
                     store_slot = Some(store);
                     sched.made_durable();
                     dlq_ready.append(&mut dlq_unsaved);
+                    // The record just marked starts next, and its result
+                    // reads the clock: the write's start time serves until
+                    // then (one clock read saved per record).
+                    if sched.has_startable() {
+                        now_hint = Some(now);
+                    }
                     continue;
                 }
                 dlq_in_write.append(&mut dlq_unsaved);

@@ -165,30 +165,30 @@ pub(super) async fn send_letter<D: DeadLetterQueue>(
     }
 }
 
-/// The item and lock of record `index` for the processor (`None` if it is
-/// not decoded: only decoded records are ever marked).
+/// The item of record `index` for the processor (`None` if it is not
+/// decoded: only decoded records are ever marked).
 pub(super) fn one_item<'a, R>(
     cp: &Checkpoint,
     records: &'a [SourceRecord],
     decoded: &'a [std::result::Result<R, ErrorInfo>],
     index: usize,
-) -> Option<(SliceItem<'a, R>, String)> {
+) -> Option<SliceItem<'a, R>> {
     let record = decoded[index].as_ref().ok()?;
     let t = &cp.trackers()[index];
-    let item = SliceItem::new(
+    Some(SliceItem::new(
         record,
         Attempt::new(
             t.attempts,
             cp.max_attempts(),
             &records[index].pointer,
             cp.batch_sequence(),
-        )
-        .with_keys(
-            records[index].partition_key.as_deref(),
-            records[index].explicit_hash_key.as_deref(),
         ),
-    );
-    Some((item, t.lock.clone().unwrap_or_default()))
+    ))
+}
+
+/// The lock record `index` is held under.
+fn lock_of(cp: &Checkpoint, index: usize) -> String {
+    cp.trackers()[index].lock.clone().unwrap_or_default()
 }
 
 /// Hands `indices` to the handler in one call.
@@ -200,8 +200,9 @@ pub(super) fn launch<'a, H: Handler>(
     indices: Vec<usize>,
 ) -> Pin<Box<dyn Future<Output = Done> + Send + 'a>> {
     if let [index] = indices[..]
-        && let Some((item, lock)) = one_item(cp, records, decoded, index)
+        && let Some(item) = one_item(cp, records, decoded, index)
     {
+        let lock = lock_of(cp, index);
         return Box::pin(async move {
             let result = handler.handle_one(item).await;
             Done::One {
@@ -214,9 +215,9 @@ pub(super) fn launch<'a, H: Handler>(
     let mut items = Vec::with_capacity(indices.len());
     let mut locks = Vec::with_capacity(indices.len());
     for &i in &indices {
-        if let Some((item, lock)) = one_item(cp, records, decoded, i) {
+        if let Some(item) = one_item(cp, records, decoded, i) {
             items.push(item);
-            locks.push(lock);
+            locks.push(lock_of(cp, i));
         }
     }
     Box::pin(async move {
