@@ -182,6 +182,10 @@ pub(super) fn one_item<'a, R>(
             cp.max_attempts(),
             &records[index].pointer,
             cp.batch_sequence(),
+        )
+        .with_keys(
+            records[index].partition_key.as_deref(),
+            records[index].explicit_hash_key.as_deref(),
         ),
     ))
 }
