@@ -1,6 +1,7 @@
 //! [`KinesisSource`]: one shard read with `GetRecords`, a sequence number
 //! as the pointer (see `docs/kinesis.md`).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use unistream_core::retry::RetryPolicy;
 use unistream_core::source::{Fetched, Pointer, Source, SourceRecord};
 use unistream_core::{Error, Result};
 
+use crate::aggregation;
 use crate::error::KinesisError;
 
 /// Where a consumer without a checkpoint starts reading a shard.
@@ -69,6 +71,17 @@ pub struct ShardStats {
 /// derived again from the pointer (`AFTER_SEQUENCE_NUMBER`), so nothing is
 /// lost or repeated.
 ///
+/// Records in the Kinesis Producer Library's aggregated format (see
+/// [`aggregation`](crate::aggregation)) are de-aggregated by default: each
+/// user record is handed out on its own, with its own partition key,
+/// explicit hash key and pointer `<sequence number>:<sub-sequence number>`;
+/// a fetch from such a pointer reads the aggregate again
+/// (`AT_SEQUENCE_NUMBER`) and skips its user records up to that one. An
+/// aggregate that cannot be read (bad digest, truncated) is handed out whole,
+/// marked with the error ([`SourceRecord::error`]), for the consumer to send
+/// to the dead-letter queue. A plain record keeps its sequence number as its
+/// pointer.
+///
 /// ```no_run
 /// # async fn demo(client: aws_sdk_kinesis::Client) {
 /// use unistream_kinesis::{KinesisSource, StartingPosition};
@@ -80,7 +93,8 @@ pub struct KinesisSource {
     stream: String,
     shard_id: String,
     start: StartingPosition,
-    cache: Option<(Pointer, String)>,
+    deaggregate: bool,
+    cache: Option<Ahead>,
     last_call: Option<DateTime<Utc>>,
     min_interval: Duration,
     throttle_retry: RetryPolicy,
@@ -88,16 +102,41 @@ pub struct KinesisSource {
     stats: ShardStats,
 }
 
+/// What a fetch read past the pointer it returned: the next fetch from that
+/// pointer continues here.
+struct Ahead {
+    /// The pointer the last fetch returned.
+    pointer: Pointer,
+    /// User records read but not handed out yet (the fetch's limit cut the
+    /// user records of aggregates short).
+    pending: VecDeque<SourceRecord>,
+    /// The iterator after the records read; `None` if the shard is closed
+    /// after `pending`.
+    iterator: Option<String>,
+}
+
 impl std::fmt::Debug for KinesisSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The cached iterator is left out: it is a credential-like token.
-        let pointer = self.cache.as_ref().map(|(p, _)| p.as_str());
+        let pointer = self.cache.as_ref().map(|a| a.pointer.as_str());
         write!(
             f,
-            "KinesisSource {{ stream: {:?}, shard_id: {:?}, start: {:?}, pointer: {pointer:?}, .. }}",
-            self.stream, self.shard_id, self.start
+            "KinesisSource {{ stream: {:?}, shard_id: {:?}, start: {:?}, deaggregate: {}, pointer: {pointer:?}, .. }}",
+            self.stream, self.shard_id, self.start, self.deaggregate
         )
     }
+}
+
+/// A user record's pointer `<sequence number>:<sub-sequence number>`, split.
+fn sub_pointer(p: &str) -> Option<(&str, u64)> {
+    let (seq, sub) = p.split_once(':')?;
+    if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if sub.is_empty() || !sub.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((seq, sub.parse().ok()?))
 }
 
 impl KinesisSource {
@@ -114,6 +153,7 @@ impl KinesisSource {
             stream: stream.into(),
             shard_id: shard_id.into(),
             start,
+            deaggregate: true,
             cache: None,
             last_call: None,
             min_interval: Duration::from_millis(200),
@@ -143,6 +183,17 @@ impl KinesisSource {
         self
     }
 
+    /// Whether records in the KPL aggregated format are split into their
+    /// user records (default: yes). Turned off, an aggregate is handed out
+    /// as one record of its raw bytes, like any other; a checkpoint taken
+    /// inside an aggregate (`<sequence number>:<sub-sequence number>`) then
+    /// resumes at the whole aggregate (its user records are read again,
+    /// never skipped).
+    pub fn with_deaggregation(mut self, on: bool) -> Self {
+        self.deaggregate = on;
+        self
+    }
+
     /// What the source has seen so far.
     pub fn stats(&self) -> &ShardStats {
         &self.stats
@@ -162,6 +213,16 @@ impl KinesisSource {
             .get_shard_iterator()
             .stream_name(&self.stream)
             .shard_id(&self.shard_id);
+        if let Some((seq, _)) = sub_pointer(from.as_str()) {
+            let req = req
+                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+                .starting_sequence_number(seq);
+            let out = req
+                .send()
+                .await
+                .map_err(|e| self.api_error("GetShardIterator", e))?;
+            return out.shard_iterator.ok_or_else(|| self.no_iterator());
+        }
         let req = match from.as_str() {
             "TRIM_HORIZON" => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
             "LATEST" => req.shard_iterator_type(ShardIteratorType::Latest),
@@ -178,7 +239,7 @@ impl KinesisSource {
             _ => {
                 return Err(self.invalid(
                     from,
-                    "expected a sequence number, TRIM_HORIZON, LATEST or AT_TIMESTAMP:<ms>",
+                    "expected a sequence number, <sequence number>:<sub-sequence number>, TRIM_HORIZON, LATEST or AT_TIMESTAMP:<ms>",
                 ));
             }
         };
@@ -186,15 +247,105 @@ impl KinesisSource {
             .send()
             .await
             .map_err(|e| self.api_error("GetShardIterator", e))?;
-        out.shard_iterator.ok_or_else(|| {
-            KinesisError::Malformed {
-                operation: "GetShardIterator",
-                stream: self.stream.clone(),
-                shard: self.shard_id.clone(),
-                what: "no iterator in the answer",
+        out.shard_iterator.ok_or_else(|| self.no_iterator())
+    }
+
+    fn no_iterator(&self) -> Error {
+        KinesisError::Malformed {
+            operation: "GetShardIterator",
+            stream: self.stream.clone(),
+            shard: self.shard_id.clone(),
+            what: "no iterator in the answer",
+        }
+        .into()
+    }
+
+    /// The records one Kinesis record stands for, appended to `out`: itself,
+    /// or its user records after sub-sequence `skip_through` (those up to it
+    /// were handed out before), or itself marked unreadable.
+    fn expand(
+        &self,
+        record: &aws_sdk_kinesis::types::Record,
+        skip_through: Option<u64>,
+        out: &mut VecDeque<SourceRecord>,
+    ) {
+        let seq = record.sequence_number();
+        let data = record.data().as_ref();
+        let key = record.partition_key().map(str::to_owned);
+        if !self.deaggregate {
+            out.push_back(
+                SourceRecord::new(Pointer::from(seq), data.to_vec()).with_keys(key, None),
+            );
+            return;
+        }
+        match aggregation::decode(data) {
+            Ok(None) => {
+                out.push_back(
+                    SourceRecord::new(Pointer::from(seq), data.to_vec()).with_keys(key, None),
+                );
             }
-            .into()
-        })
+            Ok(Some(users)) if users.is_empty() => {
+                warn!(stream = %self.stream, shard = %self.shard_id, sequence_number = seq, "a KPL aggregate of no user records; it goes to the dead-letter queue");
+                out.push_back(
+                    SourceRecord::new(Pointer::from(seq), data.to_vec())
+                        .with_keys(key, None)
+                        .with_error(format!(
+                            "Kinesis record {seq} of stream {}, shard {}: a KPL aggregate of no user records",
+                            self.stream, self.shard_id
+                        )),
+                );
+            }
+            Ok(Some(users)) => {
+                for (sub, user) in (0u64..).zip(users) {
+                    if skip_through.is_some_and(|done| sub <= done) {
+                        continue;
+                    }
+                    out.push_back(
+                        SourceRecord::new(Pointer::new(format!("{seq}:{sub}")), user.data)
+                            .with_keys(Some(user.partition_key), user.explicit_hash_key),
+                    );
+                }
+            }
+            Err(e) => {
+                warn!(stream = %self.stream, shard = %self.shard_id, sequence_number = seq, error = %e, "an unreadable KPL aggregate; it goes to the dead-letter queue whole");
+                out.push_back(
+                    SourceRecord::new(Pointer::from(seq), data.to_vec())
+                        .with_keys(key, None)
+                        .with_error(format!(
+                            "Kinesis record {seq} of stream {}, shard {}: {e}",
+                            self.stream, self.shard_id
+                        )),
+                );
+            }
+        }
+    }
+
+    /// Hands out up to `limit` of `pending`, keeping the rest (and the
+    /// iterator after them) for the next fetch.
+    fn hand_out(
+        &mut self,
+        from: &Pointer,
+        mut pending: VecDeque<SourceRecord>,
+        iterator: Option<String>,
+        limit: usize,
+    ) -> Fetched {
+        let take = pending.len().min(limit.max(1));
+        let records: Vec<SourceRecord> = pending.drain(..take).collect();
+        let next_pointer = records
+            .last()
+            .map_or_else(|| from.clone(), |r| r.pointer.clone());
+        let mut fetched = if pending.is_empty() && iterator.is_none() {
+            Fetched::new(records, None)
+        } else {
+            self.cache = Some(Ahead {
+                pointer: next_pointer.clone(),
+                pending,
+                iterator,
+            });
+            Fetched::new(records, Some(next_pointer))
+        };
+        fetched.millis_behind = self.stats.millis_behind;
+        fetched
     }
 
     fn api_error(
@@ -233,17 +384,25 @@ impl Source for KinesisSource {
         let mut expired = 0u32;
         loop {
             let iterator = match self.cache.take() {
-                Some((p, it)) if p == *from => it,
+                Some(ahead) if ahead.pointer == *from => {
+                    if !ahead.pending.is_empty() {
+                        return Ok(self.hand_out(from, ahead.pending, ahead.iterator, limit));
+                    }
+                    match ahead.iterator {
+                        Some(it) => it,
+                        None => self.derive(from).await?,
+                    }
+                }
                 _ => self.derive(from).await?,
             };
             self.pace().await;
             self.stats.get_records_calls += 1;
-            let limit = i32::try_from(limit.clamp(1, 10_000)).unwrap_or(10_000);
+            let read_limit = i32::try_from(limit.clamp(1, 10_000)).unwrap_or(10_000);
             let out = match self
                 .client
                 .get_records()
                 .shard_iterator(&iterator)
-                .limit(limit)
+                .limit(read_limit)
                 .send()
                 .await
             {
@@ -262,7 +421,11 @@ impl Source for KinesisSource {
                         self.stats.throttled += 1;
                         let wait = self.throttle_retry.delay_before(throttled + 1);
                         warn!(stream = %self.stream, shard = %self.shard_id, ?wait, "GetRecords throttled; backing off");
-                        self.cache = Some((from.clone(), iterator));
+                        self.cache = Some(Ahead {
+                            pointer: from.clone(),
+                            pending: VecDeque::new(),
+                            iterator: Some(iterator),
+                        });
                         self.clock.sleep(wait).await;
                         continue;
                     }
@@ -275,38 +438,28 @@ impl Source for KinesisSource {
                 .millis_behind_latest()
                 .and_then(|m| u64::try_from(m).ok());
             self.stats.millis_behind = millis_behind;
-            let records: Vec<SourceRecord> = out
-                .records()
-                .iter()
-                .map(|r| {
-                    SourceRecord::new(
-                        Pointer::from(r.sequence_number()),
-                        r.data().as_ref().to_vec(),
-                    )
-                })
-                .collect();
-            let next_pointer = records
-                .last()
-                .map_or_else(|| from.clone(), |r| r.pointer.clone());
-            debug!(stream = %self.stream, shard = %self.shard_id, records = records.len(), ?millis_behind, "GetRecords");
-            let mut fetched = match out.next_shard_iterator() {
-                Some(next) => {
-                    self.cache = Some((next_pointer.clone(), next.to_owned()));
-                    Fetched::new(records, Some(next_pointer))
-                }
-                None => {
-                    self.stats.closed = true;
-                    self.stats.child_shards = out
-                        .child_shards()
-                        .iter()
-                        .map(|c| c.shard_id().to_owned())
-                        .collect();
-                    info!(stream = %self.stream, shard = %self.shard_id, children = ?self.stats.child_shards, "the shard is closed");
-                    Fetched::new(records, None)
-                }
-            };
-            fetched.millis_behind = millis_behind;
-            return Ok(fetched);
+            // A fetch from a user record's pointer starts at its aggregate:
+            // the user records up to it were handed out before.
+            let resume = sub_pointer(from.as_str());
+            let mut records = VecDeque::with_capacity(out.records().len());
+            for r in out.records() {
+                let skip_through = resume
+                    .filter(|(seq, _)| *seq == r.sequence_number())
+                    .map(|(_, sub)| sub);
+                self.expand(r, skip_through, &mut records);
+            }
+            debug!(stream = %self.stream, shard = %self.shard_id, kinesis_records = out.records().len(), records = records.len(), ?millis_behind, "GetRecords");
+            let next = out.next_shard_iterator().map(str::to_owned);
+            if next.is_none() {
+                self.stats.closed = true;
+                self.stats.child_shards = out
+                    .child_shards()
+                    .iter()
+                    .map(|c| c.shard_id().to_owned())
+                    .collect();
+                info!(stream = %self.stream, shard = %self.shard_id, children = ?self.stats.child_shards, "the shard is closed");
+            }
+            return Ok(self.hand_out(from, records, next, limit));
         }
     }
 }
