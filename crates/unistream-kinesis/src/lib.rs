@@ -10,7 +10,11 @@
 //!   the failed records are reported, so the producer narrows its batch and
 //!   never re-sends accepted ones; with [`Ordering::PerKey`] (the default) a
 //!   later record of a partition key is never accepted before an earlier,
-//!   failed one of the same key.
+//!   failed one of the same key. Opt-in: [`KinesisSink::with_aggregation`]
+//!   packs user records per predicted shard into KPL aggregates, and
+//!   [`KinesisSink::with_rate_limit`] paces sends per predicted shard
+//!   ([`RateLimit`], the service quota by default); both predict shards
+//!   from `ListShards`, listed again after a misroute.
 //! - [`KinesisSource`]: a consumer [`Source`](unistream_core::source::Source)
 //!   for one shard. The pointer stored in the checkpoint is a sequence number
 //!   (or a starting position for a fresh consumer), never a shard iterator;
@@ -30,11 +34,17 @@ pub mod aggregation;
 mod dlq;
 mod error;
 mod python;
+mod rate;
+mod shards;
 mod sink;
 mod source;
 
 pub use dlq::KinesisDeadLetterQueue;
 pub use error::KinesisError;
 pub use python::PythonCompatCodec;
-pub use sink::{KinesisSink, MAX_RECORD_BYTES, MAX_RECORDS_PER_CALL, MAX_REQUEST_BYTES, Ordering};
+pub use rate::{RateLimit, SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND};
+pub use sink::{
+    Aggregation, DEFAULT_MAX_AGGREGATE_BYTES, KinesisSink, MAX_RECORD_BYTES, MAX_RECORDS_PER_CALL,
+    MAX_REQUEST_BYTES, Ordering,
+};
 pub use source::{KinesisSource, ShardStats, StartingPosition};

@@ -1,18 +1,25 @@
 //! [`KinesisSink`]: the producer's sink over `PutRecords` (limits, per-key
 //! ordering, partial failures; see `docs/kinesis.md`).
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use base64::Engine as _;
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-use tracing::{debug, error, warn};
+use chrono::{DateTime, Utc};
+use tracing::{debug, error, info, warn};
 use unistream_core::BoxError;
 use unistream_core::ErrorInfo;
+use unistream_core::clock::{Clock, SharedClock, SystemClock};
 use unistream_core::sink::{Delivery, EncodedRecord, Refusal, SetAside, Sink};
+
+use crate::aggregation::AggregateBuilder;
+use crate::rate::{RateLimit, ShardBuckets};
+use crate::shards::ShardMap;
 
 /// Most records in one `PutRecords` call.
 pub const MAX_RECORDS_PER_CALL: usize = 500;
@@ -20,6 +27,9 @@ pub const MAX_RECORDS_PER_CALL: usize = 500;
 pub const MAX_REQUEST_BYTES: usize = 5 * 1024 * 1024;
 /// Most bytes of one record (data and partition key), the Kinesis default.
 pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// The default most bytes of one aggregate (data and partition key), the
+/// KPL's default `AggregationMaxSize`.
+pub const DEFAULT_MAX_AGGREGATE_BYTES: usize = 51_200;
 
 /// How a batch is split into `PutRecords` calls.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -35,21 +45,154 @@ pub enum Ordering {
     None,
 }
 
+/// How [`KinesisSink::with_aggregation`] packs user records into KPL
+/// aggregates (see [`aggregation`](crate::aggregation)).
+///
+/// ```
+/// use unistream_kinesis::Aggregation;
+/// let small = Aggregation::default().with_max_bytes(25_600).with_max_records(100);
+/// assert_eq!((small.max_bytes(), small.max_records()), (25_600, 100));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Aggregation {
+    max_bytes: usize,
+    max_records: usize,
+}
+
+impl Default for Aggregation {
+    /// At most [`DEFAULT_MAX_AGGREGATE_BYTES`] (51,200) bytes and no limit
+    /// on the number of user records but the size (the KPL's defaults).
+    fn default() -> Self {
+        Aggregation {
+            max_bytes: DEFAULT_MAX_AGGREGATE_BYTES,
+            max_records: usize::MAX,
+        }
+    }
+}
+
+impl Aggregation {
+    /// The most bytes of one aggregate, counting its data (magic, protobuf,
+    /// digest) and its partition key, as Kinesis counts a record's size:
+    /// at most 1 MiB (a larger value is taken as 1 MiB), and never more than
+    /// the sink's [`with_max_record_bytes`](KinesisSink::with_max_record_bytes).
+    pub fn with_max_bytes(mut self, bytes: usize) -> Self {
+        self.max_bytes = bytes.min(MAX_RECORD_BYTES);
+        self
+    }
+
+    /// The most user records in one aggregate (at least 1; default no limit
+    /// but the size).
+    pub fn with_max_records(mut self, records: usize) -> Self {
+        self.max_records = records.max(1);
+        self
+    }
+
+    /// The most bytes of one aggregate.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// The most user records of one aggregate.
+    pub fn max_records(&self) -> usize {
+        self.max_records
+    }
+}
+
 /// A producer sink over Kinesis `PutRecords`.
 ///
 /// ```no_run
 /// # async fn demo(client: aws_sdk_kinesis::Client) {
-/// use unistream_kinesis::KinesisSink;
-/// let sink = KinesisSink::new(client, "my-stream");
+/// use unistream_kinesis::{Aggregation, KinesisSink, RateLimit};
+/// let plain = KinesisSink::new(client.clone(), "my-stream");
+/// // Small records, many per shard: KPL aggregates, paced at each shard's quota.
+/// let packed = KinesisSink::new(client, "my-stream")
+///     .with_aggregation(Aggregation::default())
+///     .with_rate_limit(RateLimit::default());
 /// # }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KinesisSink {
     client: Client,
     stream: String,
     max_record_bytes: usize,
     ordering: Ordering,
     rejected: Option<Arc<dyn SetAside>>,
+    aggregation: Option<Aggregation>,
+    rate_limit: Option<RateLimit>,
+    clock: SharedClock,
+    shards: Arc<Mutex<ShardState>>,
+}
+
+impl std::fmt::Debug for KinesisSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KinesisSink")
+            .field("stream", &self.stream)
+            .field("max_record_bytes", &self.max_record_bytes)
+            .field("ordering", &self.ordering)
+            .field("rejected", &self.rejected)
+            .field("aggregation", &self.aggregation)
+            .field("rate_limit", &self.rate_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the sink knows of the stream's shards, shared by its clones.
+#[derive(Debug, Default)]
+struct ShardState {
+    map: Option<Arc<ShardMap>>,
+    /// A record went to another shard than predicted: list them again.
+    stale: bool,
+    /// Token buckets by shard id (kept across a refresh of the map).
+    buckets: HashMap<String, ShardBuckets>,
+}
+
+/// One `PutRecords` entry: a user record alone, or an aggregate of several.
+#[derive(Debug)]
+struct Entry {
+    /// Indexes into the batch, in order.
+    members: Vec<usize>,
+    /// The predicted shard (an index into the map).
+    shard: Option<usize>,
+    /// Data and partition key, as Kinesis counts them.
+    size: usize,
+    /// The aggregate's bytes; `None` for a record sent as it is.
+    aggregate: Option<Vec<u8>>,
+}
+
+impl Entry {
+    fn keys<'b>(&self, batch: &'b [EncodedRecord]) -> impl Iterator<Item = &'b str> + use<'b, '_> {
+        self.members
+            .iter()
+            .map(move |&i| batch[i].partition_key.as_str())
+    }
+
+    fn plain(batch: &[EncodedRecord], i: usize, shard: Option<usize>) -> Self {
+        Entry {
+            members: vec![i],
+            shard,
+            size: batch[i].data.len() + batch[i].partition_key.len(),
+            aggregate: None,
+        }
+    }
+}
+
+/// An aggregate being filled for one predicted shard.
+struct OpenAggregate {
+    builder: AggregateBuilder,
+    members: Vec<usize>,
+    slot: usize,
+}
+
+/// The next call of a send.
+#[derive(Debug, Default)]
+struct Plan {
+    call: Vec<Entry>,
+    /// Entries left for later calls, in order.
+    rest: Vec<Entry>,
+    /// Entries of a key that failed in this send: not sent now.
+    held: Vec<Entry>,
+    /// With an empty call: how long until a shard's buckets let an entry go.
+    wait: Option<Duration>,
 }
 
 impl KinesisSink {
@@ -61,6 +204,10 @@ impl KinesisSink {
             max_record_bytes: MAX_RECORD_BYTES,
             ordering: Ordering::PerKey,
             rejected: None,
+            aggregation: None,
+            rate_limit: None,
+            clock: Arc::new(SystemClock),
+            shards: Arc::default(),
         }
     }
 
@@ -112,46 +259,279 @@ impl KinesisSink {
         self
     }
 
-    /// Splits the records of `batch` at `indexes` into the calls to make.
-    fn calls(&self, batch: &[EncodedRecord], indexes: &[usize]) -> Vec<Vec<usize>> {
-        let mut calls = Vec::new();
-        let mut current: Vec<usize> = Vec::new();
-        let mut bytes = 0;
-        let mut keys: HashSet<&str> = HashSet::new();
+    /// Packs user records into KPL aggregates (off by default): per
+    /// predicted shard, in batch order, up to the [`Aggregation`]'s size and
+    /// count. An aggregate is one `PutRecords` entry, accepted or retried
+    /// whole, so its user records are delivered (and narrowed out of the
+    /// producer's buffer) together. A user record alone, or too large for an
+    /// aggregate, is sent as it is, as the KPL does. Readers must
+    /// de-aggregate (`KinesisSource` does, as does the KCL); see
+    /// `docs/kinesis.md` for when to aggregate. Needs `kinesis:ListShards`.
+    pub fn with_aggregation(mut self, aggregation: Aggregation) -> Self {
+        self.aggregation = Some(aggregation);
+        self
+    }
+
+    /// Paces sends per predicted shard with two token buckets, entries/s and
+    /// bytes/s (off by default; [`RateLimit::default`] is the service's
+    /// quota, 1,000 entries and 1 MiB per second), so that a backlog goes
+    /// out at the shard's rate instead of provoking throttling. `send` waits
+    /// (on the sink's clock) until a shard's buckets let its next entry go;
+    /// throttling answers still fail the records, which the producer retries
+    /// after its backoff. Needs `kinesis:ListShards`.
+    pub fn with_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// Uses another clock for the rate limit (virtual in tests).
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ShardState> {
+        self.shards.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The shard map, listed (again) if it is missing or stale; `None` when
+    /// neither aggregation nor rate limits need it.
+    async fn shard_map(&self) -> Result<Option<Arc<ShardMap>>, BoxError> {
+        if self.aggregation.is_none() && self.rate_limit.is_none() {
+            return Ok(None);
+        }
+        {
+            let st = self.state();
+            if let Some(map) = &st.map
+                && !st.stale
+            {
+                return Ok(Some(Arc::clone(map)));
+            }
+        }
+        let map = Arc::new(ShardMap::list(&self.client, &self.stream).await?);
+        info!(stream = %self.stream, shards = map.len(), "listed the stream's open shards");
+        let mut st = self.state();
+        st.map = Some(Arc::clone(&map));
+        st.stale = false;
+        Ok(Some(map))
+    }
+
+    /// The entries for the records of `batch` at `indexes`, in order: one
+    /// per record, or aggregates per predicted shard.
+    fn entries(
+        &self,
+        batch: &[EncodedRecord],
+        indexes: &[usize],
+        map: Option<&ShardMap>,
+    ) -> Vec<Entry> {
+        let predict = |r: &EncodedRecord| {
+            map.and_then(|m| m.predict(&r.partition_key, r.explicit_hash_key.as_deref()))
+        };
+        let Some(agg) = self.aggregation else {
+            return indexes
+                .iter()
+                .map(|&i| Entry::plain(batch, i, predict(&batch[i])))
+                .collect();
+        };
+        let max = agg.max_bytes.min(self.max_record_bytes);
+        let mut slots: Vec<Option<Entry>> = Vec::with_capacity(indexes.len());
+        let mut open: HashMap<Option<usize>, OpenAggregate> = HashMap::new();
+        let close = |slots: &mut Vec<Option<Entry>>, shard: Option<usize>, a: OpenAggregate| {
+            let entry = if let [one] = a.members[..] {
+                // One user record goes as it is, as the KPL sends it.
+                Entry::plain(batch, one, shard)
+            } else {
+                let bytes = a.builder.to_bytes();
+                Entry {
+                    size: bytes.len() + batch[a.members[0]].partition_key.len(),
+                    members: a.members,
+                    shard,
+                    aggregate: Some(bytes),
+                }
+            };
+            slots[a.slot] = Some(entry);
+        };
         for &i in indexes {
             let r = &batch[i];
-            let size = r.data.len() + r.partition_key.len();
-            let repeat =
-                self.ordering == Ordering::PerKey && keys.contains(r.partition_key.as_str());
-            if !current.is_empty()
-                && (current.len() == MAX_RECORDS_PER_CALL
-                    || bytes + size > MAX_REQUEST_BYTES
-                    || repeat)
-            {
-                calls.push(std::mem::take(&mut current));
-                bytes = 0;
-                keys.clear();
+            let shard = predict(r);
+            let ehk = r.explicit_hash_key.as_deref();
+            let alone = r.partition_key.len()
+                + AggregateBuilder::new().encoded_len_with(&r.partition_key, ehk, r.data.len());
+            if alone > max {
+                // Too large for any aggregate: alone, after what its shard
+                // has open (so a key's order holds).
+                if let Some(a) = open.remove(&shard) {
+                    close(&mut slots, shard, a);
+                }
+                slots.push(Some(Entry::plain(batch, i, shard)));
+                continue;
             }
-            current.push(i);
-            bytes += size;
-            keys.insert(&r.partition_key);
+            if let Some(a) = open.get_mut(&shard) {
+                let key_len = a
+                    .builder
+                    .first_partition_key()
+                    .map_or(r.partition_key.len(), str::len);
+                if a.members.len() < agg.max_records
+                    && key_len
+                        + a.builder
+                            .encoded_len_with(&r.partition_key, ehk, r.data.len())
+                        <= max
+                {
+                    a.builder.push(&r.partition_key, ehk, r.data.clone());
+                    a.members.push(i);
+                    continue;
+                }
+                if let Some(a) = open.remove(&shard) {
+                    close(&mut slots, shard, a);
+                }
+            }
+            let mut builder = AggregateBuilder::new();
+            builder.push(&r.partition_key, ehk, r.data.clone());
+            open.insert(
+                shard,
+                OpenAggregate {
+                    builder,
+                    members: vec![i],
+                    slot: slots.len(),
+                },
+            );
+            slots.push(None);
         }
-        if !current.is_empty() {
-            calls.push(current);
+        for (shard, a) in open {
+            close(&mut slots, shard, a);
         }
-        calls
+        slots.into_iter().flatten().collect()
+    }
+
+    /// Picks the next call from `queue` (in order): within the call limits,
+    /// a key once per call with [`Ordering::PerKey`], records of a key that
+    /// failed held back, and — with a rate limit — only what the predicted
+    /// shards' buckets allow now (their tokens are taken).
+    fn plan(
+        &self,
+        batch: &[EncodedRecord],
+        queue: Vec<Entry>,
+        failed: &HashSet<&str>,
+        map: Option<&ShardMap>,
+        buckets: &mut HashMap<String, ShardBuckets>,
+        now: DateTime<Utc>,
+    ) -> Plan {
+        let per_key = self.ordering == Ordering::PerKey;
+        let mut plan = Plan::default();
+        let mut bytes = 0;
+        let mut call_keys: HashSet<&str> = HashSet::new();
+        let mut blocked_keys: HashSet<&str> = HashSet::new();
+        let mut blocked_shards: HashSet<usize> = HashSet::new();
+        let mut reserved: HashMap<usize, (f64, f64)> = HashMap::new();
+        let mut full = false;
+        for e in queue {
+            if full {
+                plan.rest.push(e);
+                continue;
+            }
+            if per_key && e.keys(batch).any(|k| failed.contains(k)) {
+                plan.held.push(e);
+                continue;
+            }
+            if !plan.call.is_empty()
+                && (plan.call.len() == MAX_RECORDS_PER_CALL
+                    || bytes + e.size > MAX_REQUEST_BYTES
+                    || (per_key && e.keys(batch).any(|k| call_keys.contains(k))))
+            {
+                full = true;
+                plan.rest.push(e);
+                continue;
+            }
+            let mut blocked = e.shard.is_some_and(|s| blocked_shards.contains(&s))
+                || (per_key && e.keys(batch).any(|k| blocked_keys.contains(k)));
+            if !blocked
+                && let (Some(limit), Some(s), Some(m)) = (self.rate_limit, e.shard, map)
+                && let Some(id) = m.shard_id(s)
+            {
+                let b = buckets
+                    .entry(id.to_owned())
+                    .or_insert_with(|| limit.buckets(now));
+                if !b.allows(
+                    now,
+                    reserved.get(&s).copied().unwrap_or_default(),
+                    e.size as f64,
+                ) {
+                    blocked_shards.insert(s);
+                    blocked = true;
+                }
+            }
+            if blocked {
+                blocked_keys.extend(e.keys(batch));
+                plan.rest.push(e);
+                continue;
+            }
+            if let Some(s) = e.shard {
+                let r = reserved.entry(s).or_default();
+                r.0 += 1.0;
+                r.1 += e.size as f64;
+            }
+            bytes += e.size;
+            call_keys.extend(e.keys(batch));
+            plan.call.push(e);
+        }
+        if let (Some(limit), Some(m)) = (self.rate_limit, map) {
+            if plan.call.is_empty() {
+                plan.wait = blocked_shards
+                    .iter()
+                    .filter_map(|&s| {
+                        let b = buckets.get_mut(m.shard_id(s)?)?;
+                        let (entries, size) = call_demand(&plan.rest, s, limit);
+                        Some(b.wait_for(now, entries, size))
+                    })
+                    .min();
+            }
+            for (s, (entries, size)) in reserved {
+                if let Some(b) = m.shard_id(s).and_then(|id| buckets.get_mut(id)) {
+                    b.take(now, entries, size);
+                }
+            }
+        }
+        plan
+    }
+
+    fn request_entry(
+        &self,
+        batch: &[EncodedRecord],
+        e: &mut Entry,
+    ) -> Result<PutRecordsRequestEntry, BoxError> {
+        let first = &batch[e.members[0]];
+        let data = e.aggregate.take().unwrap_or_else(|| first.data.clone());
+        Ok(PutRecordsRequestEntry::builder()
+            .data(Blob::new(data))
+            .partition_key(&first.partition_key)
+            .set_explicit_hash_key(first.explicit_hash_key.clone())
+            .build()?)
     }
 }
 
-fn entry(r: &EncodedRecord) -> Result<PutRecordsRequestEntry, BoxError> {
-    Ok(PutRecordsRequestEntry::builder()
-        .data(Blob::new(r.data.clone()))
-        .partition_key(&r.partition_key)
-        .set_explicit_hash_key(r.explicit_hash_key.clone())
-        .build()?)
+/// What a blocked shard waits for before the next call: its pending entries
+/// up to a full call or a full bucket (so that a backlog goes out in full
+/// calls, not one entry per refill).
+fn call_demand(queue: &[Entry], shard: usize, limit: RateLimit) -> (f64, f64) {
+    let max_entries = MAX_RECORDS_PER_CALL.min(limit.records_per_second() as usize);
+    let max_bytes = MAX_REQUEST_BYTES.min(limit.bytes_per_second() as usize);
+    let (mut entries, mut bytes) = (0usize, 0usize);
+    for e in queue.iter().filter(|e| e.shard == Some(shard)) {
+        if entries > 0 && (entries == max_entries || bytes + e.size > max_bytes) {
+            break;
+        }
+        entries += 1;
+        bytes += e.size;
+    }
+    (entries as f64, bytes as f64)
 }
 
 impl Sink for KinesisSink {
+    /// Refuses a record whose partition key is not 1 to 256 characters, or
+    /// whose data and key are over the stream's record size. With
+    /// aggregation the limit is the same: a record too large for an
+    /// aggregate (its share of the aggregate's framing and key tables
+    /// included) is sent alone, as it is.
     fn validate(&self, r: &EncodedRecord) -> Result<(), Refusal> {
         let key_chars = r.partition_key.chars().count();
         if !(1..=256).contains(&key_chars) {
@@ -170,10 +550,12 @@ impl Sink for KinesisSink {
     }
 
     async fn send(&self, batch: &[EncodedRecord]) -> Result<Delivery, BoxError> {
+        let map = self.shard_map().await?;
         let mut rejected: Vec<usize> = Vec::new();
         let mut failed_keys: HashSet<&str> = HashSet::new();
         let mut accepted = 0usize;
         let mut last_error: Option<String> = None;
+        let mut misrouted = false;
         let mut sendable = Vec::with_capacity(batch.len());
         for (i, r) in batch.iter().enumerate() {
             let size = r.data.len() + r.partition_key.len();
@@ -184,20 +566,40 @@ impl Sink for KinesisSink {
                 sendable.push(i);
             }
         }
-        let calls = self.calls(batch, &sendable);
-        for (n, call) in calls.iter().enumerate() {
-            // Held back: a record whose key already failed in this batch.
-            let (held, send): (Vec<usize>, Vec<usize>) = call.iter().partition(|&&i| {
-                self.ordering == Ordering::PerKey
-                    && failed_keys.contains(batch[i].partition_key.as_str())
-            });
-            rejected.extend(held);
-            if send.is_empty() {
-                continue;
+        let mut queue = self.entries(batch, &sendable, map.as_deref());
+        while !queue.is_empty() {
+            let now = self.clock.now();
+            let plan = {
+                let mut st = self.state();
+                self.plan(
+                    batch,
+                    queue,
+                    &failed_keys,
+                    map.as_deref(),
+                    &mut st.buckets,
+                    now,
+                )
+            };
+            rejected.extend(plan.held.iter().flat_map(|e| e.members.iter().copied()));
+            queue = plan.rest;
+            let mut call = plan.call;
+            if call.is_empty() {
+                match plan.wait {
+                    Some(wait) => {
+                        debug!(stream = %self.stream, ?wait, "waiting for a shard's rate limit");
+                        self.clock.sleep(wait).await;
+                        continue;
+                    }
+                    None => {
+                        // Nothing can go and nothing waits: report the rest.
+                        rejected.extend(queue.iter().flat_map(|e| e.members.iter().copied()));
+                        break;
+                    }
+                }
             }
-            let entries = send
-                .iter()
-                .map(|&i| entry(&batch[i]))
+            let entries = call
+                .iter_mut()
+                .map(|e| self.request_entry(batch, e))
                 .collect::<Result<Vec<_>, _>>()?;
             let out = match self
                 .client
@@ -214,28 +616,46 @@ impl Sink for KinesisSink {
                         return Err(format!("PutRecords into {}: {e}", self.stream).into());
                     }
                     // Something was stored already: report the rest as not accepted.
-                    rejected.extend(calls[n..].iter().flatten().copied());
+                    rejected.extend(
+                        call.iter()
+                            .chain(&queue)
+                            .flat_map(|e| e.members.iter().copied()),
+                    );
                     last_error = Some(e);
                     break;
                 }
             };
-            for (&i, result) in send.iter().zip(out.records()) {
+            for (e, result) in call.iter().zip(out.records()) {
                 if let Some(code) = result.error_code() {
-                    rejected.push(i);
-                    failed_keys.insert(&batch[i].partition_key);
+                    rejected.extend(&e.members);
+                    failed_keys.extend(e.keys(batch));
                     last_error = Some(format!(
                         "{code}: {}",
                         result.error_message().unwrap_or_default()
                     ));
                 } else {
-                    accepted += 1;
+                    accepted += e.members.len();
+                    let predicted = e.shard.and_then(|s| map.as_deref()?.shard_id(s));
+                    if let (Some(p), Some(got)) = (predicted, result.shard_id())
+                        && p != got
+                    {
+                        misrouted = true;
+                    }
                 }
             }
-            if out.records().len() < send.len() {
-                // A malformed answer: treat the records without a result as failed.
-                rejected.extend(&send[out.records().len()..]);
+            if out.records().len() < call.len() {
+                // A malformed answer: treat the entries without a result as failed.
+                rejected.extend(
+                    call[out.records().len()..]
+                        .iter()
+                        .flat_map(|e| e.members.iter().copied()),
+                );
             }
-            debug!(stream = %self.stream, records = send.len(), failed = out.failed_record_count().unwrap_or(0), "PutRecords");
+            debug!(stream = %self.stream, entries = call.len(), failed = out.failed_record_count().unwrap_or(0), "PutRecords");
+        }
+        if misrouted {
+            warn!(stream = %self.stream, "a record went to another shard than predicted (resharded?); the shards will be listed again");
+            self.state().stale = true;
         }
         if rejected.is_empty() {
             return Ok(Delivery::All);
@@ -267,6 +687,26 @@ mod tests {
         KinesisSink::new(Client::from_conf(config), "s").with_ordering(ordering)
     }
 
+    /// The calls a batch goes out in, without a rate limit and no failures.
+    fn split(s: &KinesisSink, batch: &[EncodedRecord], indexes: &[usize]) -> Vec<Vec<usize>> {
+        let mut queue = s.entries(batch, indexes, None);
+        let mut buckets = HashMap::new();
+        let mut out = Vec::new();
+        while !queue.is_empty() {
+            let plan = s.plan(
+                batch,
+                queue,
+                &HashSet::new(),
+                None,
+                &mut buckets,
+                Utc::now(),
+            );
+            queue = plan.rest;
+            out.push(plan.call.iter().flat_map(|e| e.members.clone()).collect());
+        }
+        out
+    }
+
     fn rec(id: usize, key: &str, size: usize) -> EncodedRecord {
         EncodedRecord::new(id.to_string(), key, vec![b'x'; size])
     }
@@ -275,13 +715,13 @@ mod tests {
     fn calls_respect_the_record_and_byte_limits() {
         let s = sink(Ordering::None);
         let batch: Vec<_> = (0..1200).map(|i| rec(i, &i.to_string(), 10)).collect();
-        let calls = s.calls(&batch, &(0..batch.len()).collect::<Vec<_>>());
+        let calls = split(&s, &batch, &(0..batch.len()).collect::<Vec<_>>());
         assert_eq!(
             calls.iter().map(Vec::len).collect::<Vec<_>>(),
             vec![500, 500, 200]
         );
         let big: Vec<_> = (0..12).map(|i| rec(i, "k", 1_000_000)).collect();
-        let calls = s.calls(&big, &(0..big.len()).collect::<Vec<_>>());
+        let calls = split(&s, &big, &(0..big.len()).collect::<Vec<_>>());
         assert!(calls.iter().all(|c| c.len() <= 5), "{calls:?}");
         assert_eq!(calls.iter().map(Vec::len).sum::<usize>(), 12);
     }
@@ -297,7 +737,7 @@ mod tests {
             rec(4, "a", 1),
         ];
         assert_eq!(
-            s.calls(&batch, &[0, 1, 2, 3, 4]),
+            split(&s, &batch, &[0, 1, 2, 3, 4]),
             vec![vec![0, 1], vec![2, 3], vec![4]]
         );
     }
