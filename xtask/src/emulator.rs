@@ -16,6 +16,10 @@ use crate::root;
 
 /// The moto release the project is tested with.
 const MOTO: &str = "moto[server]==5.2.1";
+/// The reference implementation of the KPL aggregated record format the
+/// interop tests compare with (PyPI `aws-kinesis-agg`; it imports `six`
+/// without declaring it), pinned with what it needs.
+const KINESIS_AGG: [&str; 3] = ["aws-kinesis-agg==1.2.3", "six==1.17.0", "protobuf==7.36.2"];
 /// The kinesis-local (kinesis-mock) release the project is tested with.
 const KINESIS_LOCAL: &str = "kinesis-local@0.6.2";
 
@@ -245,6 +249,47 @@ fn moto_server() -> Result<PathBuf, String> {
     }
     std::fs::write(&marker, b"").map_err(|e| format!("{}: {e}", marker.display()))?;
     Ok(exe)
+}
+
+/// A Python with `aws-kinesis-agg` importable: the virtualenv under
+/// `target/` (moto's, created if moto came from the PATH), where the package
+/// is installed once (the marker file is written last).
+pub(crate) fn interop_python() -> Result<PathBuf, String> {
+    let venv = target_dir().join("it-venv");
+    let python = venv.join("bin").join("python");
+    let marker = venv.join(format!("installed-{}", KINESIS_AGG.join("+")));
+    if marker.exists() && python.exists() {
+        return Ok(python);
+    }
+    if !python.exists() {
+        let status = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .map_err(|e| format!("cannot run python3 -m venv: {e}"))?;
+        if !status.success() {
+            return Err(format!("python3 -m venv {} failed", venv.display()));
+        }
+    }
+    eprintln!(
+        "xtask: installing {} into {} (for the KPL aggregation interop tests)",
+        KINESIS_AGG.join(" "),
+        venv.display()
+    );
+    let status = Command::new(venv.join("bin").join("pip"))
+        .args(["install", "--quiet"])
+        .args(KINESIS_AGG)
+        .status()
+        .map_err(|e| format!("cannot run pip: {e}"))?;
+    let importable = run_ok(Command::new(&python).args([
+        "-c",
+        "import aws_kinesis_agg.aggregator, aws_kinesis_agg.deaggregator",
+    ]));
+    if !status.success() || !importable {
+        return Err(format!("pip install {} failed", KINESIS_AGG.join(" ")));
+    }
+    std::fs::write(&marker, b"").map_err(|e| format!("{}: {e}", marker.display()))?;
+    Ok(python)
 }
 
 /// Removes `dir`, the leftovers of an install that did not finish.
