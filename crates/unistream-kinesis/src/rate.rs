@@ -150,6 +150,11 @@ impl ShardBuckets {
         self.records.allows(now, reserved.0, 1.0) && self.bytes.allows(now, reserved.1, bytes)
     }
 
+    /// Whether `entries` entries of `bytes` in all can go now.
+    pub(crate) fn ready(&mut self, now: DateTime<Utc>, entries: f64, bytes: f64) -> bool {
+        self.records.allows(now, 0.0, entries) && self.bytes.allows(now, 0.0, bytes)
+    }
+
     /// How long until `entries` entries of `bytes` in all can go.
     pub(crate) fn wait_for(&mut self, now: DateTime<Utc>, entries: f64, bytes: f64) -> Duration {
         self.records

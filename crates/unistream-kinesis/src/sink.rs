@@ -424,6 +424,25 @@ impl KinesisSink {
         let mut blocked_shards: HashSet<usize> = HashSet::new();
         let mut reserved: HashMap<usize, (f64, f64)> = HashMap::new();
         let mut full = false;
+        // A shard goes only once its buckets hold what it has pending, up to
+        // a full call: a backlog then goes out in full calls, not in a
+        // trickle of the few tokens refilled during the previous call.
+        let demands = match (self.rate_limit, map) {
+            (Some(limit), Some(_)) => call_demands(&queue, limit),
+            _ => HashMap::new(),
+        };
+        if let (Some(limit), Some(m)) = (self.rate_limit, map) {
+            for (&s, &(entries, size)) in &demands {
+                if let Some(id) = m.shard_id(s) {
+                    let b = buckets
+                        .entry(id.to_owned())
+                        .or_insert_with(|| limit.buckets(now));
+                    if !b.ready(now, entries, size) {
+                        blocked_shards.insert(s);
+                    }
+                }
+            }
+        }
         for e in queue {
             if full {
                 plan.rest.push(e);
@@ -474,13 +493,13 @@ impl KinesisSink {
             call_keys.extend(e.keys(batch));
             plan.call.push(e);
         }
-        if let (Some(limit), Some(m)) = (self.rate_limit, map) {
+        if let (Some(_), Some(m)) = (self.rate_limit, map) {
             if plan.call.is_empty() {
                 plan.wait = blocked_shards
                     .iter()
                     .filter_map(|&s| {
                         let b = buckets.get_mut(m.shard_id(s)?)?;
-                        let (entries, size) = call_demand(&plan.rest, s, limit);
+                        let (entries, size) = demands.get(&s).copied().unwrap_or((1.0, 0.0));
                         Some(b.wait_for(now, entries, size))
                     })
                     .min();
@@ -509,21 +528,29 @@ impl KinesisSink {
     }
 }
 
-/// What a blocked shard waits for before the next call: its pending entries
-/// up to a full call or a full bucket (so that a backlog goes out in full
-/// calls, not one entry per refill).
-fn call_demand(queue: &[Entry], shard: usize, limit: RateLimit) -> (f64, f64) {
+/// What each shard waits for before its next call: its pending entries up
+/// to a full call or a full bucket (entries, bytes).
+fn call_demands(queue: &[Entry], limit: RateLimit) -> HashMap<usize, (f64, f64)> {
     let max_entries = MAX_RECORDS_PER_CALL.min(limit.records_per_second() as usize);
     let max_bytes = MAX_REQUEST_BYTES.min(limit.bytes_per_second() as usize);
-    let (mut entries, mut bytes) = (0usize, 0usize);
-    for e in queue.iter().filter(|e| e.shard == Some(shard)) {
-        if entries > 0 && (entries == max_entries || bytes + e.size > max_bytes) {
-            break;
+    let mut demands: HashMap<usize, (usize, usize, bool)> = HashMap::new();
+    for e in queue {
+        let Some(s) = e.shard else { continue };
+        let (entries, bytes, done) = demands.entry(s).or_default();
+        if *done {
+            continue;
         }
-        entries += 1;
-        bytes += e.size;
+        if *entries > 0 && (*entries == max_entries || *bytes + e.size > max_bytes) {
+            *done = true;
+            continue;
+        }
+        *entries += 1;
+        *bytes += e.size;
     }
-    (entries as f64, bytes as f64)
+    demands
+        .into_iter()
+        .map(|(s, (entries, bytes, _))| (s, (entries as f64, bytes as f64)))
+        .collect()
 }
 
 impl Sink for KinesisSink {

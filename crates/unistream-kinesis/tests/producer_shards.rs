@@ -305,10 +305,13 @@ async fn a_misroute_lists_the_shards_again() {
     assert_eq!(put.num_calls(), 3);
 }
 
-fn all_ok(seen: &Seen) -> aws_smithy_mocks::Rule {
+/// Accepts every entry; each call takes `latency` on `clock`.
+fn all_ok(seen: &Seen, clock: &VirtualClock, latency: Duration) -> aws_smithy_mocks::Rule {
     let s2 = seen.clone();
+    let clock = clock.clone();
     mock!(Client::put_records).then_compute_output(move |input| {
         s2.record(input);
+        clock.advance(latency);
         let mut out = PutRecordsOutput::builder();
         for _ in input.records() {
             out = out.records(ok("shardId-000000000000"));
@@ -321,9 +324,11 @@ fn all_ok(seen: &Seen) -> aws_smithy_mocks::Rule {
 async fn the_rate_limit_paces_a_backlog_of_entries_in_virtual_time() {
     let list = mock!(Client::list_shards).then_output(|| one_shard("shardId-000000000000"));
     let seen = Seen::default();
-    let put = all_ok(&seen);
-    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&list, &put]);
     let clock = VirtualClock::default();
+    // Each call takes 10 ms: the few tokens refilled meanwhile do not make a
+    // trickle of small calls.
+    let put = all_ok(&seen, &clock, Duration::from_millis(10));
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&list, &put]);
     let sink = KinesisSink::new(client, "s")
         .with_ordering(Ordering::None)
         .with_rate_limit(RateLimit::default())
@@ -332,10 +337,11 @@ async fn the_rate_limit_paces_a_backlog_of_entries_in_virtual_time() {
     assert_eq!(sink.send(&batch).await.unwrap(), Delivery::All);
     let sizes: Vec<usize> = seen.calls().iter().map(|c| c.records().len()).collect();
     assert_eq!(sizes, vec![500; 6]);
-    // A full bucket of 1,000, then 1,000 entries per second: 2 s for 2,000 more.
+    // A full bucket of 1,000, then 1,000 entries per second: 2 s for 2,000
+    // more, less the 10 ms of each of the 4 calls that waited.
     let slept = clock.total_slept();
     assert!(
-        slept >= Duration::from_millis(2000) && slept < Duration::from_millis(2010),
+        slept >= Duration::from_millis(1950) && slept < Duration::from_millis(1970),
         "{slept:?}"
     );
 }
@@ -344,9 +350,9 @@ async fn the_rate_limit_paces_a_backlog_of_entries_in_virtual_time() {
 async fn the_rate_limit_paces_bytes_too() {
     let list = mock!(Client::list_shards).then_output(|| one_shard("shardId-000000000000"));
     let seen = Seen::default();
-    let put = all_ok(&seen);
-    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&list, &put]);
     let clock = VirtualClock::default();
+    let put = all_ok(&seen, &clock, Duration::ZERO);
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&list, &put]);
     let sink = KinesisSink::new(client, "s")
         .with_rate_limit(RateLimit::default().with_bytes_per_second(100_000))
         .with_clock(clock.clone());
@@ -369,7 +375,7 @@ async fn the_rate_limit_paces_bytes_too() {
 async fn a_record_too_large_for_an_aggregate_goes_alone_and_is_valid_at_put() {
     let list = mock!(Client::list_shards).then_output(|| one_shard("shardId-000000000000"));
     let seen = Seen::default();
-    let put = all_ok(&seen);
+    let put = all_ok(&seen, &VirtualClock::default(), Duration::ZERO);
     let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&list, &put]);
     let sink = KinesisSink::new(client, "s").with_aggregation(Aggregation::default());
     // Exactly the record limit: no room for the aggregate's framing.
