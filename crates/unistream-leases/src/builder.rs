@@ -32,6 +32,7 @@ pub struct StreamConsumerBuilder<T> {
     shutdown: CancellationToken,
     clock: SharedClock,
     get_records_interval: Option<Duration>,
+    deaggregate: bool,
     on_change: Option<OnChange>,
 }
 
@@ -58,6 +59,7 @@ impl<T: LeaseTable> StreamConsumerBuilder<T> {
             shutdown: CancellationToken::new(),
             clock: Arc::new(SystemClock),
             get_records_interval: None,
+            deaggregate: true,
             on_change: None,
         }
     }
@@ -116,6 +118,13 @@ impl<T: LeaseTable> StreamConsumerBuilder<T> {
         self
     }
 
+    /// Whether each shard's source splits KPL aggregated records into their
+    /// user records (see `KinesisSource::with_deaggregation`). Default: yes.
+    pub fn deaggregate(mut self, on: bool) -> Self {
+        self.deaggregate = on;
+        self
+    }
+
     /// Calls `f` with the shards held whenever they change. Default: none.
     pub fn on_change(mut self, f: impl FnMut(&[String]) + Send + 'static) -> Self {
         self.on_change = Some(Box::new(f));
@@ -161,6 +170,7 @@ impl<T: LeaseTable> StreamConsumerBuilder<T> {
             shutdown: self.shutdown,
             clock: self.clock,
             get_records_interval: self.get_records_interval,
+            deaggregate: self.deaggregate,
             on_change: self.on_change,
         })
     }

@@ -120,6 +120,7 @@ pub struct StreamConsumer<T, P, K, D> {
     pub(crate) shutdown: CancellationToken,
     pub(crate) clock: SharedClock,
     pub(crate) get_records_interval: Option<Duration>,
+    pub(crate) deaggregate: bool,
     pub(crate) on_change: Option<OnChange>,
 }
 
@@ -228,7 +229,8 @@ where
         config.consumer_id = consumer_id.clone();
         config.stop_at_end = false;
         let mut source = KinesisSource::new(self.kinesis.clone(), &self.stream, shard, self.start)
-            .with_clock(self.clock.clone());
+            .with_clock(self.clock.clone())
+            .with_deaggregation(self.deaggregate);
         if let Some(i) = self.get_records_interval {
             source = source.with_min_interval(i);
         }

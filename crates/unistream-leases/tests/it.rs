@@ -445,3 +445,77 @@ async fn a_split_shard_is_processed_parent_first_by_the_stream_consumer() {
     }
     env.delete_stream(&stream).await;
 }
+
+#[tokio::test]
+#[ignore = "needs an AWS emulator: run with `cargo xtask it`"]
+async fn the_stream_consumer_de_aggregates_kpl_aggregates_on_every_shard() {
+    use unistream_kinesis::aggregation::AggregateBuilder;
+    let env = Env::from_env().await;
+    if env.skip_unless(Service::Kinesis) {
+        return;
+    }
+    let stream = env.create_stream(2).await;
+    // 8 aggregates of 25 user records, under 8 outer keys spread over the
+    // two shards.
+    let aggregates: Vec<(String, Vec<u8>)> = (0..8)
+        .map(|a| {
+            let mut b = AggregateBuilder::new();
+            for i in a * 25..(a + 1) * 25 {
+                let data = format!(
+                    "{{\"id\": \"{i}\", \"create_at\": \"2024-01-09T06:24:06.759449+00:00\"}}"
+                );
+                b.push(&format!("user-{i}"), None, data.into_bytes());
+            }
+            (format!("outer-{a}"), b.to_bytes())
+        })
+        .collect();
+    env.put_raw(&stream, aggregates).await;
+    let table = MemoryLeaseTable::default();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = dir.path().to_owned();
+    let log: Log = Arc::default();
+    let token = CancellationToken::new();
+    let l = log.clone();
+    let dlq = MemoryDeadLetterQueue::default();
+    let d = dlq.clone();
+    let mut worker = StreamConsumer::builder(env.kinesis(), table)
+        .stream(&stream)
+        .worker("w")
+        .consumer(config("app", 40))
+        .lease_config(LeaseConfig::new(Duration::from_secs(3)))
+        .shutdown(token.clone())
+        .build(
+            move |shard| Ok(Recorder::new("w", shard, &l)),
+            move |id| FileCheckpointStore::open(&cp, id, Durability::Process),
+            move |_| Ok(d.clone()),
+        )
+        .unwrap();
+    let driver = async {
+        let t = Instant::now();
+        while log.lock().unwrap().len() < 200 {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "not every user record was processed"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Anything more (a repeat) would show within a few reads.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        token.cancel();
+    };
+    let (summary, ()) = tokio::join!(worker.run(), driver);
+    summary.unwrap();
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.len(), 200, "each user record once");
+    // Within an aggregate (one shard), the user records come in order.
+    let ids: Vec<u64> = log
+        .iter()
+        .map(|(_, _, id, _)| id.parse().unwrap())
+        .collect();
+    for a in 0..8u64 {
+        let mine: Vec<u64> = ids.iter().copied().filter(|i| i / 25 == a).collect();
+        assert_eq!(mine, (a * 25..(a + 1) * 25).collect::<Vec<_>>());
+    }
+    assert!(dlq.letters().is_empty());
+    env.delete_stream(&stream).await;
+}
