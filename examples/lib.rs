@@ -95,22 +95,29 @@ pub fn chance(seed: u64, key: &str, n: u32) -> f64 {
     (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Logs the engine's events to stderr: at the level `RUST_LOG` names
-/// (`error`, `warn`, `info`, `debug`, `trace`), else warnings — errors only
-/// when the demo output is on, since it already shows the failures.
+/// Logs the engine's events to stderr, filtered by `RUST_LOG` (a level such
+/// as `debug`, or directives such as `unistream_core=debug,warn`), else
+/// warnings — errors only when the demo output is on, since it already
+/// shows the failures. Colours only when stderr is a terminal.
 pub fn init_logging(verbose: bool) {
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::EnvFilter;
     use tracing_subscriber::filter::LevelFilter;
-    let level = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|l| l.parse::<LevelFilter>().ok())
-        .unwrap_or(if verbose {
-            LevelFilter::ERROR
-        } else {
-            LevelFilter::WARN
-        });
+    // RUST_LOG as usual (`debug`, `unistream_core=debug,warn`, ...); without
+    // it, errors only with `--verbose` (the demo output), else warnings.
+    let default = if verbose {
+        LevelFilter::ERROR
+    } else {
+        LevelFilter::WARN
+    };
+    let filter = EnvFilter::builder()
+        .with_default_directive(default.into())
+        .from_env_lossy();
     tracing_subscriber::fmt()
-        .with_max_level(level)
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // No colour codes in a file or a pipe (`2> err.txt`).
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

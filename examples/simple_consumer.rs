@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use unistream::Error;
-use unistream::consumer::{Consumer, ConsumerConfig, OnExhausted, cancel_on_ctrl_c};
+use unistream::consumer::{Consumer, ConsumerConfig, OnExhausted, cancel_on_signals};
 use unistream::local::Durability;
 use unistream::local::{AppendFile, FileCheckpointStore, FileDeadLetterQueue, FileSource};
 use unistream::retry::RetryPolicy;
@@ -148,7 +148,7 @@ async fn run(args: Args) -> unistream::Result<()> {
     };
     let store = FileCheckpointStore::open(dir.join("checkpoint"), &args.consumer_id, durability)?;
     let mut consumer = Consumer::new(config, FileSource::new(&stream), processor, store, dlq)?;
-    cancel_on_ctrl_c(consumer.shutdown_token());
+    cancel_on_signals(consumer.shutdown_token());
 
     if !args.verbose {
         let started = Instant::now();

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use unistream::consumer::{Consumer, ConsumerConfig, cancel_on_ctrl_c};
+use unistream::consumer::{Consumer, ConsumerConfig, cancel_on_signals};
 use unistream::kinesis::{KinesisSource, StartingPosition};
 use unistream::local::Durability;
 use unistream::local::{AppendFile, FileCheckpointStore, FileDeadLetterQueue};
@@ -132,7 +132,7 @@ async fn run(args: Args) -> unistream::Result<()> {
         FileCheckpointStore::open(dir.join("checkpoint"), &consumer_id, Durability::Process)?;
     let source = KinesisSource::new(client, &args.stream, &shard, start);
     let mut consumer = Consumer::new(config, source, processor, store, dlq)?;
-    cancel_on_ctrl_c(consumer.shutdown_token());
+    cancel_on_signals(consumer.shutdown_token());
     if args.verbose {
         run_verbose(
             &mut consumer,

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use unistream::Error;
-use unistream::consumer::{Consumer, ConsumerConfig, cancel_on_ctrl_c};
+use unistream::consumer::{Consumer, ConsumerConfig, cancel_on_signals};
 use unistream::dynamodb_s3::DynamoDbS3CheckpointStore;
 use unistream::kinesis::{KinesisSource, StartingPosition};
 use unistream::local::AppendFile;
@@ -151,7 +151,7 @@ async fn run(args: Args) -> unistream::Result<()> {
     };
     let source = KinesisSource::new(kinesis, &args.stream, &shard, StartingPosition::TrimHorizon);
     let mut consumer = Consumer::new(cfg, source, processor, store, dlq)?;
-    cancel_on_ctrl_c(consumer.shutdown_token());
+    cancel_on_signals(consumer.shutdown_token());
     if args.verbose {
         run_verbose(&mut consumer, args.until_end, Duration::from_secs(1)).await?;
     } else {

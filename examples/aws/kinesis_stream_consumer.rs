@@ -1,7 +1,7 @@
 //! Consumes **every shard** of a Kinesis stream with as many worker
 //! processes as you start, coordinated by leases in a DynamoDB table. Run
 //! it in several terminals against one stream and watch the shards spread
-//! across them; stop one (Ctrl-C: it checkpoints and releases its leases)
+//! across them; stop one (SIGTERM or Ctrl-C: it checkpoints and releases its leases)
 //! or kill it (`kill -9`: its leases are taken over after the failover
 //! time) and watch the others take its shards.
 //!
@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use unistream::checkpoint::CheckpointStore;
-use unistream::consumer::{Attempt, ConsumerConfig, Outcome, Processor, cancel_on_ctrl_c};
+use unistream::consumer::{Attempt, ConsumerConfig, Outcome, Processor, cancel_on_signals};
 use unistream::dynamodb_s3::DynamoDbS3CheckpointStore;
 use unistream::kinesis::StartingPosition;
 use unistream::leases::{DynamoDbLeaseTable, LEASE_KEY, LeaseConfig, StreamConsumer};
@@ -213,7 +213,7 @@ impl Worker<'_> {
         let (fail_rate, seed) = (args.fail_rate, args.seed);
         let work = Duration::from_millis(args.work_ms);
         let shutdown = CancellationToken::new();
-        cancel_on_ctrl_c(shutdown.clone());
+        cancel_on_signals(shutdown.clone());
         let name = worker.clone();
         let me = worker.clone();
         let mut stream = StreamConsumer::builder(self.kinesis, self.leases)

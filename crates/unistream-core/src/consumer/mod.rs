@@ -57,7 +57,8 @@ pub use processor::{
     Attempt, Handler, Outcome, Processor, SliceItem, SliceProcessor, SliceResult, Slices,
 };
 pub use report::{BatchReport, RunSummary};
-pub use signal::cancel_on_ctrl_c;
+#[allow(deprecated)]
+pub use signal::{cancel_on_ctrl_c, cancel_on_signals};
 
 struct BatchState<R> {
     checkpoint: Checkpoint,
