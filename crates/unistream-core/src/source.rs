@@ -47,7 +47,8 @@ impl std::fmt::Display for Pointer {
 ///
 /// The stream's keys and the source's error are what the source saw when it
 /// read the record; a checkpoint store keeps only the pointer and the data,
-/// so a batch resumed from a checkpoint after a restart has neither (see
+/// so in a batch resumed from a checkpoint after a restart the keys are
+/// `None`, and the error is what [`Source::restore`] tells again (see
 /// `docs/kinesis.md`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -161,4 +162,12 @@ pub trait Source: Send {
         from: &Pointer,
         limit: usize,
     ) -> impl Future<Output = Result<Fetched>> + Send;
+
+    /// A record of an unfinished batch as the checkpoint store gave it back
+    /// after a restart (pointer and data only), with what the source can
+    /// tell again from them — e.g. [`SourceRecord::error`] for data it
+    /// cannot hand out as a record. The default returns it unchanged.
+    fn restore(&self, record: SourceRecord) -> SourceRecord {
+        record
+    }
 }

@@ -379,6 +379,35 @@ impl Source for KinesisSource {
         self.start.to_pointer()
     }
 
+    /// A whole Kinesis record (a plain pointer) that is an unreadable
+    /// aggregate gets its error again, so that it still goes to the
+    /// dead-letter queue, undecoded, after a restart.
+    fn restore(&self, record: SourceRecord) -> SourceRecord {
+        if !self.deaggregate
+            || record.error.is_some()
+            || sub_pointer(record.pointer.as_str()).is_some()
+        {
+            return record;
+        }
+        match aggregation::decode(&record.data) {
+            Ok(Some(users)) if users.is_empty() => {
+                let reason = format!(
+                    "Kinesis record {} of stream {}, shard {}: a KPL aggregate of no user records",
+                    record.pointer, self.stream, self.shard_id
+                );
+                record.with_error(reason)
+            }
+            Ok(_) => record,
+            Err(e) => {
+                let reason = format!(
+                    "Kinesis record {} of stream {}, shard {}: {e}",
+                    record.pointer, self.stream, self.shard_id
+                );
+                record.with_error(reason)
+            }
+        }
+    }
+
     async fn fetch(&mut self, from: &Pointer, limit: usize) -> Result<Fetched> {
         let mut throttled = 0u32;
         let mut expired = 0u32;

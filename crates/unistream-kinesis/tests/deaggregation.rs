@@ -390,3 +390,108 @@ async fn the_consumer_processes_user_records_and_dead_letters_a_corrupted_aggreg
     assert!(error.message.contains("bad MD5 digest"), "{error:?}");
     assert_eq!(letters[0].attempts, 0, "never given to the processor");
 }
+
+#[tokio::test]
+async fn a_corrupted_aggregate_restored_from_a_checkpoint_gets_its_error_again() {
+    use unistream_core::source::SourceRecord;
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::Sequential, []);
+    let source = source(client);
+    let restored = source.restore(SourceRecord::new(Pointer::from("7"), corrupted_bytes()));
+    let error = restored.error.as_deref().unwrap();
+    assert!(error.contains("bad MD5 digest"), "{error}");
+    assert!(error.contains("Kinesis record 7"), "{error}");
+    // A user record, a plain record: as they were.
+    for r in [
+        SourceRecord::new(Pointer::from("2:1"), json("u1")),
+        SourceRecord::new(Pointer::from("3"), json("p3")),
+        SourceRecord::new(Pointer::from("2"), aggregation::encode(&users())),
+    ] {
+        assert_eq!(source.restore(r.clone()), r);
+    }
+    let off = source_off();
+    let r = SourceRecord::new(Pointer::from("7"), corrupted_bytes());
+    assert_eq!(off.restore(r.clone()), r, "de-aggregation off: as it was");
+}
+
+fn source_off() -> KinesisSource {
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::Sequential, []);
+    source(client).with_deaggregation(false)
+}
+
+/// Hangs on the first attempt of record `p1` (a crash), succeeds otherwise.
+struct HangOnP1;
+
+impl Processor for HangOnP1 {
+    type Record = Event;
+    async fn process(&self, e: &Event, attempt: &Attempt<'_>) -> Result<Outcome, BoxError> {
+        if e.id == "p1" && attempt.number == 1 {
+            std::future::pending::<()>().await;
+        }
+        Ok(Outcome::Succeeded)
+    }
+}
+
+#[tokio::test]
+async fn after_a_restart_mid_batch_a_corrupted_aggregate_still_goes_to_the_dlq_with_its_error() {
+    use unistream_local::{Durability, FileCheckpointStore};
+    let dir = tempfile::tempdir().unwrap();
+    let open = || FileCheckpointStore::open(dir.path(), "c", Durability::Process).unwrap();
+    let iterator = mock!(Client::get_shard_iterator).then_output(|| {
+        GetShardIteratorOutput::builder()
+            .shard_iterator("it-1")
+            .build()
+    });
+    let batch = mock!(Client::get_records).then_output(|| {
+        GetRecordsOutput::builder()
+            .records(plain("1", "p", json("p1")))
+            .records(plain("3", "kc", corrupted_bytes()))
+            .next_shard_iterator("it-2")
+            .build()
+            .unwrap()
+    });
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::Sequential, [&iterator, &batch]);
+    let dlq = MemoryDeadLetterQueue::default();
+    let mut consumer = Consumer::new(
+        ConsumerConfig::new("c"),
+        source(client),
+        HangOnP1,
+        open(),
+        dlq.clone(),
+    )
+    .unwrap();
+    let crashed = tokio::time::timeout(std::time::Duration::from_secs(2), consumer.run()).await;
+    assert!(crashed.is_err(), "hangs on p1");
+    drop(consumer);
+    assert!(dlq.letters().is_empty(), "the crash came first");
+
+    // The restart: the batch comes from the checkpoint, then the shard ends.
+    let after = mock!(Client::get_shard_iterator)
+        .match_requests(|r| r.starting_sequence_number() == Some("3"))
+        .then_output(|| {
+            GetShardIteratorOutput::builder()
+                .shard_iterator("it-3")
+                .build()
+        });
+    let end = mock!(Client::get_records).then_output(|| {
+        GetRecordsOutput::builder()
+            .set_records(Some(vec![]))
+            .build()
+            .unwrap()
+    });
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::Sequential, [&after, &end]);
+    let mut consumer = Consumer::new(
+        ConsumerConfig::new("c"),
+        source(client),
+        HangOnP1,
+        open(),
+        dlq.clone(),
+    )
+    .unwrap();
+    let summary = consumer.run().await.unwrap();
+    assert!(summary.closed);
+    let letters = dlq.letters();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].data, corrupted_bytes());
+    let error = &letters[0].error.as_ref().unwrap().message;
+    assert!(error.contains("bad MD5 digest"), "{error}");
+}

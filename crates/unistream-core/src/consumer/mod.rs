@@ -445,6 +445,9 @@ async fn load<S: Source, K: CheckpointStore, R: Record, C: Codec<R>>(
     if !recovered.is_empty() {
         warn!(consumer = %config.consumer_id, records = recovered.len(), "retrying records whose attempt was interrupted by a stop");
     }
+    // The store keeps pointers and data: the source says again what it
+    // knows of them (e.g. that one is a corrupted aggregate).
+    let records: Vec<SourceRecord> = records.into_iter().map(|r| source.restore(r)).collect();
     let decoded = records.iter().map(|r| decode(codec, r)).collect();
     info!(consumer = %config.consumer_id, batch = checkpoint.batch_sequence(), start = %checkpoint.start_pointer(), "loaded checkpoint");
     Ok(BatchState {
