@@ -90,8 +90,12 @@ impl Worker {
     }
 
     fn interrupt(&mut self) {
+        self.signal("-INT");
+    }
+
+    fn signal(&mut self, signal: &str) {
         let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args([signal, &self.child.id().to_string()])
             .status();
     }
 }
@@ -382,4 +386,91 @@ fn three_workers_share_four_shards_and_take_over_from_a_killed_one() {
         env.delete_stream(&stream).await;
         env.delete_table(&leases).await;
     });
+}
+
+/// SIGTERM — what systemd, Kubernetes, ECS and `docker stop` send — stops a
+/// worker gracefully: it checkpoints, releases its leases and exits 0, and
+/// another worker takes them at its next scan (every failover / 4), not
+/// after the failover time.
+#[test]
+#[ignore = "needs an AWS emulator: run with `cargo xtask it`"]
+fn sigterm_releases_leases_to_another_worker_within_one_scan() {
+    const FAILOVER: Duration = Duration::from_secs(8);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt.block_on(Env::from_env());
+    if env.skip_unless(unistream_test_support::Service::DynamoDb) {
+        return;
+    }
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
+    let (stream, leases) = rt.block_on(async {
+        let stream = env.create_stream(2).await;
+        let t0 = chrono::Utc::now();
+        env.put_raw(
+            &stream,
+            (0..200).map(|i| {
+                let data = format!(
+                    "{{\"id\": \"{i}\", \"create_at\": \"{}\", \"value\": 1}}",
+                    t0.format("%Y-%m-%dT%H:%M:%S%.6f+00:00")
+                );
+                (i.to_string(), data.into_bytes())
+            }),
+        )
+        .await;
+        let leases = env.create_table(unistream::leases::LEASE_KEY).await;
+        (stream, leases)
+    });
+    let bin = common::example_bin_of("unistream-aws-examples", "kinesis_stream_consumer");
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<String> = [
+        "--endpoint",
+        &endpoint,
+        "--stream",
+        &stream,
+        "--app",
+        "sigterm",
+        "--lease-table",
+        &leases,
+        "--checkpoint-dir",
+        dir.path().join("checkpoints").to_str().unwrap(),
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--failover-ms",
+        &FAILOVER.as_millis().to_string(),
+        "--fail-rate",
+        "0",
+        "--delay-ms",
+        "200",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let mut a = start(&bin, &args, "a");
+    wait_for("a to hold both shards", Duration::from_secs(60), || {
+        a.held().len() == 2
+    });
+    let b = start(&bin, &args, "b");
+    wait_for("b to take its share", Duration::from_secs(60), || {
+        b.held().len() == 1
+    });
+    let t = Instant::now();
+    a.signal("-TERM");
+    let status = a.child.wait().unwrap();
+    let stopped = t.elapsed();
+    assert!(status.success(), "a graceful stop exits 0, got {status}");
+    assert!(a.held().is_empty(), "a released its leases: {:?}", a.held());
+    wait_for("b to take a's lease", FAILOVER, || b.held().len() == 2);
+    let taken = t.elapsed();
+    eprintln!(
+        "SIGTERM: worker stopped in {} ms, its lease taken by the other in {} ms (failover {} ms, scan every {} ms)",
+        stopped.as_millis(),
+        taken.as_millis(),
+        FAILOVER.as_millis(),
+        FAILOVER.as_millis() / 4
+    );
+    assert!(
+        taken < FAILOVER / 2,
+        "taken after {taken:?}: that is waiting out the lease, not a release (failover {FAILOVER:?})"
+    );
+    let mut b = b;
+    b.interrupt();
+    assert!(b.child.wait().unwrap().success());
 }
