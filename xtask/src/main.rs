@@ -212,6 +212,17 @@ fn bench_all(args: BenchArgs) -> Result<(), String> {
                 &[]
             },
         )?);
+        // The producer against a quota-enforcing proxy in front of the
+        // emulator (KPL aggregation, per-shard rate limits).
+        rows.extend(bench(
+            "unistream-kinesis",
+            "quota",
+            if args.quick {
+                &["--records", "20000", "--plain-records", "5000"]
+            } else {
+                &[]
+            },
+        )?);
         // The production path (Kinesis + DynamoDB/S3 checkpoint + SQS DLQ,
         // 5 ms added to each DynamoDB, S3 and SQS call).
         rows.extend(bench(

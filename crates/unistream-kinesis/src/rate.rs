@@ -80,6 +80,8 @@ pub(crate) struct TokenBucket {
     rate: f64,
     tokens: f64,
     at: DateTime<Utc>,
+    /// Tokens were taken from a full bucket by a call not yet answered.
+    from_full: bool,
 }
 
 impl TokenBucket {
@@ -88,6 +90,7 @@ impl TokenBucket {
             rate,
             tokens: rate,
             at: now,
+            from_full: false,
         }
     }
 
@@ -128,10 +131,31 @@ impl TokenBucket {
         Duration::from_secs_f64(missing / self.rate) + Duration::from_micros(1)
     }
 
+    /// At a call's answer. If the call took from a full bucket, the bucket
+    /// refills only from `now` on. Why: the service has its own bucket per
+    /// shard, full as well when ours is, and took the call's entries at some
+    /// time between request and answer; anchoring ours at the answer means
+    /// it never counts more refill than the service's, so later calls sent
+    /// sooner after their request than this one (its connection set up, say)
+    /// are not throttled. A call that took from a part-full bucket needs no
+    /// anchor: the last full one holds.
+    pub(crate) fn answered(&mut self, now: DateTime<Utc>) {
+        if std::mem::take(&mut self.from_full) {
+            self.at = self.at.max(now);
+        }
+    }
+
+    /// Empties the bucket (the service said the shard is over its quota).
+    pub(crate) fn drain(&mut self, now: DateTime<Utc>) {
+        self.refill(now);
+        self.tokens = self.tokens.min(0.0);
+    }
+
     /// Takes `n` tokens (the bucket may go below zero for an entry larger
     /// than itself).
     pub(crate) fn take(&mut self, now: DateTime<Utc>, n: f64) {
         self.refill(now);
+        self.from_full |= self.tokens >= self.rate;
         self.tokens -= n;
     }
 }
@@ -160,6 +184,18 @@ impl ShardBuckets {
         self.records
             .wait_for(now, entries)
             .max(self.bytes.wait_for(now, bytes))
+    }
+
+    /// At a call's answer (see [`TokenBucket::answered`]).
+    pub(crate) fn answered(&mut self, now: DateTime<Utc>) {
+        self.records.answered(now);
+        self.bytes.answered(now);
+    }
+
+    /// Empties both buckets.
+    pub(crate) fn drain(&mut self, now: DateTime<Utc>) {
+        self.records.drain(now);
+        self.bytes.drain(now);
     }
 
     pub(crate) fn take(&mut self, now: DateTime<Utc>, entries: f64, bytes: f64) {
@@ -191,6 +227,28 @@ mod tests {
         // Never more than one second's worth, however long it rests.
         assert!(b.allows(t(60_000), 0.0, 1000.0));
         assert!(!b.allows(t(60_000), 1000.0, 1.0));
+    }
+
+    #[test]
+    fn a_call_from_a_full_bucket_anchors_the_refill_at_its_answer() {
+        let mut b = TokenBucket::full(1000.0, t(0));
+        b.take(t(0), 500.0);
+        // The answer comes 20 ms later: refill restarts there.
+        b.answered(t(20));
+        assert!(!b.allows(t(519), 0.0, 1000.0));
+        assert!(b.allows(t(520), 0.0, 1000.0));
+        // From a part-full bucket (750 at 270 ms): the call's 20 ms count.
+        b.take(t(270), 250.0);
+        b.answered(t(290));
+        assert!(b.allows(t(770), 0.0, 1000.0));
+    }
+
+    #[test]
+    fn throttling_empties_the_bucket() {
+        let mut b = TokenBucket::full(1000.0, t(0));
+        b.drain(t(0));
+        assert!(!b.allows(t(0), 0.0, 1.0));
+        assert!(b.allows(t(1), 0.0, 1.0));
     }
 
     #[test]

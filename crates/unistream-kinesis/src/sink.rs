@@ -513,6 +513,39 @@ impl KinesisSink {
         plan
     }
 
+    /// After a call's answer: a shard's buckets that the call took from full
+    /// refill from now on (see `TokenBucket::answered`: the sink never runs
+    /// ahead of the service by a call's latency), and a shard that throttled
+    /// an entry has its buckets emptied.
+    fn settle(
+        &self,
+        call: &[Entry],
+        out: Option<&aws_sdk_kinesis::operation::put_records::PutRecordsOutput>,
+        map: Option<&ShardMap>,
+    ) {
+        let (Some(_), Some(m)) = (self.rate_limit, map) else {
+            return;
+        };
+        let now = self.clock.now();
+        let results = out.map(|o| o.records()).unwrap_or_default();
+        let mut st = self.state();
+        for (n, e) in call.iter().enumerate() {
+            let Some(b) = e
+                .shard
+                .and_then(|s| m.shard_id(s))
+                .and_then(|id| st.buckets.get_mut(id))
+            else {
+                continue;
+            };
+            b.answered(now);
+            let throttled = results.get(n).and_then(|r| r.error_code())
+                == Some("ProvisionedThroughputExceededException");
+            if throttled {
+                b.drain(now);
+            }
+        }
+    }
+
     fn request_entry(
         &self,
         batch: &[EncodedRecord],
@@ -628,14 +661,15 @@ impl Sink for KinesisSink {
                 .iter_mut()
                 .map(|e| self.request_entry(batch, e))
                 .collect::<Result<Vec<_>, _>>()?;
-            let out = match self
+            let sent = self
                 .client
                 .put_records()
                 .stream_name(&self.stream)
                 .set_records(Some(entries))
                 .send()
-                .await
-            {
+                .await;
+            self.settle(&call, sent.as_ref().ok(), map.as_deref());
+            let out = match sent {
                 Ok(out) => out,
                 Err(e) => {
                     let e = aws_sdk_kinesis::error::DisplayErrorContext(e).to_string();
