@@ -75,4 +75,6 @@
 pub mod frame;
 mod wal;
 
-pub use wal::{FileBuffer, FileBufferConfig, Recovery};
+pub use wal::{
+    FileBuffer, FileBufferConfig, PendingBatch, Recovery, SegmentInfo, TornTail, WalReport, inspect,
+};

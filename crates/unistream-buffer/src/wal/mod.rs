@@ -10,10 +10,12 @@
 //! | `writer.rs` | appending records, sealing, commit and narrow frames, rolling, deleting |
 //! | `reader.rs` | reading a sealed batch back |
 //! | `recover.rs` | replaying every segment on open, repairing a torn tail |
+//! | `inspect.rs` | [`inspect`]: what a WAL holds, read without opening it |
 //! | `sync.rs` | group commit: many `put`s share one `fdatasync` |
 //! | `file_buffer.rs` | [`FileBuffer`]: open, and the [`Buffer`](unistream_core::buffer::Buffer) implementation |
 
 mod file_buffer;
+mod inspect;
 mod options;
 mod reader;
 mod recover;
@@ -23,4 +25,5 @@ mod sync;
 mod writer;
 
 pub use file_buffer::FileBuffer;
+pub use inspect::{PendingBatch, SegmentInfo, TornTail, WalReport, inspect};
 pub use options::{FileBufferConfig, Recovery};

@@ -17,16 +17,16 @@ use super::state::{BatchMeta, OpenBatch, State};
 use crate::frame::{self, Frame, MAGIC};
 
 /// What the scan of the segment files found.
-struct Scanned {
-    files: VecDeque<u64>,
-    sealed: VecDeque<BatchMeta>,
-    open: OpenBatch,
-    max_id: u64,
+pub(super) struct Scanned {
+    pub(super) files: VecDeque<u64>,
+    pub(super) sealed: VecDeque<BatchMeta>,
+    pub(super) open: OpenBatch,
+    pub(super) max_id: u64,
 }
 
 /// Applies one segment file's frames to `s`. Returns the length of its good
 /// frames and why the rest is torn, or the corruption.
-fn apply_file(
+pub(super) fn apply_file(
     s: &mut Scanned,
     seq: u64,
     bytes: &[u8],

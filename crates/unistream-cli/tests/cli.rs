@@ -1,0 +1,183 @@
+//! The `unistream` binary on real files made by the library: a WAL with
+//! pending and open records, the same WAL corrupted, a file checkpoint with
+//! failing records (and one held by a running consumer), a file DLQ with a
+//! torn last letter.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use chrono::Utc;
+use unistream_buffer::{FileBuffer, FileBufferConfig};
+use unistream_core::ErrorInfo;
+use unistream_core::buffer::{Buffer, BufferLimits};
+use unistream_core::checkpoint::{Checkpoint, CheckpointStore};
+use unistream_core::dlq::{DeadLetter, DeadLetterQueue};
+use unistream_core::sink::EncodedRecord;
+use unistream_core::source::{Pointer, SourceRecord};
+use unistream_local::{Durability, FileCheckpointStore, FileDeadLetterQueue};
+
+fn unistream(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_unistream"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", text(out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn wal_with_4_records(dir: &Path) {
+    let wal = FileBuffer::open(
+        dir,
+        FileBufferConfig::new(BufferLimits::records(3), Durability::PowerLoss),
+    )
+    .unwrap();
+    for i in 0..4 {
+        let r = EncodedRecord::new(i.to_string(), "k", format!("{{\"i\":{i}}}").into_bytes());
+        wal.put(&r).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn wal_inspect_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    wal_with_4_records(dir.path()).await;
+    let d = dir.path().to_str().unwrap();
+    let out = unistream(&["wal", "inspect", d]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("4 unsent records"), "{}", text(&out));
+    let report = json(&unistream(&["wal", "inspect", d, "--json"]));
+    assert_eq!(report["unsent_records"], 4);
+    assert_eq!(report["pending_batches"][0]["records"], 3);
+    assert_eq!(report["open_records"], 1);
+    let verified = json(&unistream(&["wal", "verify", d, "--json"]));
+    assert_eq!(verified["ok"], true);
+
+    // A flipped byte in the first record: verify names the file and offset.
+    let seg = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "wal"))
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[20] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+    let out = unistream(&["wal", "verify", d]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains(&seg.display().to_string()) && t.contains("offset"),
+        "{t}"
+    );
+}
+
+#[tokio::test]
+async fn checkpoint_show_lists_failing_records_and_refuses_a_held_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Utc::now();
+    {
+        let mut store = FileCheckpointStore::open(dir.path(), "c1", Durability::Process).unwrap();
+        store.load().await.unwrap();
+        let mut cp = Checkpoint::new("c1", Pointer::from("0"), 2, Duration::from_secs(60));
+        cp.start_batch(
+            ["a".to_string(), "b".to_string(), "c".to_string()],
+            Some(Pointer::from("3")),
+            now,
+        )
+        .unwrap();
+        let records: Vec<SourceRecord> = (0..3)
+            .map(|i| SourceRecord::new(Pointer::new(i.to_string()), b"{}".to_vec()))
+            .collect();
+        store.save_batch(&cp, &records).await.unwrap();
+        cp.begin_attempt(0, "L", now).unwrap();
+        cp.succeed(0, "L", None, now).unwrap();
+        cp.begin_attempt(1, "L", now).unwrap();
+        cp.fail(1, "L", ErrorInfo::new("the payment service said no"), now)
+            .unwrap();
+        for i in 0..2 {
+            store.save_tracker(&cp, i).await.unwrap();
+        }
+        store.sync().await.unwrap();
+    }
+    let d = dir.path().to_str().unwrap();
+    let out = unistream(&["checkpoint", "show", "--dir", d, "--consumer", "c1"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("the payment service said no") && t.contains("failed"),
+        "{t}"
+    );
+    let j = json(&unistream(&[
+        "checkpoint",
+        "show",
+        "--dir",
+        d,
+        "--consumer",
+        "c1",
+        "--json",
+    ]));
+    assert_eq!(j["batch_sequence"], 1);
+    assert_eq!(j["counts"]["succeeded"], 1);
+    assert_eq!(j["counts"]["pending"], 1);
+    assert_eq!(j["failing"][0]["record_id"], "b");
+    assert_eq!(j["failing"][0]["attempts"], 1);
+
+    // While a consumer holds it: a clear refusal, not a read of a moving file.
+    let _held = FileCheckpointStore::open(dir.path(), "c1", Durability::Process).unwrap();
+    let out = unistream(&["checkpoint", "show", "--dir", d, "--consumer", "c1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("locked by a running process"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test]
+async fn dlq_show_reads_letters_and_reports_a_torn_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dlq.jsonl");
+    {
+        let dlq = FileDeadLetterQueue::open(&path, Durability::Process).unwrap();
+        for i in 0..3 {
+            let mut letter = DeadLetter::new(
+                "c1",
+                format!("r{i}"),
+                format!("{{\"id\": \"r{i}\"}}").into_bytes(),
+                Pointer::new(i.to_string()),
+                Utc::now(),
+            );
+            letter.attempts = 3;
+            letter.error = Some(ErrorInfo::new(format!("boom {i}")));
+            dlq.send(&letter).await.unwrap();
+        }
+    }
+    // A letter cut short by a kill.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(b"{\"record\": {\"id\": \"r3");
+    std::fs::write(&path, &bytes).unwrap();
+    let p = path.to_str().unwrap();
+    let out = unistream(&["dlq", "show", p]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("3 letters") && t.contains("boom 2") && t.contains("cut short"),
+        "{t}"
+    );
+    let j = json(&unistream(&["dlq", "show", p, "--json", "--max", "2"]));
+    assert_eq!(j["total"], 3);
+    assert_eq!(j["letters"].as_array().unwrap().len(), 2);
+    assert_eq!(j["letters"][0]["record_id"], "r0");
+    assert!(j["torn_tail"]["offset"].as_u64().unwrap() > 0);
+}
