@@ -627,6 +627,8 @@ impl Sink for KinesisSink {
             }
         }
         let mut queue = self.entries(batch, &sendable, map.as_deref());
+        // A record in no listed range: the map was listed mid-reshard.
+        misrouted |= map.is_some() && queue.iter().any(|e| e.shard.is_none());
         while !queue.is_empty() {
             let now = self.clock.now();
             let plan = {
