@@ -104,15 +104,19 @@ pub(crate) struct Output {
 }
 
 impl Output {
+    /// Prints to stdout. A closed pipe (`unistream … | head`) ends the
+    /// output quietly instead of a panic.
     fn print(&self, json: bool) {
-        if json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&self.json).unwrap_or_default()
-            );
+        use std::io::Write as _;
+        let text = if json {
+            let mut j = serde_json::to_string_pretty(&self.json).unwrap_or_default();
+            j.push('\n');
+            j
         } else {
-            print!("{}", self.text);
-        }
+            self.text.clone()
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
     }
 }
 
