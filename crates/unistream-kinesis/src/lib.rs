@@ -21,7 +21,10 @@
 //!   iterators are derived with `AFTER_SEQUENCE_NUMBER`, cached, and derived
 //!   again when they expire. At most 5 `GetRecords` per second; throttling
 //!   backs off; the end of a closed shard closes the source and reports its
-//!   child shards.
+//!   child shards. Records in the KPL aggregated format are split into their
+//!   user records by default, each with its own keys and pointer
+//!   (`<sequence number>:<sub-sequence number>`); a corrupted aggregate is
+//!   handed out whole, marked with the error, for the dead-letter queue.
 //! - [`KinesisDeadLetterQueue`]: another stream as the dead-letter queue.
 //! - [`aggregation`]: the Kinesis Producer Library's aggregated record
 //!   format (many user records in one Kinesis record), read and written.
