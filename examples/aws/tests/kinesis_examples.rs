@@ -199,3 +199,80 @@ fn the_production_wiring_and_redrive_run_against_the_emulator() {
         "{redriven}"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs an AWS emulator: run with `cargo xtask it`"]
+async fn the_producer_example_aggregates_and_the_consumer_example_reads_every_record() {
+    let env = unistream_test_support::Env::from_env().await;
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let stream = unistream_test_support::unique_name("it-agg-example");
+    let out = Command::new(example_bin("aws_kinesis_producer"))
+        .args(["--endpoint", &endpoint, "--stream", &stream, "--create"])
+        .args([
+            "--count",
+            "200",
+            "--max-records",
+            "50",
+            "--interval-ms",
+            "0",
+        ])
+        .args(["--backoff-ms", "0", "--fail-rate", "0", "--dir", d])
+        .args([
+            "--aggregate",
+            "--rate-records",
+            "1000",
+            "--rate-bytes",
+            "1048576",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "producer: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 4 batches of 50 on one shard: 4 aggregates in the stream.
+    let k = env.kinesis();
+    let shard = env.shards(&stream).await[0].0.clone();
+    let it = k
+        .get_shard_iterator()
+        .stream_name(&stream)
+        .shard_id(shard)
+        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .unwrap()
+        .shard_iterator;
+    let got = k.get_records().set_shard_iterator(it).send().await.unwrap();
+    assert_eq!(got.records().len(), 4, "one aggregate per batch of 50");
+    assert!(
+        got.records()
+            .iter()
+            .all(|r| unistream::kinesis::aggregation::is_aggregate(r.data().as_ref()))
+    );
+    let out = Command::new(example_bin("aws_kinesis_consumer"))
+        .args(["--endpoint", &endpoint, "--stream", &stream, "--until-end"])
+        .args(["--limit", "30", "--fail-rate", "0", "--backoff-ms", "0"])
+        .args(["--delay-ms", "100", "--dir", d])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "consumer: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let target = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".target.jsonl"))
+        .expect("target file");
+    let expected: HashSet<String> = (1..=200).map(|i| i.to_string()).collect();
+    assert_eq!(
+        ids(&target, |v| v),
+        expected,
+        "every user record, none to the DLQ"
+    );
+    env.delete_stream(&stream).await;
+}
