@@ -445,3 +445,32 @@ impl unistream_core::record::Record for Rec {
         &self.key
     }
 }
+
+#[tokio::test]
+async fn a_record_in_no_listed_range_lists_the_shards_again() {
+    // Listed mid-reshard: only the lower half of the hash space is open.
+    // "" hashes to 0xd41d... (upper half): no predicted shard.
+    let list = mock!(Client::list_shards)
+        .sequence()
+        .output(|| {
+            ListShardsOutput::builder()
+                .shards(shard("shardId-000000000000", 0, HALF - 1, false))
+                .build()
+        })
+        .output(|| one_shard("shardId-000000000000"))
+        .build();
+    let seen = Seen::default();
+    let put = all_ok(&seen, &VirtualClock::default(), Duration::ZERO);
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&list, &put]);
+    let sink = KinesisSink::new(client, "s").with_rate_limit(RateLimit::default());
+    let batch = [rec(0, "a"), EncodedRecord::new("1", "", b"{}".to_vec())];
+    assert_eq!(sink.send(&batch).await.unwrap(), Delivery::All);
+    assert_eq!(sink.send(&batch).await.unwrap(), Delivery::All);
+    assert_eq!(
+        list.num_calls(),
+        2,
+        "listed again after a record of no shard"
+    );
+    assert_eq!(sink.send(&batch).await.unwrap(), Delivery::All);
+    assert_eq!(list.num_calls(), 2);
+}
