@@ -495,3 +495,42 @@ async fn after_a_restart_mid_batch_a_corrupted_aggregate_still_goes_to_the_dlq_w
     let error = &letters[0].error.as_ref().unwrap().message;
     assert!(error.contains("bad MD5 digest"), "{error}");
 }
+
+#[tokio::test]
+async fn an_undecodable_user_record_goes_to_the_dlq_alone_with_its_own_key_and_pointer() {
+    let iterator = mock!(Client::get_shard_iterator).then_output(|| {
+        GetShardIteratorOutput::builder()
+            .shard_iterator("it-1")
+            .build()
+    });
+    let end = mock!(Client::get_records).then_output(|| {
+        let users = vec![
+            UserRecord::new("ka", None, json("u0")),
+            UserRecord::new("kbad", None, b"not json".to_vec()),
+            UserRecord::new("ka", None, json("u2")),
+        ];
+        GetRecordsOutput::builder()
+            .records(plain("5", "outer", aggregation::encode(&users)))
+            .build()
+            .unwrap()
+    });
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::Sequential, [&iterator, &end]);
+    let dlq = MemoryDeadLetterQueue::default();
+    let mut consumer = Consumer::new(
+        ConsumerConfig::new("c"),
+        source(client),
+        Seen::default(),
+        MemoryCheckpointStore::default(),
+        dlq.clone(),
+    )
+    .unwrap()
+    .with_clock(VirtualClock::default());
+    let summary = consumer.run().await.unwrap();
+    assert_eq!((summary.succeeded, summary.dead_lettered), (2, 1));
+    let letters = dlq.letters();
+    assert_eq!(letters[0].data, b"not json", "the user record's data only");
+    assert_eq!(letters[0].pointer.as_str(), "5:1");
+    assert_eq!(letters[0].partition_key.as_deref(), Some("kbad"));
+    let error = &letters[0].error.as_ref().unwrap().message;
+    assert!(error.starts_with("cannot decode record"), "{error}");
+}
