@@ -587,8 +587,9 @@ fn call_demands(queue: &[Entry], limit: RateLimit) -> HashMap<usize, (f64, f64)>
 }
 
 impl Sink for KinesisSink {
-    /// Refuses a record whose partition key is not 1 to 256 characters, or
-    /// whose data and key are over the stream's record size. With
+    /// Refuses a record whose partition key is not 1 to 256 characters,
+    /// whose explicit hash key is not a decimal number from 0 to 2^128 - 1,
+    /// or whose data and key are over the stream's record size. With
     /// aggregation the limit is the same: a record too large for an
     /// aggregate (its share of the aggregate's framing and key tables
     /// included) is sent alone, as it is.
@@ -598,6 +599,18 @@ impl Sink for KinesisSink {
             return Err(Refusal::PartitionKey(format!(
                 "a Kinesis partition key has 1 to 256 characters; this one has {key_chars}"
             )));
+        }
+        if let Some(ehk) = &r.explicit_hash_key {
+            // Kinesis takes `0|([1-9]\d{0,38})` up to 2^128 - 1; any other
+            // fails its whole PutRecords call, again at every retry.
+            let digits =
+                ehk == "0" || (!ehk.starts_with('0') && ehk.bytes().all(|b| b.is_ascii_digit()));
+            if !digits || ehk.parse::<u128>().is_err() {
+                return Err(Refusal::Unrepresentable(format!(
+                    "a Kinesis explicit hash key is a decimal number from 0 to 2^128 - 1 \
+                     without leading zeros; this one is {ehk:?}"
+                )));
+            }
         }
         let size = r.data.len() + r.partition_key.len();
         if size > self.max_record_bytes {
@@ -816,6 +829,14 @@ mod tests {
                 .contains("101 bytes")
         );
         assert!(s.validate(&rec(1, "", 1)).is_err());
+        let ehk = |k: &str| rec(1, "k", 1).with_explicit_hash_key(Some(k.into()));
+        for good in ["0", "7", &u128::MAX.to_string()] {
+            assert!(s.validate(&ehk(good)).is_ok(), "{good}");
+        }
+        let too_big = "340282366920938463463374607431768211456"; // 2^128
+        for bad in ["", "07", "+7", "-1", "1.5", "x", too_big] {
+            assert!(s.validate(&ehk(bad)).is_err(), "{bad:?}");
+        }
         assert!(s.validate(&rec(1, &"k".repeat(257), 1)).is_err());
     }
 }
