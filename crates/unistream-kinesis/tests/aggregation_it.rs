@@ -5,9 +5,6 @@
 //! `cargo xtask it`; a plain `cargo test` lists them as ignored.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,7 +20,7 @@ use unistream_core::retry::RetryPolicy;
 use unistream_kinesis::aggregation::{self, AggregateBuilder, UserRecord};
 use unistream_kinesis::{KinesisSource, StartingPosition};
 use unistream_local::{Durability, FileCheckpointStore};
-use unistream_test_support::{Env, Service};
+use unistream_test_support::{Env, Service, interop_python, run_python};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Rec {
@@ -329,49 +326,6 @@ async fn a_stream_mixing_aggregates_plain_records_and_corrupted_aggregates() {
         assert_eq!(l.attempts, 0);
     }
     env.delete_stream(&stream).await;
-}
-
-/// The Python that has `aws-kinesis-agg` (set by `cargo xtask it`); `None`,
-/// after a loud notice, outside the xtask. Under the xtask a missing one is
-/// a failure, never a skip.
-fn interop_python() -> Option<PathBuf> {
-    match std::env::var_os("UNISTREAM_IT_PYTHON") {
-        Some(p) => Some(PathBuf::from(p)),
-        None if std::env::var_os("UNISTREAM_IT_EMULATOR").is_some() => panic!(
-            "UNISTREAM_IT_PYTHON is not set, yet UNISTREAM_IT_EMULATOR is: `cargo xtask it` installs aws-kinesis-agg and sets both"
-        ),
-        None => {
-            eprintln!(
-                "SKIPPED: needs the aws-kinesis-agg Python package: run with `cargo xtask it` (it installs it and sets UNISTREAM_IT_PYTHON)"
-            );
-            None
-        }
-    }
-}
-
-/// Runs `script` with `input` as JSON on its standard input; its standard
-/// output, parsed as JSON.
-fn run_python(python: &PathBuf, script: &str, input: &serde_json::Value) -> serde_json::Value {
-    let mut child = Command::new(python)
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&serde_json::to_vec(input).unwrap())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the Python script failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Aggregates `[{"pk", "ehk", "data" (base64)}]` 100 user records to an

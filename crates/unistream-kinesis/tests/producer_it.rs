@@ -7,9 +7,6 @@
 //! lists them as ignored.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use aws_sdk_kinesis::types::ShardIteratorType;
 use base64::Engine;
@@ -21,7 +18,7 @@ use unistream_core::producer::{Producer, ProducerConfig};
 use unistream_core::sink::EncodedRecord;
 use unistream_kinesis::aggregation;
 use unistream_kinesis::{Aggregation, KinesisSink, RateLimit};
-use unistream_test_support::{Env, Service};
+use unistream_test_support::{Env, Service, interop_python, run_python};
 
 /// One Kinesis record as read from a shard.
 struct Stored {
@@ -189,24 +186,6 @@ async fn aggregated_and_rate_limited_records_land_on_their_shards_in_key_order()
     env.delete_stream(&stream).await;
 }
 
-/// The Python that has `aws-kinesis-agg` (set by `cargo xtask it`); `None`,
-/// after a loud notice, outside the xtask. Under the xtask a missing one is
-/// a failure, never a skip.
-fn interop_python() -> Option<PathBuf> {
-    match std::env::var_os("UNISTREAM_IT_PYTHON") {
-        Some(p) => Some(PathBuf::from(p)),
-        None if std::env::var_os("UNISTREAM_IT_EMULATOR").is_some() => panic!(
-            "UNISTREAM_IT_PYTHON is not set, yet UNISTREAM_IT_EMULATOR is: `cargo xtask it` installs aws-kinesis-agg and sets both"
-        ),
-        None => {
-            eprintln!(
-                "SKIPPED: needs the aws-kinesis-agg Python package: run with `cargo xtask it` (it installs it and sets UNISTREAM_IT_PYTHON)"
-            );
-            None
-        }
-    }
-}
-
 /// Reads `[{"pk", "data" (base64)}]`, the Kinesis records of a stream, and
 /// de-aggregates each with the reference deaggregator (a plain record comes
 /// out as it is); prints, per Kinesis record, `[{"pk", "data" (base64),
@@ -249,26 +228,7 @@ async fn the_reference_deaggregator_reads_what_our_producer_aggregated() {
         .iter()
         .map(|s| serde_json::json!({"pk": s.partition_key, "data": B64.encode(&s.data)}))
         .collect();
-    let mut child = Command::new(&python)
-        .args(["-c", DEAGGREGATE])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&serde_json::to_vec(&input).unwrap())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the Python script failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = run_python(&python, DEAGGREGATE, &serde_json::Value::Array(input));
     let mut users = Vec::new();
     let mut aggregates = 0;
     for (s, records) in stored.iter().zip(out.as_array().unwrap()) {

@@ -26,8 +26,10 @@
 
 pub mod checkpoint_contract;
 mod latency;
+mod python;
 
 pub use latency::LatencyHttpClient;
+pub use python::{interop_python, run_python};
 
 use std::time::{Duration, Instant};
 
