@@ -428,7 +428,7 @@ impl KinesisSink {
         // a full call: a backlog then goes out in full calls, not in a
         // trickle of the few tokens refilled during the previous call.
         let demands = match (self.rate_limit, map) {
-            (Some(limit), Some(_)) => call_demands(&queue, limit),
+            (Some(limit), Some(_)) => call_demands(batch, &queue, failed, per_key, limit),
             _ => HashMap::new(),
         };
         if let (Some(limit), Some(m)) = (self.rate_limit, map) {
@@ -561,28 +561,48 @@ impl KinesisSink {
     }
 }
 
-/// What each shard waits for before its next call: its pending entries up
-/// to a full call or a full bucket (entries, bytes).
-fn call_demands(queue: &[Entry], limit: RateLimit) -> HashMap<usize, (f64, f64)> {
-    let max_entries = MAX_RECORDS_PER_CALL.min(limit.records_per_second() as usize);
-    let max_bytes = MAX_REQUEST_BYTES.min(limit.bytes_per_second() as usize);
-    let mut demands: HashMap<usize, (usize, usize, bool)> = HashMap::new();
+/// What each shard waits for before its next call: its entries in the call
+/// that would go without a rate limit (the same limits, keys and held-back
+/// records as [`KinesisSink::plan`]), up to one second of its rate (entries,
+/// bytes). A hot key with [`Ordering::PerKey`] goes one entry per call, so
+/// its shard waits for one entry's tokens, not for a full call's.
+fn call_demands(
+    batch: &[EncodedRecord],
+    queue: &[Entry],
+    failed: &HashSet<&str>,
+    per_key: bool,
+    limit: RateLimit,
+) -> HashMap<usize, (f64, f64)> {
+    let max_entries = limit.records_per_second() as usize;
+    let max_bytes = limit.bytes_per_second() as usize;
+    let mut demands: HashMap<usize, (usize, usize)> = HashMap::new();
+    let (mut entries, mut bytes) = (0usize, 0usize);
+    let mut keys: HashSet<&str> = HashSet::new();
     for e in queue {
-        let Some(s) = e.shard else { continue };
-        let (entries, bytes, done) = demands.entry(s).or_default();
-        if *done {
+        if per_key && e.keys(batch).any(|k| failed.contains(k)) {
             continue;
         }
-        if *entries > 0 && (*entries == max_entries || *bytes + e.size > max_bytes) {
-            *done = true;
-            continue;
+        if entries > 0
+            && (entries == MAX_RECORDS_PER_CALL
+                || bytes + e.size > MAX_REQUEST_BYTES
+                || (per_key && e.keys(batch).any(|k| keys.contains(k))))
+        {
+            break;
         }
-        *entries += 1;
-        *bytes += e.size;
+        entries += 1;
+        bytes += e.size;
+        keys.extend(e.keys(batch));
+        if let Some(s) = e.shard {
+            let d = demands.entry(s).or_default();
+            if d.0 == 0 || (d.0 < max_entries && d.1 + e.size <= max_bytes) {
+                d.0 += 1;
+                d.1 += e.size;
+            }
+        }
     }
     demands
         .into_iter()
-        .map(|(s, (entries, bytes, _))| (s, (entries as f64, bytes as f64)))
+        .map(|(s, (n, b))| (s, (n as f64, b as f64)))
         .collect()
 }
 

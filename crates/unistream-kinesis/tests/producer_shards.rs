@@ -474,3 +474,26 @@ async fn a_record_in_no_listed_range_lists_the_shards_again() {
     assert_eq!(sink.send(&batch).await.unwrap(), Delivery::All);
     assert_eq!(list.num_calls(), 2);
 }
+
+#[tokio::test]
+async fn a_hot_key_goes_one_entry_per_call_at_the_shards_rate() {
+    // Per-key order puts one record of a key in a call: the shard waits for
+    // one entry's tokens each time, not for a full call's.
+    let list = mock!(Client::list_shards).then_output(|| one_shard("shardId-000000000000"));
+    let seen = Seen::default();
+    let clock = VirtualClock::default();
+    let put = all_ok(&seen, &clock, Duration::ZERO);
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&list, &put]);
+    let sink = KinesisSink::new(client, "s")
+        .with_rate_limit(RateLimit::default())
+        .with_clock(clock.clone());
+    let batch: Vec<_> = (0..1500).map(|i| rec(i, "hot")).collect();
+    assert_eq!(sink.send(&batch).await.unwrap(), Delivery::All);
+    assert_eq!(seen.calls().len(), 1500);
+    // 1,000 at once from the full bucket, then one per millisecond.
+    let slept = clock.total_slept();
+    assert!(
+        slept >= Duration::from_millis(499) && slept < Duration::from_millis(502),
+        "{slept:?}"
+    );
+}
