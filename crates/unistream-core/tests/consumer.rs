@@ -316,12 +316,17 @@ async fn a_failing_dlq_is_retried_then_reported_and_resent_on_the_next_call() {
     assert_eq!(dlq.letters().len(), 1);
 }
 
-/// A crash during a record's *last* attempt, and a restart before its lock
-/// expired: once the lock expires the attempt counts, the record is
-/// exhausted and dead-lettered, and the batch goes on (it used to stop the
-/// run with "already had 1 of 1 attempts").
-#[tokio::test]
-async fn a_crash_in_the_last_attempt_is_dead_lettered_once_the_lock_expires() {
+/// A consumer of records 0..3 with `max_attempts` that "crashes" (its
+/// future is dropped) during the first attempt of record 1, on a memory
+/// store; then the parts a restarted consumer gets.
+async fn crash_during_record_1(
+    max_attempts: u32,
+) -> (
+    MemoryCheckpointStore,
+    MemoryDeadLetterQueue,
+    MemorySource,
+    VirtualClock,
+) {
     let store = MemoryCheckpointStore::default();
     let dlq = MemoryDeadLetterQueue::default();
     let source = memory_source(3);
@@ -331,7 +336,7 @@ async fn a_crash_in_the_last_attempt_is_dead_lettered_once_the_lock_expires() {
         ..Default::default()
     };
     let mut c = Consumer::new(
-        config(10, &[0], 1),
+        config(10, &[0], max_attempts),
         source.clone(),
         p,
         store.clone(),
@@ -339,10 +344,18 @@ async fn a_crash_in_the_last_attempt_is_dead_lettered_once_the_lock_expires() {
     )
     .unwrap()
     .with_clock(clock.clone());
-    // "Crash": the future is dropped while record 1 is being processed.
     let crashed = tokio::time::timeout(Duration::from_millis(50), c.process_batch()).await;
-    assert!(crashed.is_err());
-    drop(c);
+    assert!(crashed.is_err(), "the batch was still running");
+    (store, dlq, source, clock)
+}
+
+/// A crash during a record's *last* attempt, and a restart before its lock
+/// expired: once the lock expires the attempt counts, the record is
+/// exhausted and dead-lettered, and the batch goes on (it used to stop the
+/// run with "already had 1 of 1 attempts").
+#[tokio::test]
+async fn a_crash_in_the_last_attempt_is_dead_lettered_once_the_lock_expires() {
+    let (store, dlq, source, clock) = crash_during_record_1(1).await;
     let p2 = Scripted::default();
     let mut c = Consumer::new(
         config(10, &[0], 1),
@@ -368,27 +381,7 @@ async fn a_crash_in_the_last_attempt_is_dead_lettered_once_the_lock_expires() {
 
 #[tokio::test]
 async fn a_crash_mid_attempt_is_retried_after_the_lock_expires_and_counts() {
-    let store = MemoryCheckpointStore::default();
-    let dlq = MemoryDeadLetterQueue::default();
-    let source = memory_source(3);
-    let clock = VirtualClock::default();
-    let p = Scripted {
-        hang: Some(("1".into(), 1)),
-        ..Default::default()
-    };
-    let mut c = Consumer::new(
-        config(10, &[0], 2),
-        source.clone(),
-        p.clone(),
-        store.clone(),
-        dlq.clone(),
-    )
-    .unwrap()
-    .with_clock(clock.clone());
-    // "Crash": the future is dropped while record 1 is being processed.
-    let crashed = tokio::time::timeout(Duration::from_millis(50), c.process_batch()).await;
-    assert!(crashed.is_err());
-    drop(c);
+    let (store, dlq, source, clock) = crash_during_record_1(2).await;
     let cp = store.checkpoint().unwrap();
     assert_eq!(cp.trackers()[1].status, Status::InProgress);
     assert_eq!(cp.trackers()[1].attempts, 1);
