@@ -455,8 +455,14 @@ impl<B: Buffer, S: Sink, C> Producer<B, S, C> {
         };
         let ids: Vec<String> = batch.records.iter().map(|r| r.id.clone()).collect();
         debug!(batch = batch.id, records = ids.len(), "send records");
-        match self.sink.send(&batch.records).await {
+        let started = std::time::Instant::now();
+        let sent = self.sink.send(&batch.records).await;
+        metrics::histogram!("unistream_producer_send_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match sent {
             Ok(Delivery::All) => {
+                metrics::counter!("unistream_producer_records_sent_total")
+                    .increment(ids.len() as u64);
                 self.buffer.commit(&batch)?;
                 *st = SenderState::default();
                 info!(batch = batch.id, records = ids.len(), "batch sent");
@@ -469,11 +475,15 @@ impl<B: Buffer, S: Sink, C> Producer<B, S, C> {
                 rejected.retain(|&i| i < ids.len());
                 rejected.sort_unstable();
                 rejected.dedup();
+                metrics::counter!("unistream_producer_records_sent_total")
+                    .increment((ids.len() - rejected.len()) as u64);
                 if rejected.is_empty() {
                     self.buffer.commit(&batch)?;
                     *st = SenderState::default();
                     return Ok(SendStep::Sent { ids });
                 }
+                metrics::counter!("unistream_producer_records_rejected_total")
+                    .increment(rejected.len() as u64);
                 self.buffer.narrow(&batch, &rejected)?;
                 let retry_at = self.hold(st);
                 let rejected: Vec<String> = rejected.iter().map(|&i| ids[i].clone()).collect();
@@ -487,6 +497,7 @@ impl<B: Buffer, S: Sink, C> Producer<B, S, C> {
                 })
             }
             Err(e) => {
+                metrics::counter!("unistream_producer_sends_failed_total").increment(1);
                 let error = ErrorInfo::from_error(&*e);
                 let retry_at = self.hold(st);
                 warn!(batch = batch.id, records = ids.len(), %error, failures = st.failures, %retry_at, "send failed; the batch stays buffered");

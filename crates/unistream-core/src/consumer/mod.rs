@@ -46,6 +46,7 @@ use crate::source::{Source, SourceRecord};
 
 mod config;
 mod engine;
+mod metrics;
 mod processor;
 mod report;
 mod schedule;
@@ -275,6 +276,21 @@ where
     /// is sent again on the next call), or [`Error::Halted`]. A processor's
     /// error is never returned: it is recorded and retried.
     pub async fn process_batch(&mut self) -> Result<BatchReport> {
+        let started = std::time::Instant::now();
+        let mut report = BatchReport::default();
+        let result = self.step(&mut report).await;
+        metrics::batch(
+            &self.config.consumer_id,
+            &report,
+            started.elapsed(),
+            result.is_err(),
+        );
+        result.map(|()| report)
+    }
+
+    /// [`process_batch`](Self::process_batch), filling `report` as it goes
+    /// (so that a failed step still reports what it did).
+    async fn step(&mut self, report: &mut BatchReport) -> Result<()> {
         let Consumer {
             config,
             source,
@@ -293,14 +309,13 @@ where
             None => state.insert(load(config, instance, source, store, codec, clock.now()).await?),
         };
         let cp = &mut st.checkpoint;
-        let mut report = BatchReport::default();
         let mut new_batch = false;
 
         if cp.is_batch_finished() {
             if cp.is_closed() {
                 report.closed = true;
                 report.batch_sequence = cp.batch_sequence();
-                return Ok(report);
+                return Ok(());
             }
             if !cp.is_committed() {
                 cp.commit()?;
@@ -310,7 +325,7 @@ where
                 if cp.is_closed() {
                     report.closed = true;
                     report.batch_sequence = cp.batch_sequence();
-                    return Ok(report);
+                    return Ok(());
                 }
             }
             let from = cp.start_pointer().clone();
@@ -319,7 +334,7 @@ where
             if fetched.records.is_empty() && fetched.next_pointer.as_ref() == Some(&from) {
                 report.caught_up = true;
                 report.batch_sequence = cp.batch_sequence();
-                return Ok(report);
+                return Ok(());
             }
             let decoded: Vec<_> = fetched.records.iter().map(|r| decode(codec, r)).collect();
             let ids = decoded
@@ -347,15 +362,15 @@ where
             lock_counter,
         };
         let finish =
-            engine::run_records(parts, cp, &st.records, &st.decoded, new_batch, &mut report).await;
+            engine::run_records(parts, cp, &st.records, &st.decoded, new_batch, report).await;
         match finish {
             Ok(engine::Finish::Committed) => {
                 report.closed = cp.is_closed();
-                Ok(report)
+                Ok(())
             }
             Ok(engine::Finish::Stopped) => {
                 report.interrupted = true;
-                Ok(report)
+                Ok(())
             }
             Ok(engine::Finish::Halted {
                 record_id,
