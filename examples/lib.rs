@@ -121,6 +121,25 @@ pub fn init_logging(verbose: bool) {
         .init();
 }
 
+/// Serves the library's metrics for Prometheus at `http://ADDR/metrics`
+/// (`--metrics-addr`): installs `metrics-exporter-prometheus` as the
+/// process's recorder. Must run inside the tokio runtime, before the
+/// producer or consumer is built.
+///
+/// # Errors
+///
+/// [`unistream::Error::Config`] if the listener cannot be started (address
+/// in use) or a recorder is already installed.
+pub fn init_metrics(addr: Option<std::net::SocketAddr>) -> unistream::Result<()> {
+    let Some(addr) = addr else {
+        return Ok(());
+    };
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| unistream::Error::Config(format!("metrics endpoint on {addr}: {e}")))
+}
+
 /// The exit code of an example's run: 0 on success, 2 when a consumer
 /// halted on an exhausted record (strict ordering), else 1 with the error
 /// and its causes on stderr.

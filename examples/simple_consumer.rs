@@ -83,6 +83,10 @@ struct Args {
     /// Each attempt first awaits this long, like a remote call.
     #[arg(long, default_value_t = 0)]
     work_ms: u64,
+    /// Serve metrics for Prometheus at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9898).
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -93,6 +97,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> unistream::Result<()> {
+    unistream_examples::init_metrics(args.metrics_addr)?;
     let dir = &args.dir;
     if args.reset && dir.exists() {
         std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;

@@ -66,6 +66,10 @@ struct Args {
     /// Seal a non-full batch after this many milliseconds.
     #[arg(long, default_value_t = 1000)]
     linger_ms: u64,
+    /// Serve metrics for Prometheus at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9899).
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -76,6 +80,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> unistream::Result<()> {
+    unistream_examples::init_metrics(args.metrics_addr)?;
     if !(0.0..=1.0).contains(&args.fail_rate) {
         return Err(Error::Config("--fail-rate must be between 0 and 1".into()));
     }
