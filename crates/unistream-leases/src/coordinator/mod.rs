@@ -192,19 +192,24 @@ impl<T: LeaseTable> Coordinator<T> {
                 }
                 Ok(None) => {
                     info!(worker = %self.worker, %shard, "lease lost: another worker took it");
+                    count(&self.worker, "unistream_leases_lost_total");
                     self.held.remove(&shard);
                     lost.push(shard);
                 }
                 Err(e) if now - last_ok >= chrono_duration(self.give_up_after()) => {
                     warn!(worker = %self.worker, %shard, error = %e, "lease not renewed in time: giving it up before another worker takes it");
+                    count(&self.worker, "unistream_leases_renew_failures_total");
+                    count(&self.worker, "unistream_leases_lost_total");
                     self.held.remove(&shard);
                     lost.push(shard);
                 }
                 Err(e) => {
                     warn!(worker = %self.worker, %shard, error = %e, "could not renew a lease; trying again");
+                    count(&self.worker, "unistream_leases_renew_failures_total");
                 }
             }
         }
+        self.record_held();
         lost
     }
 
@@ -232,6 +237,7 @@ impl<T: LeaseTable> Coordinator<T> {
         for l in &leases {
             if self.held.contains_key(&l.shard_id) && !l.is_owned_by(&self.worker) {
                 info!(worker = %self.worker, shard = %l.shard_id, "lease lost: another worker holds it");
+                count(&self.worker, "unistream_leases_lost_total");
                 self.held.remove(&l.shard_id);
                 out.lost.push(l.shard_id.clone());
             }
@@ -299,11 +305,19 @@ impl<T: LeaseTable> Coordinator<T> {
                 let lease = (*lease).clone();
                 if let Some(taken) = self.take(&lease).await? {
                     info!(worker = %self.worker, shard = %taken.shard_id, from = %victim, "stole a lease to balance");
+                    count(&self.worker, "unistream_leases_stolen_total");
                     out.taken.push(taken);
                 }
             }
         }
+        self.record_held();
         Ok(out)
+    }
+
+    /// The gauge of leases held.
+    fn record_held(&self) {
+        ::metrics::gauge!("unistream_leases_held", "worker" => self.worker.clone())
+            .set(self.held.len() as f64);
     }
 
     async fn take(&mut self, lease: &Lease) -> Result<Option<Lease>> {
@@ -312,6 +326,7 @@ impl<T: LeaseTable> Coordinator<T> {
         };
         let now = self.clock.now();
         info!(worker = %self.worker, shard = %taken.shard_id, previous = ?lease.owner, "took lease");
+        count(&self.worker, "unistream_leases_taken_total");
         self.seen
             .insert(taken.shard_id.clone(), (taken.counter, now));
         self.held
@@ -326,10 +341,13 @@ impl<T: LeaseTable> Coordinator<T> {
     ///
     /// The lease table's error.
     pub async fn release(&mut self, shard: &str) -> Result<()> {
-        if let Some((lease, _)) = self.held.remove(shard)
-            && !self.table.release(&lease).await?
-        {
-            info!(worker = %self.worker, %shard, "lease was lost before it could be released");
+        if let Some((lease, _)) = self.held.remove(shard) {
+            if self.table.release(&lease).await? {
+                count(&self.worker, "unistream_leases_released_total");
+            } else {
+                info!(worker = %self.worker, %shard, "lease was lost before it could be released");
+            }
+            self.record_held();
         }
         Ok(())
     }
@@ -348,9 +366,17 @@ impl<T: LeaseTable> Coordinator<T> {
         let done = self.table.end(&lease).await?;
         if done {
             info!(worker = %self.worker, %shard, "shard ended; its lease is retired");
+            count(&self.worker, "unistream_leases_ended_total");
         }
+        self.record_held();
         Ok(done)
     }
+}
+
+/// Counts one lease event of `worker` (metrics facade; see
+/// `docs/operations.md`).
+fn count(worker: &str, name: &'static str) {
+    ::metrics::counter!(name, "worker" => worker.to_owned()).increment(1);
 }
 
 /// `d` as a chrono duration (saturating).
