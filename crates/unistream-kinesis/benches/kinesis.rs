@@ -63,14 +63,7 @@ impl Processor for Noop {
     }
 }
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use unistream_test_support::bench_arg as arg;
 
 async fn shard(env: &Env, stream: &str) -> String {
     let out = env

@@ -55,14 +55,7 @@ use unistream_test_support::Env;
 const QUOTA_ENTRIES: f64 = 1_000.0;
 const QUOTA_BYTES: f64 = 1_048_576.0;
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use unistream_test_support::bench_arg as arg;
 
 /// One shard's quota as the proxy enforces it.
 struct Bucket {

@@ -64,6 +64,17 @@ pub struct Env {
     config: SdkConfig,
 }
 
+/// The number after `name` on the command line (`--records 5000`), or
+/// `default`: the benches' argument parsing.
+pub fn bench_arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A name nobody else uses: `prefix-` and 12 random hex digits.
 pub fn unique_name(prefix: &str) -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();

@@ -115,14 +115,7 @@ impl SliceProcessor for NoopSlices {
     }
 }
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use unistream_test_support::bench_arg as arg;
 
 /// The stream, the checkpoint table and bucket, the dead-letter queue, and
 /// the clients: Kinesis as is, the others 5 ms slower per call.
