@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use unistream_core::{Error, Result};
 
-use super::recover::{Scanned, apply_file};
+use super::recover::{Scanned, check_segment};
 use super::segment::parse_segment_name;
 use super::state::OpenBatch;
 
@@ -136,20 +136,8 @@ pub fn inspect(dir: &Path) -> Result<WalReport> {
             reason,
         };
         let is_last = Some(*seq) == last;
-        match apply_file(&mut s, *seq, &bytes) {
-            Err(c) => return Err(corrupt(c.offset, c.reason)),
-            Ok((valid, Some(why))) if !is_last => {
-                return Err(corrupt(
-                    valid,
-                    format!("torn frames in a finished segment: {why}"),
-                ));
-            }
-            Ok((_, None)) if !is_last && s.open.records > 0 => {
-                return Err(corrupt(
-                    s.open.start,
-                    "records after the last seal of a finished segment".into(),
-                ));
-            }
+        match check_segment(&mut s, *seq, &bytes, is_last) {
+            Err((offset, reason)) => return Err(corrupt(offset, reason)),
             Ok((valid, torn)) => {
                 // Zeros after the last frame are a memory-mapped segment's
                 // preallocated room, not a tear.

@@ -94,6 +94,28 @@ pub(super) fn apply_file(
     Ok((frames.valid_len(), frames.torn().map(str::to_owned)))
 }
 
+/// What one segment's replay means: `Ok` with where its whole frames end
+/// and why the rest is torn (only the newest segment may be torn), or the
+/// damage (offset, reason) that makes it corrupt.
+pub(super) fn check_segment(
+    s: &mut Scanned,
+    seq: u64,
+    bytes: &[u8],
+    is_last: bool,
+) -> std::result::Result<(u64, Option<String>), (u64, String)> {
+    match apply_file(s, seq, bytes) {
+        Err(c) => Err((c.offset, c.reason)),
+        Ok((valid, Some(why))) if !is_last => {
+            Err((valid, format!("torn frames in a finished segment: {why}")))
+        }
+        Ok((_, None)) if !is_last && s.open.records > 0 => Err((
+            s.open.start,
+            "records after the last seal of a finished segment".to_owned(),
+        )),
+        Ok(ok) => Ok(ok),
+    }
+}
+
 /// Reads every segment file of `dir`, oldest first, repairing a torn tail of
 /// the newest one.
 pub(super) fn recover(dir: &Path, options: &FileBufferConfig) -> Result<State> {
@@ -144,15 +166,8 @@ pub(super) fn recover(dir: &Path, options: &FileBufferConfig) -> Result<State> {
         let path = dir.join(segment_name(seq));
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let is_last = Some(seq) == last;
-        let damage = match apply_file(&mut s, seq, &bytes) {
-            Err(c) => Some((c.offset, c.reason)),
-            Ok((valid, Some(why))) if !is_last => {
-                Some((valid, format!("torn frames in a finished segment: {why}")))
-            }
-            Ok((_, None)) if !is_last && s.open.records > 0 => Some((
-                s.open.start,
-                "records after the last seal of a finished segment".to_owned(),
-            )),
+        let damage = match check_segment(&mut s, seq, &bytes, is_last) {
+            Err(damage) => Some(damage),
             Ok((valid, torn)) => {
                 if let Some(why) = torn {
                     warn!(path = %path.display(), offset = valid, dropped = bytes.len() as u64 - valid, why, "truncating a torn WAL tail");
