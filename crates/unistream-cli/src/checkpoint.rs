@@ -1,16 +1,108 @@
-//! `unistream checkpoint show` for a file checkpoint store.
+//! `unistream checkpoint show | reset | retry`, for a file checkpoint store
+//! or a DynamoDB + S3 one.
+//!
+//! `show` on DynamoDB + S3 reads the item without taking it over
+//! ([`DynamoDbS3CheckpointStore::peek`]): a running consumer goes on
+//! undisturbed. On a file store it takes the store's lock for the time of
+//! the read, so it is refused while a consumer runs on it.
+//!
+//! `reset` and `retry` change the checkpoint, so they need `--yes` (without
+//! it they say what they would do and exit 1), and are refused while another
+//! process holds the checkpoint: the file store's lock; for DynamoDB + S3 the
+//! shard's lease (`--lease-table`) or a record in progress under a lock that
+//! has not expired. Their write takes the DynamoDB item over (a conditional
+//! write on its version), so a consumer that was running all the same, idle
+//! between two writes, stops at its next write with `CheckpointOwned` instead
+//! of overwriting the repair.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::PathBuf;
 
+use chrono::Utc;
 use serde_json::json;
-use unistream_core::checkpoint::{CheckpointStore, Status};
+use unistream_core::checkpoint::{Checkpoint, CheckpointStore, Status, StoredCheckpoint};
+use unistream_core::source::Pointer;
+use unistream_core::{Error, Result};
+use unistream_dynamodb_s3::DynamoDbS3CheckpointStore;
+use unistream_leases::{DynamoDbLeaseTable, LeaseTable};
 use unistream_local::{Durability, FileCheckpointStore};
 
 use crate::Output;
+use crate::aws::{AwsArgs, Clients};
 
-fn status_name(s: Status) -> &'static str {
+/// Where the checkpoint is.
+#[derive(clap::Args, Debug)]
+#[group(id = "store", required = true, multiple = true)]
+pub(crate) struct StoreArgs {
+    /// A file checkpoint store's directory.
+    #[arg(long, requires = "consumer", conflicts_with = "table")]
+    dir: Option<PathBuf>,
+    /// The consumer id (file store).
+    #[arg(long, requires = "dir")]
+    consumer: Option<String>,
+    /// The DynamoDB table of a DynamoDB + S3 store.
+    #[arg(long, requires_all = ["key", "bucket"])]
+    table: Option<String>,
+    /// The item's partition key value: the consumer id (a lease-coordinated
+    /// consumer's is `<app>/<shard id>`).
+    #[arg(long, requires = "table")]
+    key: Option<String>,
+    /// The S3 bucket of the batches' records (the item keeps only their
+    /// statuses; the record ids are in S3).
+    #[arg(long, requires = "table")]
+    bucket: Option<String>,
+    /// The table's partition key attribute.
+    #[arg(long, default_value = "id", requires = "table")]
+    key_attribute: String,
+    /// The prefix of the records objects' keys.
+    #[arg(long, default_value = "unistream/", requires = "table")]
+    prefix: String,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum Command {
+    /// The batch, its pointers, counts per status, and the records that are
+    /// failing, exhausted or in progress with their attempts and last error.
+    Show {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Drops the current batch and makes the consumer read its next batch
+    /// at POINTER (Kinesis: a sequence number, read after it; TRIM_HORIZON,
+    /// LATEST or AT_TIMESTAMP:<ms>).
+    Reset {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Where the next batch starts.
+        #[arg(long)]
+        to: String,
+        /// The lease table of a lease-coordinated consumer: refused while
+        /// the shard's lease is held.
+        #[arg(long)]
+        lease_table: Option<String>,
+        /// Do it (without: say what would be done, change nothing, exit 1).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Gives a failed or exhausted record of the current batch another
+    /// round (every attempt again).
+    Retry {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The record's id (as `checkpoint show` lists it).
+        record_id: String,
+        /// The lease table of a lease-coordinated consumer: refused while
+        /// the shard's lease is held.
+        #[arg(long)]
+        lease_table: Option<String>,
+        /// Do it (without: say what would be done, change nothing, exit 1).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+pub(crate) fn status_name(s: Status) -> &'static str {
     match s {
         Status::Pending => "pending",
         Status::InProgress => "in_progress",
@@ -21,31 +113,121 @@ fn status_name(s: Status) -> &'static str {
     }
 }
 
-/// The checkpoint of `consumer` in `dir`. It takes the store's lock for the
-/// time of the read, so it fails with
-/// [`Error::CheckpointOwned`](unistream_core::Error::CheckpointOwned) while a
-/// consumer runs on it.
-pub(crate) fn show(dir: &Path, consumer: &str) -> unistream_core::Result<Output> {
-    if !dir.is_dir() {
-        return Err(unistream_core::Error::Config(format!(
-            "{} is not a directory",
-            dir.display()
-        )));
+/// An opened store: the file one holds its lock until dropped.
+enum Store {
+    File(FileCheckpointStore, String),
+    Dynamo(Box<DynamoDbS3CheckpointStore>, String),
+}
+
+impl StoreArgs {
+    fn consumer_name(&self) -> String {
+        match (&self.consumer, &self.key) {
+            (Some(c), _) => c.clone(),
+            (None, Some(k)) => k.clone(),
+            (None, None) => String::new(),
+        }
     }
-    let mut store = FileCheckpointStore::open(dir, consumer, Durability::Process)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .map_err(|e| unistream_core::Error::io(dir, e))?;
-    let Some(stored) = runtime.block_on(store.load())? else {
-        return Ok(Output {
-            text: format!(
-                "no checkpoint for consumer {consumer:?} in {}\n",
-                dir.display()
+
+    async fn open(&self, aws: &AwsArgs) -> Result<Store> {
+        if let (Some(dir), Some(consumer)) = (&self.dir, &self.consumer) {
+            if !dir.is_dir() {
+                return Err(Error::Config(format!(
+                    "{} is not a directory",
+                    dir.display()
+                )));
+            }
+            let store = FileCheckpointStore::open(dir, consumer, Durability::PowerLoss)?;
+            return Ok(Store::File(
+                store,
+                format!("{} in {}", consumer, dir.display()),
+            ));
+        }
+        let (Some(table), Some(key), Some(bucket)) = (&self.table, &self.key, &self.bucket) else {
+            return Err(Error::Config(
+                "say where the checkpoint is: --dir DIR --consumer ID, or --table T --key K --bucket B".into(),
+            ));
+        };
+        let clients: Clients = aws.clients().await;
+        let store = DynamoDbS3CheckpointStore::builder(clients.dynamodb(), clients.s3())
+            .table(table)
+            .key(key)
+            .bucket(bucket)
+            .key_attribute(&self.key_attribute)
+            .prefix(&self.prefix)
+            .build()?;
+        Ok(Store::Dynamo(
+            Box::new(store),
+            format!("{key} in table {table}"),
+        ))
+    }
+}
+
+pub(crate) async fn run(cmd: Command, aws: &AwsArgs) -> Result<Output> {
+    match cmd {
+        Command::Show { store } => show(&store, aws).await,
+        Command::Reset {
+            store,
+            to,
+            lease_table,
+            yes,
+        } => {
+            let to = Pointer::new(to);
+            repair(&store, aws, lease_table.as_deref(), yes, Repair::Reset(to)).await
+        }
+        Command::Retry {
+            store,
+            record_id,
+            lease_table,
+            yes,
+        } => {
+            repair(
+                &store,
+                aws,
+                lease_table.as_deref(),
+                yes,
+                Repair::Retry(record_id),
+            )
+            .await
+        }
+    }
+}
+
+async fn show(args: &StoreArgs, aws: &AwsArgs) -> Result<Output> {
+    let (stored, extra) = match args.open(aws).await? {
+        Store::File(mut store, _) => (store.load().await?, json!({})),
+        Store::Dynamo(mut store, _) => match store.peek().await? {
+            None => (None, json!({})),
+            Some(p) => (
+                Some(p.stored.clone()),
+                json!({"version": p.version, "owner": p.owner, "item_bytes": p.item_bytes}),
             ),
+        },
+    };
+    let consumer = args.consumer_name();
+    let Some(stored) = stored else {
+        return Ok(Output {
+            text: format!("no checkpoint for consumer {consumer:?}\n"),
             json: json!({"consumer": consumer, "checkpoint": null}),
         });
     };
-    let cp = &stored.checkpoint;
+    let mut out = render(&stored.checkpoint);
+    if let Some(map) = extra.as_object()
+        && !map.is_empty()
+    {
+        let _ = writeln!(
+            out.text,
+            "\nitem: version {}, {} bytes, last written by store instance {}",
+            extra["version"],
+            extra["item_bytes"],
+            extra["owner"].as_str().unwrap_or("?")
+        );
+        out.json["item"] = extra;
+    }
+    Ok(out)
+}
+
+/// The table and JSON of a checkpoint.
+fn render(cp: &Checkpoint) -> Output {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for t in cp.trackers() {
         *counts.entry(status_name(t.status)).or_default() += 1;
@@ -60,6 +242,7 @@ pub(crate) fn show(dir: &Path, consumer: &str) -> unistream_core::Result<Output>
             )
         })
         .collect();
+    // Writing to a String cannot fail.
     let mut text = String::new();
     let _ = writeln!(text, "consumer        {}", cp.consumer_id());
     let _ = writeln!(text, "batch           {}", cp.batch_sequence());
@@ -121,7 +304,172 @@ pub(crate) fn show(dir: &Path, consumer: &str) -> unistream_core::Result<Output>
             "attempts": t.attempts,
             "dead_lettered": t.dead_lettered,
             "error": t.errors.as_ref().map(ToString::to_string),
+            "lock_expire_time": t.lock_expire_time.map(|t| t.to_rfc3339()),
         })).collect::<Vec<_>>(),
     });
+    Output { text, json }
+}
+
+enum Repair {
+    Reset(Pointer),
+    Retry(String),
+}
+
+/// Refuses while a lease-coordinated consumer holds the shard of `key`
+/// (`<app>/<shard id>`).
+async fn check_lease(aws: &AwsArgs, lease_table: &str, key: &str) -> Result<()> {
+    let shard = key.rsplit('/').next().unwrap_or(key);
+    let table = DynamoDbLeaseTable::new(aws.clients().await.dynamodb(), lease_table);
+    let leases = table.list().await?;
+    match leases.iter().find(|l| l.shard_id == shard) {
+        Some(lease) if lease.owner.is_some() => Err(owned(
+            &format!("lease table {lease_table}"),
+            key,
+            format!(
+                "the lease of shard {shard} is held by worker {} (counter {}): stop that worker (it releases its leases) first",
+                lease.owner.as_deref().unwrap_or("?"),
+                lease.counter
+            ),
+        )),
+        Some(_) => Ok(()),
+        None => Err(Error::Config(format!(
+            "no lease for shard {shard:?} in table {lease_table} (taken from the key {key:?}: <app>/<shard id>)"
+        ))),
+    }
+}
+
+/// Refuses while a record is in progress under a lock that has not
+/// expired: some consumer is working on the batch.
+fn check_locks(stored: &StoredCheckpoint, what: &str) -> Result<()> {
+    let now = Utc::now();
+    if let Some(t) = stored
+        .checkpoint
+        .trackers()
+        .iter()
+        .find(|t| t.is_locked(now))
+    {
+        return Err(owned(
+            what,
+            stored.checkpoint.consumer_id(),
+            format!(
+                "record {:?} is being processed by a running consumer (lock {} until {}): stop it first",
+                t.record_id,
+                t.lock.as_deref().unwrap_or("?"),
+                t.lock_expire_time.map_or("?".into(), |t| t.to_rfc3339())
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn repair(
+    args: &StoreArgs,
+    aws: &AwsArgs,
+    lease_table: Option<&str>,
+    yes: bool,
+    what: Repair,
+) -> Result<Output> {
+    if let (Some(lease_table), Some(key)) = (lease_table, &args.key) {
+        check_lease(aws, lease_table, key).await?;
+    }
+    let mut store = args.open(aws).await?;
+    let (name, stored) = match &mut store {
+        // The lock is held from `open`: a running consumer was refused there.
+        Store::File(s, name) => (name.clone(), s.load().await?),
+        Store::Dynamo(s, name) => {
+            let Some(peeked) = s.peek().await? else {
+                return Err(no_checkpoint(name));
+            };
+            check_locks(&peeked.stored, name)?;
+            (name.clone(), Some(peeked.stored))
+        }
+    };
+    let Some(StoredCheckpoint {
+        mut checkpoint,
+        records,
+    }) = stored
+    else {
+        return Err(no_checkpoint(&name));
+    };
+    let before = checkpoint.clone();
+    let (text, json, records) = match &what {
+        Repair::Reset(to) => {
+            let dropped = checkpoint.reset_to(to.clone());
+            (
+                format!(
+                    "checkpoint of {name}: batch {} dropped ({dropped} of its {} records not done); the next batch starts at {to} (was {})\n",
+                    before.batch_sequence(),
+                    before.trackers().len(),
+                    before
+                        .next_pointer()
+                        .map_or("nothing: the stream was closed".into(), ToString::to_string)
+                ),
+                json!({"reset_to": to.as_str(), "dropped_not_done": dropped,
+                       "batch_sequence": before.batch_sequence(),
+                       "was_next_pointer": before.next_pointer().map(|p| p.as_str().to_owned())}),
+                Vec::new(),
+            )
+        }
+        Repair::Retry(id) => {
+            let t = checkpoint.retry_record(id, Utc::now())?;
+            let letter = if t.dead_lettered {
+                "; its letter stays in the dead-letter queue: delete it, or the record is processed again if it is redriven"
+            } else {
+                ""
+            };
+            (
+                format!(
+                    "checkpoint of {name}: record {id:?} of batch {} was {} after {} attempts ({}); it gets {} attempts again{letter}\n",
+                    checkpoint.batch_sequence(),
+                    status_name(t.status),
+                    t.attempts,
+                    t.errors
+                        .as_ref()
+                        .map_or("no error".into(), ToString::to_string),
+                    checkpoint.max_attempts(),
+                ),
+                json!({"retried": id, "was": status_name(t.status), "attempts": t.attempts,
+                       "dead_lettered": t.dead_lettered}),
+                records,
+            )
+        }
+    };
+    if !yes {
+        return Err(Error::Config(format!(
+            "not changed (add --yes to do it): {}",
+            text.trim_end()
+        )));
+    }
+    match &mut store {
+        Store::File(s, _) => s.save_batch(&checkpoint, &records).await?,
+        Store::Dynamo(s, _) => {
+            // `load` takes the item over; the write is conditional on it.
+            let loaded = s.load().await?;
+            if loaded.as_ref().map(|l| &l.checkpoint) != Some(&before) {
+                return Err(owned(
+                    &name,
+                    checkpoint.consumer_id(),
+                    "the checkpoint changed while it was being repaired (a consumer is running): nothing written".into(),
+                ));
+            }
+            s.save_batch(&checkpoint, &records).await?;
+        }
+    }
+    let mut json = json;
+    json["applied"] = json!(true);
     Ok(Output { text, json })
+}
+
+fn owned(store: &str, key: &str, detail: String) -> Error {
+    Error::CheckpointOwned {
+        store: store.to_owned(),
+        key: key.to_owned(),
+        detail,
+    }
+}
+
+fn no_checkpoint(name: &str) -> Error {
+    Error::Config(format!(
+        "no checkpoint for {name}: nothing to change (a new consumer starts at its configured position)"
+    ))
 }

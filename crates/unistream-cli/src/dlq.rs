@@ -7,6 +7,25 @@ use serde_json::{Value, json};
 use unistream_core::Error;
 
 use crate::Output;
+use crate::aws::AwsArgs;
+
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum Command {
+    /// The letters of a dead-letter queue, oldest first.
+    Show {
+        /// A file dead-letter queue (JSON lines).
+        file: std::path::PathBuf,
+        /// Show at most this many letters.
+        #[arg(long)]
+        max: Option<usize>,
+    },
+}
+
+pub(crate) async fn run(cmd: Command, _aws: &AwsArgs) -> unistream_core::Result<Output> {
+    match cmd {
+        Command::Show { file, max } => show(&file, max),
+    }
+}
 
 /// The letters of the JSON-lines file at `path`, oldest first (at most
 /// `max`). An unterminated last line is a letter whose write was cut short

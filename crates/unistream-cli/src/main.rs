@@ -1,11 +1,20 @@
 //! `unistream`: the operators' command-line tool.
 //!
 //! ```text
-//! unistream wal inspect DIR [--json]      what a producer's WAL holds (read only)
-//! unistream wal verify DIR [--json]       every frame read; corruption: path, offset, exit 1
-//! unistream checkpoint show --dir DIR --consumer ID [--json]
-//! unistream dlq show FILE [--json] [--max N]
+//! unistream wal inspect DIR               what a producer's WAL holds (read only)
+//! unistream wal verify DIR                every frame read; corruption: path, offset, exit 1
+//! unistream checkpoint show   (--dir DIR --consumer ID | --table T --key K [--bucket B])
+//! unistream checkpoint reset  ... --to POINTER --yes
+//! unistream checkpoint retry  ... RECORD_ID --yes
+//! unistream dlq show          (FILE | --queue-url URL) [--max N]
+//! unistream dlq redrive       (FILE | --queue-url URL) (--to-file F | --to-stream S) [--max N]
+//! unistream leases show --table T
+//! unistream lag --stream S (--table T --app A | --table T --key K)
 //! ```
+//!
+//! Every command takes `--json` (JSON for scripts instead of a table) and,
+//! for AWS, `--endpoint URL` (an emulator or a VPC endpoint; real AWS by
+//! default, credentials and region from the usual AWS configuration).
 //!
 //! Exit status: 0 on success, 1 on an error (printed with its causes), 2 on
 //! bad arguments (clap).
@@ -15,17 +24,25 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod aws;
 mod checkpoint;
 mod dlq;
+mod lag;
+mod leases;
 mod wal;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "unistream",
     version,
-    about = "Inspect and verify unistream's write-ahead logs, checkpoints and dead-letter queues"
+    about = "Inspect and repair unistream's write-ahead logs, checkpoints, dead-letter queues and leases"
 )]
 struct Cli {
+    /// JSON instead of a table (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(flatten)]
+    aws: aws::AwsArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,10 +54,15 @@ enum Command {
     Wal(WalCommand),
     /// A consumer's checkpoint.
     #[command(subcommand)]
-    Checkpoint(CheckpointCommand),
+    Checkpoint(checkpoint::Command),
     /// A dead-letter queue.
     #[command(subcommand)]
-    Dlq(DlqCommand),
+    Dlq(dlq::Command),
+    /// The leases of a group of workers.
+    #[command(subcommand)]
+    Leases(leases::Command),
+    /// How far each shard's consumer is behind the stream.
+    Lag(lag::Args),
 }
 
 #[derive(Subcommand, Debug)]
@@ -50,50 +72,12 @@ enum WalCommand {
     Inspect {
         /// The WAL directory.
         dir: PathBuf,
-        /// JSON instead of a table.
-        #[arg(long)]
-        json: bool,
     },
     /// Reads every frame of every segment; exits 1 with the path and byte
     /// offset of the first corruption.
     Verify {
         /// The WAL directory.
         dir: PathBuf,
-        /// JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum CheckpointCommand {
-    /// The batch, its pointers, counts per status, and the records that are
-    /// failing or exhausted with their attempts and last error.
-    Show {
-        /// The file checkpoint store's directory.
-        #[arg(long)]
-        dir: PathBuf,
-        /// The consumer id.
-        #[arg(long)]
-        consumer: String,
-        /// JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum DlqCommand {
-    /// The letters of a file dead-letter queue (JSON lines).
-    Show {
-        /// The dead-letter file.
-        file: PathBuf,
-        /// JSON (one array) instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// Show at most this many letters (the oldest first).
-        #[arg(long)]
-        max: Option<usize>,
     },
 }
 
@@ -120,23 +104,32 @@ impl Output {
     }
 }
 
-fn run(cli: Cli) -> unistream_core::Result<(Output, bool)> {
+async fn run(cli: Cli) -> unistream_core::Result<Output> {
     match cli.command {
-        Command::Wal(WalCommand::Inspect { dir, json }) => Ok((wal::inspect(&dir)?, json)),
-        Command::Wal(WalCommand::Verify { dir, json }) => Ok((wal::verify(&dir)?, json)),
-        Command::Checkpoint(CheckpointCommand::Show {
-            dir,
-            consumer,
-            json,
-        }) => Ok((checkpoint::show(&dir, &consumer)?, json)),
-        Command::Dlq(DlqCommand::Show { file, json, max }) => Ok((dlq::show(&file, max)?, json)),
+        Command::Wal(WalCommand::Inspect { dir }) => wal::inspect(&dir),
+        Command::Wal(WalCommand::Verify { dir }) => wal::verify(&dir),
+        Command::Checkpoint(cmd) => checkpoint::run(cmd, &cli.aws).await,
+        Command::Dlq(cmd) => dlq::run(cmd, &cli.aws).await,
+        Command::Leases(cmd) => leases::run(cmd, &cli.aws).await,
+        Command::Lag(args) => lag::run(args, &cli.aws).await,
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
-        Ok((out, json)) => {
+    let json = cli.json;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("unistream: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(out) => {
             out.print(json);
             ExitCode::SUCCESS
         }

@@ -172,12 +172,8 @@ impl DynamoDbS3CheckpointStore {
         })
     }
 
-    /// `load`: reads the item and its records, then takes the item over
-    /// (bumps its version; a layout-1 item is rewritten as layout 2 in the
-    /// same write).
-    pub(crate) async fn load_item(&mut self) -> Result<Option<StoredCheckpoint>> {
-        self.pending.clear();
-        self.mirror = None;
+    /// Reads the item and its records, changing nothing in the table.
+    async fn read_item(&mut self) -> Result<Option<Read>> {
         self.calls.get_item += 1;
         let got = self
             .ddb
@@ -189,7 +185,6 @@ impl DynamoDbS3CheckpointStore {
             .await
             .map_err(|e| self.dynamodb_error("GetItem", e))?;
         let Some(item) = got.item else {
-            self.version = None;
             return Ok(None);
         };
         let version: u64 = item
@@ -233,11 +228,87 @@ impl DynamoDbS3CheckpointStore {
             )));
         }
         let trackers = mirror.trackers().map_err(|e| self.unreadable(e))?;
-        let checkpoint = meta.with_trackers(trackers);
+        Ok(Some(Read {
+            owner: item.get("owner").and_then(|v| v.as_s().ok()).cloned(),
+            bytes: item_size(&item),
+            version,
+            layout,
+            mirror,
+            stored: StoredCheckpoint {
+                checkpoint: meta.with_trackers(trackers),
+                records,
+            },
+        }))
+    }
+
+    /// The checkpoint as stored, read without taking it over: nothing is
+    /// written, and a consumer running on it goes on undisturbed (for
+    /// `unistream checkpoint show`). A later `load` by this store reads
+    /// the item again.
+    ///
+    /// # Errors
+    ///
+    /// As [`load`](unistream_core::checkpoint::CheckpointStore::load), less
+    /// [`Error::CheckpointOwned`](unistream_core::Error::CheckpointOwned).
+    pub async fn peek(&mut self) -> Result<Option<Peeked>> {
+        Ok(self.read_item().await?.map(|r| Peeked {
+            version: r.version,
+            owner: r.owner,
+            item_bytes: r.bytes,
+            stored: r.stored,
+        }))
+    }
+
+    /// The checkpoint's pointers and counters without its trackers (one
+    /// `GetItem`, nothing read from S3, nothing written): where the
+    /// consumer reads next, for `unistream lag`.
+    ///
+    /// # Errors
+    ///
+    /// A failed `GetItem`, or an item that is not a checkpoint.
+    pub async fn peek_meta(&mut self) -> Result<Option<Checkpoint>> {
+        self.calls.get_item += 1;
+        let got = self
+            .ddb
+            .get_item()
+            .table_name(&self.table)
+            .key(&self.pk_name, s(&self.pk_value))
+            .projection_expression("#m")
+            .expression_attribute_names("#m", "meta")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.dynamodb_error("GetItem", e))?;
+        let Some(item) = got.item else {
+            return Ok(None);
+        };
+        let meta = self.text(&item, "meta")?;
+        serde_json::from_str(meta)
+            .map(Some)
+            .map_err(|e| self.unreadable(format!("attribute \"meta\": {e}")))
+    }
+
+    /// `load`: reads the item and its records, then takes the item over
+    /// (bumps its version; a layout-1 item is rewritten as layout 2 in the
+    /// same write).
+    pub(crate) async fn load_item(&mut self) -> Result<Option<StoredCheckpoint>> {
+        self.pending.clear();
+        self.mirror = None;
+        let Some(Read {
+            version,
+            layout,
+            mirror,
+            stored,
+            bytes: before,
+            ..
+        }) = self.read_item().await?
+        else {
+            self.version = None;
+            return Ok(None);
+        };
 
         // Take ownership: from here on, a consumer that loaded before us
         // cannot write.
-        let before = item_size(&item);
         let mut claim = self
             .ddb
             .update_item()
@@ -280,9 +351,32 @@ impl DynamoDbS3CheckpointStore {
         let after = self.item_bytes();
         self.count_write(before, after);
         debug!(table = %self.table, key = %self.pk_value, version = version + 1, bytes = after, "loaded checkpoint");
-        Ok(Some(StoredCheckpoint {
-            checkpoint,
-            records,
-        }))
+        Ok(Some(stored))
     }
+}
+
+/// What [`read_item`](DynamoDbS3CheckpointStore::read_item) found.
+struct Read {
+    owner: Option<String>,
+    bytes: usize,
+    version: u64,
+    layout: u32,
+    mirror: Mirror,
+    stored: StoredCheckpoint,
+}
+
+/// A checkpoint read by [`DynamoDbS3CheckpointStore::peek`], with what the
+/// item says of its writer.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Peeked {
+    /// The item's version (bumped by every write).
+    pub version: u64,
+    /// The id of the store instance that wrote it last (random per process
+    /// and store).
+    pub owner: Option<String>,
+    /// The item's size as DynamoDB counts it.
+    pub item_bytes: usize,
+    /// The checkpoint and its batch's records.
+    pub stored: StoredCheckpoint,
 }

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, Utc};
 use unistream_core::{Error, Result};
 
 use crate::error::LeaseError;
@@ -17,7 +18,8 @@ pub const LEASE_KEY: &str = "lease_key";
 /// stream as consumed by one group of workers).
 ///
 /// An item: `lease_key` (shard id), `owner` (absent when free), `counter`,
-/// `parents` (list of shard ids), `ended`. Every change is an `UpdateItem`
+/// `parents` (list of shard ids), `ended`, `changed` (when it last changed,
+/// ms since the epoch: for operators, never for expiry). Every change is an `UpdateItem`
 /// conditional on the counter the worker last read, so of two workers racing
 /// for a lease exactly one wins; a worker that lost a lease cannot renew,
 /// release or end it.
@@ -114,7 +116,7 @@ impl DynamoDbLeaseTable {
         set: &[(&str, AttributeValue)],
         remove_owner: bool,
     ) -> Result<Option<Lease>> {
-        let mut sets = vec!["#c = #c + :one".to_owned()];
+        let mut sets = vec!["#c = #c + :one".to_owned(), "#changed = :now".to_owned()];
         let mut req = self
             .client
             .update_item()
@@ -124,6 +126,8 @@ impl DynamoDbLeaseTable {
             .expression_attribute_names("#c", "counter")
             .expression_attribute_values(":seen", n(lease.counter))
             .expression_attribute_values(":one", n(1))
+            .expression_attribute_names("#changed", CHANGED)
+            .expression_attribute_values(":now", now_millis())
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
         for (i, (name, value)) in set.iter().enumerate() {
             sets.push(format!("#s{i} = :s{i}"));
@@ -149,8 +153,41 @@ impl DynamoDbLeaseTable {
     }
 }
 
-impl LeaseTable for DynamoDbLeaseTable {
-    async fn list(&self) -> Result<Vec<Lease>> {
+/// The attribute holding when a lease last changed (milliseconds since the
+/// epoch, this machine's clock): for operators only, never for expiry (a
+/// lease expires when its counter stops moving, which needs no clock).
+const CHANGED: &str = "changed";
+
+fn now_millis() -> AttributeValue {
+    AttributeValue::N(Utc::now().timestamp_millis().to_string())
+}
+
+impl DynamoDbLeaseTable {
+    /// Every lease (consistent read), with when it last changed (taken,
+    /// renewed, released, ended) by the clock of the worker that changed
+    /// it; `None` for a lease not changed since it was written by a version
+    /// that did not record it. For operators (`unistream leases show`): a
+    /// lease expires when its counter stops moving, never by this time.
+    ///
+    /// # Errors
+    ///
+    /// A failed `Scan`, or an item that is not a lease.
+    pub async fn list_with_change_times(&self) -> Result<Vec<(Lease, Option<DateTime<Utc>>)>> {
+        self.scan(|item| {
+            let changed = item
+                .get(CHANGED)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<i64>().ok())
+                .and_then(DateTime::from_timestamp_millis);
+            Ok((self.parse(item)?, changed))
+        })
+        .await
+    }
+
+    async fn scan<R>(
+        &self,
+        mut each: impl FnMut(&HashMap<String, AttributeValue>) -> Result<R>,
+    ) -> Result<Vec<R>> {
         let mut leases = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
@@ -164,7 +201,7 @@ impl LeaseTable for DynamoDbLeaseTable {
                 .await
                 .map_err(|e| backend("Scan", &self.table, e))?;
             for item in out.items() {
-                leases.push(self.parse(item)?);
+                leases.push(each(item)?);
             }
             match out.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
@@ -172,6 +209,12 @@ impl LeaseTable for DynamoDbLeaseTable {
             }
         }
         Ok(leases)
+    }
+}
+
+impl LeaseTable for DynamoDbLeaseTable {
+    async fn list(&self) -> Result<Vec<Lease>> {
+        self.scan(|item| self.parse(item)).await
     }
 
     async fn create(&self, lease: &Lease) -> Result<bool> {
@@ -188,6 +231,7 @@ impl LeaseTable for DynamoDbLeaseTable {
             .item("counter", n(0))
             .item("parents", AttributeValue::L(parents))
             .item("ended", AttributeValue::Bool(lease.ended))
+            .item(CHANGED, now_millis())
             .condition_expression("attribute_not_exists(#k)")
             .expression_attribute_names("#k", LEASE_KEY)
             .send()

@@ -44,6 +44,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, ErrorInfo, Result};
 use crate::source::Pointer;
 
+mod repair;
 mod store;
 mod tracker;
 
