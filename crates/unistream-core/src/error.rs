@@ -177,6 +177,23 @@ pub enum Error {
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),
+
+    /// The service refused a call for lack of permission or of credentials
+    /// it accepts (`AccessDenied`, an unknown or expired key, a bad
+    /// signature; see [`denial`]). Retrying cannot help, so nothing retries
+    /// it: the producer returns it at once (the batch stays buffered) and
+    /// the stream consumer stops on it (releasing its leases).
+    #[error("{action} on {resource} was denied: {message}")]
+    Denied {
+        /// The call, as the IAM action a policy must allow
+        /// (`kinesis:PutRecords`).
+        action: String,
+        /// What it was about (`stream orders`, `table checkpoints`,
+        /// `s3://bucket/key`, a queue's URL).
+        resource: String,
+        /// What the service answered (its error code and message).
+        message: String,
+    },
 }
 
 impl Error {
@@ -209,6 +226,98 @@ impl Error {
             source: source.into(),
         }
     }
+
+    /// A copy of the [`Error::Denied`] that `error` is or is caused by (a
+    /// sink's error, a dead-letter error wrapping the queue's, ...).
+    pub fn denied_in(error: &(dyn std::error::Error + 'static)) -> Option<Error> {
+        let mut next = Some(error);
+        while let Some(e) = next {
+            // A `Box<Error>` source (as in `DeadLetter`) is its own type.
+            let this = e
+                .downcast_ref::<Error>()
+                .or_else(|| e.downcast_ref::<Box<Error>>().map(|b| &**b));
+            if let Some(Error::Denied {
+                action,
+                resource,
+                message,
+            }) = this
+            {
+                return Some(Error::Denied {
+                    action: action.clone(),
+                    resource: resource.clone(),
+                    message: message.clone(),
+                });
+            }
+            next = e.source();
+        }
+        None
+    }
+}
+
+/// Error codes of AWS answers that mean "not allowed": a missing permission,
+/// or credentials the service does not accept.
+const DENIAL_CODES: [&str; 11] = [
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidSignatureException",
+    "IncompleteSignature",
+    "IncompleteSignatureException",
+    "MissingAuthenticationToken",
+    "MissingAuthenticationTokenException",
+    "ExpiredToken",
+    "ExpiredTokenException",
+];
+
+/// Whether an AWS service's error answer is a refusal that retrying cannot
+/// fix, and if so what the service said: `Some("code: message")`.
+///
+/// A refusal is an error code with `AccessDenied` in it (`AccessDenied`,
+/// `AccessDeniedException`, `KMSAccessDeniedException`), one of the codes
+/// of rejected credentials (`UnrecognizedClientException`,
+/// `InvalidClientTokenId`, `ExpiredToken`, `SignatureDoesNotMatch`, ...), or
+/// an HTTP 403 whatever its body (an emulator may answer a JSON API in XML,
+/// which the SDK cannot parse: the code and message are then read from the
+/// body). The backends (Kinesis, DynamoDB + S3, SQS, leases) turn such
+/// answers into [`Error::Denied`].
+pub fn denial(
+    code: Option<&str>,
+    message: Option<&str>,
+    http_status: Option<u16>,
+    body: Option<&[u8]>,
+) -> Option<String> {
+    let by_code = code.is_some_and(|c| c.contains("AccessDenied") || DENIAL_CODES.contains(&c));
+    if !by_code && http_status != Some(403) {
+        return None;
+    }
+    let body = body.map(String::from_utf8_lossy);
+    let json: Option<serde_json::Value> =
+        body.as_deref().and_then(|b| serde_json::from_str(b).ok());
+    // From a JSON body (`__type`/`message`) or an XML one (`<Code>`/`<Message>`).
+    let from_body = |json_keys: &[&str], tag: &str| -> Option<String> {
+        if let Some(o) = json.as_ref().and_then(|j| j.as_object()) {
+            let v = json_keys.iter().find_map(|k| o.get(*k)?.as_str())?;
+            return Some(v.rsplit('#').next().unwrap_or(v).to_owned());
+        }
+        let body = body.as_deref()?;
+        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+        let start = body.find(&open)? + open.len();
+        let len = body[start..].find(&close)?;
+        Some(body[start..start + len].to_owned())
+    };
+    let code = code
+        .map(str::to_owned)
+        .or_else(|| from_body(&["__type", "code", "Code"], "Code"));
+    let message = message
+        .map(str::to_owned)
+        .or_else(|| from_body(&["message", "Message"], "Message"));
+    Some(match (code, message) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        (Some(c), None) => c,
+        (None, Some(m)) => m,
+        (None, None) => "HTTP 403 Forbidden".to_owned(),
+    })
 }
 
 /// An error as stored in a tracker: its text and its cause chain.
@@ -252,5 +361,74 @@ impl std::fmt::Display for ErrorInfo {
             write!(f, ": {c}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denials_are_told_from_other_errors() {
+        // A service error the SDK parsed.
+        assert_eq!(
+            denial(
+                Some("AccessDeniedException"),
+                Some("User: u is not authorized to perform: kinesis:PutRecords"),
+                Some(400),
+                None
+            )
+            .as_deref(),
+            Some("AccessDeniedException: User: u is not authorized to perform: kinesis:PutRecords")
+        );
+        assert!(denial(Some("UnrecognizedClientException"), None, Some(400), None).is_some());
+        assert!(denial(Some("KMSAccessDeniedException"), None, Some(400), None).is_some());
+        // A 403 in XML to a JSON API (moto): read from the body.
+        let xml = b"<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>User: u is not authorized to perform: sqs:SendMessage</Message></Error></Errors></ErrorResponse>";
+        assert_eq!(
+            denial(None, None, Some(403), Some(xml)).as_deref(),
+            Some("AccessDenied: User: u is not authorized to perform: sqs:SendMessage")
+        );
+        let json = br#"{"__type":"com.amazonaws.dynamodb.v20120810#AccessDeniedException","message":"no"}"#;
+        assert_eq!(
+            denial(None, None, Some(403), Some(json)).as_deref(),
+            Some("AccessDeniedException: no")
+        );
+        assert_eq!(
+            denial(None, None, Some(403), Some(b"")).as_deref(),
+            Some("HTTP 403 Forbidden")
+        );
+        // Throttling, a missing resource, a server error: not denials.
+        for (code, status) in [
+            ("ProvisionedThroughputExceededException", 400),
+            ("ThrottlingException", 400),
+            ("ResourceNotFoundException", 400),
+            ("InternalFailure", 500),
+        ] {
+            assert_eq!(denial(Some(code), None, Some(status), None), None, "{code}");
+        }
+        assert_eq!(denial(None, None, None, None), None);
+    }
+
+    #[test]
+    fn a_denial_is_found_among_the_causes() {
+        let denied = Error::Denied {
+            action: "sqs:SendMessage".into(),
+            resource: "queue q".into(),
+            message: "AccessDenied".into(),
+        };
+        assert_eq!(
+            denied.to_string(),
+            "sqs:SendMessage on queue q was denied: AccessDenied"
+        );
+        let wrapped = Error::DeadLetter {
+            record_id: "r1".into(),
+            source: Box::new(denied),
+        };
+        let found = Error::denied_in(&wrapped).expect("found");
+        assert!(matches!(found, Error::Denied { ref action, .. } if action == "sqs:SendMessage"));
+        let boxed: BoxError = Box::new(wrapped);
+        assert!(Error::denied_in(&*boxed).is_some());
+        assert!(Error::denied_in(&Error::Config("x".into())).is_none());
     }
 }

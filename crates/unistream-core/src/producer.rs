@@ -498,6 +498,12 @@ impl<B: Buffer, S: Sink, C> Producer<B, S, C> {
             }
             Err(e) => {
                 metrics::counter!("unistream_producer_sends_failed_total").increment(1);
+                if let Some(denied) = Error::denied_in(&*e) {
+                    // Retrying cannot grant a permission: say so at once.
+                    // The batch stays buffered, for a run that may send it.
+                    warn!(batch = batch.id, records = ids.len(), error = %denied, "send denied; the batch stays buffered");
+                    return Err(denied);
+                }
                 let error = ErrorInfo::from_error(&*e);
                 let retry_at = self.hold(st);
                 warn!(batch = batch.id, records = ids.len(), %error, failures = st.failures, %retry_at, "send failed; the batch stays buffered");

@@ -281,3 +281,66 @@ async fn concurrent_puts_deliver_every_record_once() {
     ids.dedup();
     assert_eq!(ids.len(), 1000);
 }
+
+/// A sink the service refuses until `allow` (what `KinesisSink` returns for
+/// an `AccessDenied`), then the memory sink.
+#[derive(Clone, Default)]
+struct DenyingSink {
+    inner: MemorySink,
+    allow: Arc<std::sync::atomic::AtomicBool>,
+    denied: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl unistream_core::sink::Sink for DenyingSink {
+    async fn send(
+        &self,
+        batch: &[unistream_core::sink::EncodedRecord],
+    ) -> Result<unistream_core::sink::Delivery, unistream_core::BoxError> {
+        use std::sync::atomic::Ordering;
+        if !self.allow.load(Ordering::SeqCst) {
+            self.denied.fetch_add(1, Ordering::SeqCst);
+            return Err(Error::Denied {
+                action: "kinesis:PutRecords".into(),
+                resource: "stream orders".into(),
+                message: "AccessDeniedException: not authorized".into(),
+            }
+            .into());
+        }
+        self.inner.send(batch).await
+    }
+}
+
+#[tokio::test]
+async fn a_denied_send_is_returned_at_once_never_retried_and_keeps_the_records() {
+    use std::sync::atomic::Ordering;
+    let clock = VirtualClock::default();
+    // No attempt limit: a failure that is not a denial would be retried forever.
+    let sink = DenyingSink::default();
+    let p = Producer::new(
+        config(&[1, 2, 4]),
+        MemoryBuffer::new(BufferLimits::records(2)),
+        sink.clone(),
+    )
+    .with_clock(clock.clone());
+    p.put(&rec(1)).await.unwrap();
+    // The batch is full: `put` sends it, and returns the denial (whatever
+    // `send_errors` says: it is not a failed send to retry).
+    let err = p.put(&rec(2)).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "kinesis:PutRecords on stream orders was denied: AccessDeniedException: not authorized"
+    );
+    let err = p.flush().await.unwrap_err();
+    assert!(matches!(err, Error::Denied { .. }), "{err}");
+    assert_eq!(sink.denied.load(Ordering::SeqCst), 2, "one call per send");
+    assert!(
+        clock.sleeps().is_empty(),
+        "no backoff: {:?}",
+        clock.sleeps()
+    );
+    assert_eq!(p.buffer().stats().records, 2, "nothing dropped");
+    // Once allowed, the same records go.
+    sink.allow.store(true, Ordering::SeqCst);
+    p.flush().await.unwrap();
+    assert_eq!(sink.inner.ids(), ["1", "2"]);
+}

@@ -79,6 +79,9 @@ impl DynamoDbS3CheckpointStore {
             .send()
             .await
             .map_err(|e| {
+                if let Some(denied) = self.s3_denied(&e, "GetObject", records_key) {
+                    return denied;
+                }
                 self.unreadable(format!(
                     "records object s3://{}/{records_key}: {}",
                     self.bucket,
@@ -183,7 +186,10 @@ impl DynamoDbS3CheckpointStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| self.dynamodb_error("GetItem", e))?;
+            .map_err(|e| {
+                self.ddb_denied(&e, "GetItem")
+                    .unwrap_or_else(|| self.dynamodb_error("GetItem", e))
+            })?;
         let Some(item) = got.item else {
             return Ok(None);
         };
@@ -278,7 +284,10 @@ impl DynamoDbS3CheckpointStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| self.dynamodb_error("GetItem", e))?;
+            .map_err(|e| {
+                self.ddb_denied(&e, "GetItem")
+                    .unwrap_or_else(|| self.dynamodb_error("GetItem", e))
+            })?;
         let Some(item) = got.item else {
             return Ok(None);
         };

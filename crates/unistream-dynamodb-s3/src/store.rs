@@ -282,6 +282,29 @@ impl DynamoDbS3CheckpointStore {
         .into()
     }
 
+    /// [`Error::Denied`] if DynamoDB refused `operation` on the item.
+    pub(crate) fn ddb_denied<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
+        &self,
+        e: &aws_sdk_dynamodb::error::SdkError<E>,
+        operation: &str,
+    ) -> Option<Error> {
+        crate::error::denied(e, &format!("dynamodb:{operation}"), || {
+            format!("table {}, key {:?}", self.table, self.pk_value)
+        })
+    }
+
+    /// [`Error::Denied`] if S3 refused `operation` on `object`.
+    pub(crate) fn s3_denied<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
+        &self,
+        e: &aws_sdk_dynamodb::error::SdkError<E>,
+        operation: &str,
+        object: &str,
+    ) -> Option<Error> {
+        crate::error::denied(e, &format!("s3:{operation}"), || {
+            format!("s3://{}/{object}", self.bucket)
+        })
+    }
+
     pub(crate) fn dynamodb_error(
         &self,
         operation: &'static str,
@@ -319,6 +342,9 @@ impl DynamoDbS3CheckpointStore {
         e: aws_sdk_dynamodb::error::SdkError<UpdateItemError>,
         detail: impl FnOnce() -> String,
     ) -> Error {
+        if let Some(denied) = self.ddb_denied(&e, "UpdateItem") {
+            return denied;
+        }
         match e.into_service_error() {
             UpdateItemError::ConditionalCheckFailedException(_) => self.owned(detail()),
             e => self.dynamodb_error("UpdateItem", e),

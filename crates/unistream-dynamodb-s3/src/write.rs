@@ -127,7 +127,10 @@ impl DynamoDbS3CheckpointStore {
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|e| self.s3_error("PutObject", &key, aws_sdk_s3::Error::from(e)))?;
+            .map_err(|e| {
+                self.s3_denied(&e, "PutObject", &key)
+                    .unwrap_or_else(|| self.s3_error("PutObject", &key, aws_sdk_s3::Error::from(e)))
+            })?;
         let mut put = self
             .ddb
             .put_item()
@@ -151,6 +154,9 @@ impl DynamoDbS3CheckpointStore {
         };
         self.calls.put_item += 1;
         if let Err(e) = put.send().await {
+            if let Some(denied) = self.ddb_denied(&e, "PutItem") {
+                return Err(denied);
+            }
             return Err(match e.into_service_error() {
                 PutItemError::ConditionalCheckFailedException(_) => {
                     self.owned("the item changed: another consumer loaded or wrote it")

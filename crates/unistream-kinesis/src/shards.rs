@@ -47,7 +47,7 @@ impl ShardMap {
 
     /// Lists the stream's open shards (paged `ListShards`; a shard with an
     /// ending sequence number is closed and left out).
-    pub(crate) async fn list(client: &Client, stream: &str) -> Result<Self, KinesisError> {
+    pub(crate) async fn list(client: &Client, stream: &str) -> Result<Self, unistream_core::Error> {
         let mut ranges = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -57,11 +57,17 @@ impl ShardMap {
                 None if stream.starts_with("arn:") => req.stream_arn(stream),
                 None => req.stream_name(stream),
             };
-            let out = req.send().await.map_err(|e| KinesisError::Api {
-                operation: "ListShards",
-                stream: stream.to_owned(),
-                shard: None,
-                source: Box::new(e.into()),
+            let out = req.send().await.map_err(|e| {
+                crate::error::denied(&e, "kinesis:ListShards", || format!("stream {stream}"))
+                    .unwrap_or_else(|| {
+                        KinesisError::Api {
+                            operation: "ListShards",
+                            stream: stream.to_owned(),
+                            shard: None,
+                            source: Box::new(e.into()),
+                        }
+                        .into()
+                    })
             })?;
             for shard in out.shards() {
                 let open = shard
@@ -77,7 +83,8 @@ impl ShardMap {
                         stream: stream.to_owned(),
                         shard: shard.shard_id().to_owned(),
                         what: "a hash-key range of two decimal 128-bit numbers",
-                    });
+                    }
+                    .into());
                 };
                 if open {
                     ranges.push(ShardRange {

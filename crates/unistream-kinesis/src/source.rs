@@ -220,7 +220,7 @@ impl KinesisSource {
             let out = req
                 .send()
                 .await
-                .map_err(|e| self.api_error("GetShardIterator", e))?;
+                .map_err(|e| self.sdk_error("GetShardIterator", e))?;
             return out.shard_iterator.ok_or_else(|| self.no_iterator());
         }
         let req = match from.as_str() {
@@ -246,7 +246,7 @@ impl KinesisSource {
         let out = req
             .send()
             .await
-            .map_err(|e| self.api_error("GetShardIterator", e))?;
+            .map_err(|e| self.sdk_error("GetShardIterator", e))?;
         out.shard_iterator.ok_or_else(|| self.no_iterator())
     }
 
@@ -348,6 +348,27 @@ impl KinesisSource {
         fetched
     }
 
+    /// [`Error::Denied`] if the service refused the call, else
+    /// [`api_error`](Self::api_error).
+    fn sdk_error<E>(&self, operation: &'static str, e: aws_sdk_kinesis::error::SdkError<E>) -> Error
+    where
+        E: aws_sdk_kinesis::error::ProvideErrorMetadata,
+        aws_sdk_kinesis::error::SdkError<E>: Into<aws_sdk_kinesis::Error>,
+    {
+        self.denied(&e, operation)
+            .unwrap_or_else(|| self.api_error(operation, e))
+    }
+
+    fn denied<E: aws_sdk_kinesis::error::ProvideErrorMetadata>(
+        &self,
+        e: &aws_sdk_kinesis::error::SdkError<E>,
+        operation: &str,
+    ) -> Option<Error> {
+        crate::error::denied(e, &format!("kinesis:{operation}"), || {
+            format!("stream {}, shard {}", self.stream, self.shard_id)
+        })
+    }
+
     fn api_error(
         &self,
         operation: &'static str,
@@ -436,6 +457,9 @@ impl Source for KinesisSource {
                 .await
             {
                 Ok(out) => out,
+                Err(e) if self.denied(&e, "GetRecords").is_some() => {
+                    return Err(self.sdk_error("GetRecords", e));
+                }
                 Err(e) => match e.into_service_error() {
                     GetRecordsError::ExpiredIteratorException(_) if expired < 3 => {
                         expired += 1;

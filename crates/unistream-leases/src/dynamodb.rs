@@ -40,7 +40,19 @@ fn n(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn backend(what: &str, table: &str, e: impl Into<aws_sdk_dynamodb::Error>) -> Error {
+/// The error of a failed call: [`Error::Denied`] if the service refused it,
+/// else [`LeaseError::Table`]. `what` starts with the operation's name.
+fn backend<E>(what: &str, table: &str, e: aws_sdk_dynamodb::error::SdkError<E>) -> Error
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+    aws_sdk_dynamodb::error::SdkError<E>: Into<aws_sdk_dynamodb::Error>,
+{
+    let operation = what.split(' ').next().unwrap_or(what);
+    if let Some(denied) = crate::error::denied(&e, &format!("dynamodb:{operation}"), || {
+        format!("lease table {table}")
+    }) {
+        return denied;
+    }
     LeaseError::Table {
         operation: what.to_owned(),
         table: table.to_owned(),

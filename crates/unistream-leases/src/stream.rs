@@ -11,7 +11,7 @@ use futures_util::FutureExt as _;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use unistream_core::checkpoint::CheckpointStore;
 use unistream_core::clock::SharedClock;
 use unistream_core::consumer::{Consumer, ConsumerConfig, Processor, RunSummary};
@@ -194,9 +194,17 @@ where
                 Some(t) => req.next_token(t),
                 None => req.stream_name(&self.stream),
             };
-            let out = req.send().await.map_err(|e| LeaseError::ListShards {
-                stream: self.stream.clone(),
-                source: Box::new(e.into()),
+            let out = req.send().await.map_err(|e| {
+                crate::error::denied(&e, "kinesis:ListShards", || {
+                    format!("stream {}", self.stream)
+                })
+                .unwrap_or_else(|| {
+                    LeaseError::ListShards {
+                        stream: self.stream.clone(),
+                        source: Box::new(e.into()),
+                    }
+                    .into()
+                })
             })?;
             for shard in out.shards() {
                 let parents = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
@@ -287,7 +295,10 @@ where
     ///
     /// The lease table's or `ListShards`' error at start; afterwards a shard
     /// consumer's error stops only that shard (it is counted and the shard
-    /// started again).
+    /// started again). A call the service denies ([`Error::Denied`]: a
+    /// missing permission, credentials it does not accept) is never
+    /// retried: the worker stops as on shutdown (its shard consumers stop,
+    /// its leases are released if it may) and returns it.
     pub async fn run(&mut self) -> Result<StreamSummary> {
         let mut summary = StreamSummary::default();
         let mut tasks: FuturesUnordered<ShardRun> = FuturesUnordered::new();
@@ -297,12 +308,15 @@ where
         let lease_config = self.coordinator.config().clone();
         let now = self.clock.now();
         let (mut next_renew, mut next_balance, mut next_discover) = (now, now, now);
-        while !self.shutdown.is_cancelled() {
+        // A denied call: retrying cannot help; stop and return it.
+        let mut fatal: Option<Error> = None;
+        while !self.shutdown.is_cancelled() && fatal.is_none() {
             let now = self.clock.now();
             let mut changed = false;
             if now >= next_discover {
                 if let Err(e) = self.discover().await {
                     warn!(stream = %self.stream, error = %e, "could not list the stream's shards");
+                    fatal = Error::denied_in(&e);
                 }
                 next_discover = now + chrono_duration(lease_config.discover_every);
             }
@@ -349,7 +363,10 @@ where
                             }
                         }
                     }
-                    Err(e) => warn!(error = %e, "could not read the lease table"),
+                    Err(e) => {
+                        warn!(error = %e, "could not read the lease table");
+                        fatal = fatal.or(Error::denied_in(&e));
+                    }
                 }
                 next_balance = now + chrono_duration(lease_config.balance_every);
             }
@@ -370,13 +387,16 @@ where
             if changed {
                 self.notify(&mut announced);
             }
+            if fatal.is_some() {
+                break;
+            }
             let next = next_renew.min(next_balance).min(next_discover);
             let wait = (next - self.clock.now()).to_std().unwrap_or(Duration::ZERO);
             tokio::select! {
                 _ = self.clock.sleep(wait) => {}
                 _ = self.shutdown.cancelled() => {}
                 Some(done) = tasks.next() => {
-                    let ended = self.finished(done, &mut running, &mut restart_at, &mut summary).await?;
+                    let ended = self.finished(done, &mut running, &mut restart_at, &mut summary, &mut fatal).await?;
                     if ended {
                         // Children may be ready now.
                         next_balance = self.clock.now();
@@ -391,15 +411,34 @@ where
             r.token.cancel();
         }
         while let Some(done) = tasks.next().await {
-            self.finished(done, &mut running, &mut restart_at, &mut summary)
-                .await?;
+            self.finished(
+                done,
+                &mut running,
+                &mut restart_at,
+                &mut summary,
+                &mut fatal,
+            )
+            .await?;
         }
         for shard in self.coordinator.held() {
-            self.coordinator.release(&shard).await?;
-            info!(worker = %self.coordinator.worker(), %shard, "lease released");
+            match self.coordinator.release(&shard).await {
+                Ok(_) => info!(worker = %self.coordinator.worker(), %shard, "lease released"),
+                // Stopping on a denial: it may deny this too; the lease
+                // expires after the failover time.
+                Err(e) if fatal.is_some() => {
+                    warn!(worker = %self.coordinator.worker(), %shard, error = %e, "could not release the lease");
+                }
+                Err(e) => return Err(e),
+            }
         }
         self.notify(&mut announced);
-        Ok(summary)
+        match fatal {
+            Some(e) => {
+                error!(worker = %self.coordinator.worker(), error = %e, "stopped: a call was denied");
+                Err(e)
+            }
+            None => Ok(summary),
+        }
     }
 
     /// Handles a shard consumer that stopped; `true` if its shard ended.
@@ -409,6 +448,7 @@ where
         running: &mut HashMap<String, Running>,
         restart_at: &mut BTreeMap<String, DateTime<Utc>>,
         summary: &mut StreamSummary,
+        fatal: &mut Option<Error>,
     ) -> Result<bool> {
         let (shard, result) = done;
         let stop = running.remove(&shard).and_then(|r| r.stopping);
@@ -423,6 +463,11 @@ where
             }
             Err(Error::CheckpointOwned { detail, .. }) if stop.is_some() => {
                 info!(%shard, %detail, "another worker owns this shard's checkpoint now; stopped");
+            }
+            Err(e) if Error::denied_in(&e).is_some() => {
+                summary.shard_errors += 1;
+                warn!(%shard, error = %e, "shard consumer stopped: a call was denied; the worker stops");
+                fatal.get_or_insert(e);
             }
             Err(e) => {
                 // Also `CheckpointOwned` while the lease is still ours: the

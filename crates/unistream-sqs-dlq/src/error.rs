@@ -45,17 +45,40 @@ pub enum SqsError {
 }
 
 impl SqsError {
-    /// An SQS call's failure.
-    pub(crate) fn api(
+    /// An SQS call's failure: [`unistream_core::Error::Denied`] if the
+    /// service refused it for lack of permission or of valid credentials
+    /// ([`unistream_core::denial`]; the IAM action of a `…Batch` call is its
+    /// single form's), else [`SqsError::Api`].
+    pub(crate) fn api<E>(
         operation: &'static str,
         queue_url: &str,
-        source: impl Into<aws_sdk_sqs::Error>,
-    ) -> SqsError {
+        source: aws_sdk_sqs::error::SdkError<E>,
+    ) -> unistream_core::Error
+    where
+        E: aws_sdk_sqs::error::ProvideErrorMetadata,
+        aws_sdk_sqs::error::SdkError<E>: Into<aws_sdk_sqs::Error>,
+    {
+        use aws_sdk_sqs::error::ProvideErrorMetadata as _;
+        let raw = source.raw_response();
+        if let Some(message) = unistream_core::denial(
+            source.code(),
+            source.message(),
+            raw.map(|r| r.status().as_u16()),
+            raw.and_then(|r| r.body().bytes()),
+        ) {
+            let action = operation.strip_suffix("Batch").unwrap_or(operation);
+            return unistream_core::Error::Denied {
+                action: format!("sqs:{action}"),
+                resource: format!("queue {queue_url}"),
+                message,
+            };
+        }
         SqsError::Api {
             operation,
             queue_url: queue_url.to_owned(),
             source: Box::new(source.into()),
         }
+        .into()
     }
 }
 

@@ -28,8 +28,8 @@
 #![warn(missing_docs)]
 
 pub use unistream_core::{
-    BoxError, CancellationToken, Error, ErrorInfo, Result, checkpoint, clock, consumer, dlq,
-    memory, producer, record, retry, sink, source,
+    BoxError, CancellationToken, Error, ErrorInfo, Result, checkpoint, clock, consumer, denial,
+    dlq, memory, producer, record, retry, sink, source,
 };
 
 /// The producer's buffer: where accepted records wait until a sink takes

@@ -330,6 +330,14 @@ impl Sink for KinesisSink {
             let out = match sent {
                 Ok(out) => out,
                 Err(e) => {
+                    if accepted == 0
+                        && let Some(denied) = crate::error::denied(&e, "kinesis:PutRecords", || {
+                            format!("stream {}", self.stream)
+                        })
+                    {
+                        // Not a failure to retry: the producer stops on it.
+                        return Err(denied.into());
+                    }
                     let e = aws_sdk_kinesis::error::DisplayErrorContext(e).to_string();
                     if accepted == 0 {
                         return Err(format!("PutRecords into {}: {e}", self.stream).into());
