@@ -212,8 +212,9 @@ fn run_ok(cmd: &mut Command) -> bool {
 }
 
 /// `moto_server` on PATH if moto is importable there, else one installed
-/// (once) into a virtualenv under `target/`.
-fn moto_server() -> Result<PathBuf, String> {
+/// (once) into a virtualenv under `target/`. (The IAM test starts one of its
+/// own, with IAM enforcement on: `UNISTREAM_IT_MOTO_SERVER`.)
+pub(crate) fn moto_server() -> Result<PathBuf, String> {
     let importable =
         run_ok(Command::new("python3").args(["-c", "import moto.server, flask, flask_cors"]));
     if importable && run_ok(Command::new("moto_server").arg("--help")) {

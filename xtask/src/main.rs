@@ -136,6 +136,9 @@ fn it(args: ItArgs) -> Result<(), String> {
     // The reference KPL aggregation library, for the interop tests.
     let python = emulator::interop_python()?;
     let python = python.to_string_lossy();
+    // moto, for the IAM test's own server (IAM enforcement is per server).
+    let moto = emulator::moto_server()?;
+    let moto = moto.to_string_lossy();
     // Build first, so that the emulator's readiness is not spent compiling.
     cargo(&["test", "--workspace", "--tests", "--no-run"], &[])?;
     // --show-output: a test that skips (a service the emulator lacks) says so.
@@ -154,6 +157,7 @@ fn it(args: ItArgs) -> Result<(), String> {
             ("AWS_ENDPOINT_URL", endpoint.as_str()),
             ("UNISTREAM_IT_EMULATOR", emulator.name()),
             ("UNISTREAM_IT_PYTHON", python.as_ref()),
+            ("UNISTREAM_IT_MOTO_SERVER", moto.as_ref()),
             ("AWS_REGION", "us-east-1"),
             ("AWS_ACCESS_KEY_ID", "test"),
             ("AWS_SECRET_ACCESS_KEY", "test"),
