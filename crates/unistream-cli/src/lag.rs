@@ -12,7 +12,7 @@
 
 use std::fmt::Write as _;
 
-use aws_sdk_kinesis::error::DisplayErrorContext;
+use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::DateTime as AwsDateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use serde_json::{Value, json};
@@ -125,7 +125,7 @@ async fn list_shards(
         let out = req
             .send()
             .await
-            .map_err(|e| api("ListShards", stream, DisplayErrorContext(&e).to_string()))?;
+            .map_err(|e| api("ListShards", stream, &e))?;
         for s in out.shards() {
             let closed = s
                 .sequence_number_range()
@@ -141,8 +141,30 @@ async fn list_shards(
     Ok(shards)
 }
 
-fn api(operation: &str, resource: &str, detail: String) -> Error {
-    Error::backend(format!("Kinesis {operation} on {resource}"), detail)
+/// A failed Kinesis call: [`Error::Denied`] (naming the IAM action) when
+/// AWS refused it for lack of permission or credentials, else the SDK's
+/// error with its context.
+fn api<E>(operation: &str, resource: &str, e: &SdkError<E>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let raw = e.raw_response();
+    if let Some(message) = unistream_core::denial(
+        e.code(),
+        e.message(),
+        raw.map(|r| r.status().as_u16()),
+        raw.and_then(|r| r.body().bytes()),
+    ) {
+        return Error::Denied {
+            action: format!("kinesis:{operation}"),
+            resource: resource.to_owned(),
+            message,
+        };
+    }
+    Error::backend(
+        format!("Kinesis {operation} on {resource}"),
+        DisplayErrorContext(e).to_string(),
+    )
 }
 
 async fn read_checkpoint(clients: &Clients, args: &Args, key: &str) -> Result<Option<Checkpoint>> {
@@ -194,13 +216,11 @@ async fn scan_to_tip(
     if let Some(seq) = seq {
         req = req.starting_sequence_number(seq);
     }
-    let out = req.shard_iterator_type(kind).send().await.map_err(|e| {
-        api(
-            "GetShardIterator",
-            &resource,
-            DisplayErrorContext(&e).to_string(),
-        )
-    })?;
+    let out = req
+        .shard_iterator_type(kind)
+        .send()
+        .await
+        .map_err(|e| api("GetShardIterator", &resource, &e))?;
     let mut iterator = out.shard_iterator;
     // Empty pages are normal before the tip of a sparse shard; a bound on
     // calls keeps a lag check from walking a long empty shard forever.
@@ -218,7 +238,7 @@ async fn scan_to_tip(
             .limit(i32::try_from(limit).unwrap_or(10_000))
             .send()
             .await
-            .map_err(|e| api("GetRecords", &resource, DisplayErrorContext(&e).to_string()))?;
+            .map_err(|e| api("GetRecords", &resource, &e))?;
         if row.millis_behind.is_none() {
             row.millis_behind = out.millis_behind_latest;
         }
