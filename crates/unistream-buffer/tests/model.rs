@@ -1,7 +1,9 @@
 //! Property tests: any sequence of put / put_many / seal / emit+commit /
 //! emit+narrow / reopen (with other limits) against a model queue delivers
-//! every record exactly once, batches come out in put order, and the segment
-//! reader never panics on arbitrary bytes.
+//! every record exactly once, batches come out in put order, and the
+//! segment count the buffer reports (from its bookkeeping) is the number of
+//! segment files in its directory; the segment reader never panics on
+//! arbitrary bytes.
 
 use std::collections::VecDeque;
 
@@ -44,6 +46,20 @@ fn open(dir: &std::path::Path, max_records: usize, max_bytes: u64) -> FileBuffer
     let mut options = FileBufferConfig::new(limits, Durability::Process);
     options.segment_bytes = max_bytes * 2;
     FileBuffer::open(dir, options).unwrap()
+}
+
+/// The segment files in `dir`.
+fn segment_files(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".wal")
+        })
+        .count() as u64
 }
 
 /// Reads all frames; checks what a scan may claim.
@@ -110,6 +126,7 @@ proptest! {
                     }
                 }
                 prop_assert_eq!(wal.stats().records, model.len() as u64);
+                prop_assert_eq!(wal.stats().segments, Some(segment_files(dir.path())));
             }
             // Drain what is left.
             wal.seal().unwrap();

@@ -38,6 +38,12 @@ pub struct BufferStats {
     pub sealed_batches: u64,
     /// Records in the active (not yet sealed) batch.
     pub active_records: u64,
+    /// Segment files a buffer made of files keeps on disk — those holding
+    /// unsent records, and the one being written (so at least 1) — or
+    /// `None` for a buffer that is not (e.g.
+    /// [`MemoryBuffer`](crate::memory::MemoryBuffer)). From the buffer's own
+    /// bookkeeping: asking never reads a file.
+    pub segments: Option<u64>,
 }
 
 /// Limits of a buffer.
@@ -145,6 +151,8 @@ pub trait Buffer: Send + Sync {
     /// good; the batch stays the oldest. Keeping none commits it.
     fn narrow(&self, batch: &Batch, keep: &[usize]) -> Result<()>;
 
-    /// What the buffer holds.
+    /// What the buffer holds. Cheap (the producer asks after every put and
+    /// send for its backlog gauges): from counters the buffer keeps, never by
+    /// reading its records or files.
     fn stats(&self) -> BufferStats;
 }

@@ -209,6 +209,8 @@ struct MemoryBufferState {
     active: Vec<EncodedRecord>,
     active_bytes: u64,
     bytes: u64,
+    /// Records of the sealed batches (so `stats` need not add them up).
+    sealed_records: u64,
     next_id: u64,
 }
 
@@ -219,6 +221,7 @@ impl MemoryBufferState {
         }
         let records = std::mem::take(&mut self.active);
         self.active_bytes = 0;
+        self.sealed_records += records.len() as u64;
         self.sealed.push_back(Batch {
             id: self.next_id,
             records: Arc::new(records),
@@ -298,6 +301,7 @@ impl Buffer for MemoryBuffer {
         s.oldest(batch)?;
         if let Some(b) = s.sealed.pop_front() {
             s.bytes -= b.records.iter().map(|r| r.data.len() as u64).sum::<u64>();
+            s.sealed_records -= b.records.len() as u64;
         }
         Ok(())
     }
@@ -311,23 +315,25 @@ impl Buffer for MemoryBuffer {
             .collect();
         let dropped: u64 = b.records.iter().map(|r| r.data.len() as u64).sum::<u64>()
             - kept.iter().map(|r| r.data.len() as u64).sum::<u64>();
+        let dropped_records = b.records.len().saturating_sub(kept.len()) as u64;
         if kept.is_empty() {
             s.sealed.pop_front();
         } else {
             b.records = Arc::new(kept);
         }
         s.bytes -= dropped;
+        s.sealed_records -= dropped_records;
         Ok(())
     }
 
     fn stats(&self) -> BufferStats {
         let s = lock(&self.state);
-        let sealed: u64 = s.sealed.iter().map(|b| b.records.len() as u64).sum();
         BufferStats {
-            records: sealed + s.active.len() as u64,
+            records: s.sealed_records + s.active.len() as u64,
             bytes: s.bytes,
             sealed_batches: s.sealed.len() as u64,
             active_records: s.active.len() as u64,
+            segments: None,
         }
     }
 }

@@ -21,12 +21,21 @@
 //!
 //! Every step is a `tracing` event and is also returned as a [`SendStep`], so
 //! a program can print the seed's demo output.
+//!
+//! Metrics (through the `metrics` facade; names, units and meaning in
+//! `docs/operations.md`): records put, sent and rejected, failed sends, send
+//! durations, the length of each hold, and the buffer's backlog (records,
+//! bytes, segment files) after every put and every send that changed it. The
+//! handles are registered when the producer is built: install a recorder
+//! before.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
+
+use ::metrics::{Counter, Gauge, Histogram};
 
 use crate::buffer::Buffer;
 use crate::clock::{Clock, SharedClock, SystemClock};
@@ -178,6 +187,80 @@ pub struct Producer<B, S, C = JsonCodec> {
     clock: SharedClock,
     sender: tokio::sync::Mutex<SenderState>,
     active_since: Mutex<Option<DateTime<Utc>>>,
+    metrics: ProducerMetrics,
+}
+
+/// The producer's metric handles (`docs/operations.md`).
+struct ProducerMetrics {
+    put: Counter,
+    sent: Counter,
+    rejected: Counter,
+    sends_failed: Counter,
+    send_seconds: Histogram,
+    hold_seconds: Histogram,
+    backlog_records: Gauge,
+    backlog_bytes: Gauge,
+    /// Only for a buffer made of segment files.
+    backlog_segments: Option<Gauge>,
+    /// Whether a recorder took the backlog gauges (else the buffer is not
+    /// asked for its sizes).
+    backlog_live: bool,
+}
+
+/// Sets `gauge` to `value`; returns whether a recorder took it (it is not a
+/// no-op handle: a handle works the value out only when it has somewhere to
+/// record it).
+fn set_live(gauge: &Gauge, value: f64) -> bool {
+    struct Probe<'a>(f64, &'a std::cell::Cell<bool>);
+    impl ::metrics::IntoF64 for Probe<'_> {
+        fn into_f64(self) -> f64 {
+            self.1.set(true);
+            self.0
+        }
+    }
+    let live = std::cell::Cell::new(false);
+    gauge.set(Probe(value, &live));
+    live.get()
+}
+
+impl ProducerMetrics {
+    /// Registers the handles and sets the backlog gauges to what `buffer`
+    /// holds (e.g. records recovered from a write-ahead log).
+    fn new(buffer: &impl Buffer) -> Self {
+        let stats = buffer.stats();
+        let backlog_records = metrics::gauge!("unistream_producer_backlog_records");
+        let backlog_live = set_live(&backlog_records, stats.records as f64);
+        let m = ProducerMetrics {
+            put: metrics::counter!("unistream_producer_records_put_total"),
+            sent: metrics::counter!("unistream_producer_records_sent_total"),
+            rejected: metrics::counter!("unistream_producer_records_rejected_total"),
+            sends_failed: metrics::counter!("unistream_producer_sends_failed_total"),
+            send_seconds: metrics::histogram!("unistream_producer_send_seconds"),
+            hold_seconds: metrics::histogram!("unistream_producer_hold_seconds"),
+            backlog_records,
+            backlog_bytes: metrics::gauge!("unistream_producer_backlog_bytes"),
+            backlog_segments: stats
+                .segments
+                .map(|_| metrics::gauge!("unistream_producer_backlog_segments")),
+            backlog_live,
+        };
+        m.backlog(buffer);
+        m
+    }
+
+    /// Sets the backlog gauges from what the buffer holds (its own counters:
+    /// no file is read), if a recorder took them.
+    fn backlog(&self, buffer: &impl Buffer) {
+        if !self.backlog_live {
+            return;
+        }
+        let stats = buffer.stats();
+        self.backlog_records.set(stats.records as f64);
+        self.backlog_bytes.set(stats.bytes as f64);
+        if let (Some(gauge), Some(segments)) = (&self.backlog_segments, stats.segments) {
+            gauge.set(segments as f64);
+        }
+    }
 }
 
 impl<B, S, C> std::fmt::Debug for Producer<B, S, C> {
@@ -191,8 +274,12 @@ impl<B, S, C> std::fmt::Debug for Producer<B, S, C> {
 }
 
 impl<B: Buffer, S: Sink> Producer<B, S, JsonCodec> {
-    /// A producer encoding records as JSON, on the system clock.
+    /// A producer encoding records as JSON, on the system clock. Registers
+    /// its metrics (with the recorder installed now, if any) and sets the
+    /// backlog gauges to what the buffer holds (e.g. records recovered from a
+    /// write-ahead log).
     pub fn new(config: ProducerConfig, buffer: B, sink: S) -> Self {
+        let metrics = ProducerMetrics::new(&buffer);
         Producer {
             config,
             buffer,
@@ -201,6 +288,7 @@ impl<B: Buffer, S: Sink> Producer<B, S, JsonCodec> {
             clock: std::sync::Arc::new(SystemClock),
             sender: tokio::sync::Mutex::new(SenderState::default()),
             active_since: Mutex::new(None),
+            metrics,
         }
     }
 }
@@ -216,6 +304,7 @@ impl<B: Buffer, S: Sink, C> Producer<B, S, C> {
             clock: self.clock,
             sender: self.sender,
             active_since: self.active_since,
+            metrics: self.metrics,
         }
     }
 
@@ -373,6 +462,11 @@ impl<B: Buffer, S: Sink, C> Producer<B, S, C> {
                 Err(Error::BufferFull { .. }) if self.config.when_full == WhenFull::Wait => {
                     self.make_room().await?;
                 }
+                Ok(()) => {
+                    self.metrics.put.increment(records.len() as u64);
+                    self.metrics.backlog(&self.buffer);
+                    return Ok(());
+                }
                 other => return other,
             }
         }
@@ -457,13 +551,14 @@ impl<B: Buffer, S: Sink, C> Producer<B, S, C> {
         debug!(batch = batch.id, records = ids.len(), "send records");
         let started = std::time::Instant::now();
         let sent = self.sink.send(&batch.records).await;
-        metrics::histogram!("unistream_producer_send_seconds")
+        self.metrics
+            .send_seconds
             .record(started.elapsed().as_secs_f64());
         match sent {
             Ok(Delivery::All) => {
-                metrics::counter!("unistream_producer_records_sent_total")
-                    .increment(ids.len() as u64);
+                self.metrics.sent.increment(ids.len() as u64);
                 self.buffer.commit(&batch)?;
+                self.metrics.backlog(&self.buffer);
                 *st = SenderState::default();
                 info!(batch = batch.id, records = ids.len(), "batch sent");
                 Ok(SendStep::Sent { ids })
@@ -475,16 +570,18 @@ impl<B: Buffer, S: Sink, C> Producer<B, S, C> {
                 rejected.retain(|&i| i < ids.len());
                 rejected.sort_unstable();
                 rejected.dedup();
-                metrics::counter!("unistream_producer_records_sent_total")
+                self.metrics
+                    .sent
                     .increment((ids.len() - rejected.len()) as u64);
                 if rejected.is_empty() {
                     self.buffer.commit(&batch)?;
+                    self.metrics.backlog(&self.buffer);
                     *st = SenderState::default();
                     return Ok(SendStep::Sent { ids });
                 }
-                metrics::counter!("unistream_producer_records_rejected_total")
-                    .increment(rejected.len() as u64);
+                self.metrics.rejected.increment(rejected.len() as u64);
                 self.buffer.narrow(&batch, &rejected)?;
+                self.metrics.backlog(&self.buffer);
                 let retry_at = self.hold(st);
                 let rejected: Vec<String> = rejected.iter().map(|&i| ids[i].clone()).collect();
                 warn!(batch = batch.id, rejected = rejected.len(), of = ids.len(), %error, failures = st.failures, %retry_at, "batch partly accepted; the rest stays buffered");
@@ -497,7 +594,7 @@ impl<B: Buffer, S: Sink, C> Producer<B, S, C> {
                 })
             }
             Err(e) => {
-                metrics::counter!("unistream_producer_sends_failed_total").increment(1);
+                self.metrics.sends_failed.increment(1);
                 if let Some(denied) = Error::denied_in(&*e) {
                     // Retrying cannot grant a permission: say so at once.
                     // The batch stays buffered, for a run that may send it.
@@ -517,12 +614,17 @@ impl<B: Buffer, S: Sink, C> Producer<B, S, C> {
         }
     }
 
+    /// Puts the producer on hold after a failed or partly accepted send: no
+    /// batch is sent until the policy's wait has passed (`send_one` refuses
+    /// before, `wait_hold` sleeps until then), so the hold lasts exactly that
+    /// wait, which is recorded now.
     fn hold(&self, st: &mut SenderState) -> DateTime<Utc> {
         st.failures = st.failures.saturating_add(1);
         let wait = self
             .config
             .retry
             .delay_before(st.failures.saturating_add(1));
+        self.metrics.hold_seconds.record(wait.as_secs_f64());
         let until =
             self.clock.now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
         st.hold_until = Some(until);

@@ -254,6 +254,7 @@ impl Buffer for FileBuffer {
         stats.bytes = st.total_bytes;
         stats.sealed_batches = st.sealed.len() as u64;
         stats.active_records = st.open.records;
+        stats.segments = Some(st.files.len() as u64);
         stats
     }
 }

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::config::{ConsumerConfig, OnExhausted};
+use super::metrics::{EngineMetrics, Write};
 use super::processor::{Handler, Outcome};
 use super::report::BatchReport;
 use super::schedule::Schedule;
@@ -52,6 +53,7 @@ pub(super) struct Parts<'a, H, K, D> {
     pub(super) shutdown: &'a CancellationToken,
     pub(super) instance: &'a str,
     pub(super) lock_counter: &'a mut u64,
+    pub(super) metrics: &'a EngineMetrics,
 }
 
 /// How a batch run ended (when it did not fail).
@@ -109,6 +111,7 @@ where
         shutdown,
         instance,
         lock_counter,
+        metrics,
     } = parts;
     let n = records.len();
     let max_slice = handler.max_slice(config.slice_size);
@@ -285,6 +288,7 @@ where
                 Some(l) if *l == lock => std::borrow::Cow::Borrowed(lock.as_str()),
                 l => std::borrow::Cow::Owned(l.clone().unwrap_or_default()),
             };
+            metrics.in_flight(sched.in_flight());
             let attempt = handler.handle_one(item);
             tokio::pin!(attempt);
             // A processor that is ready at once costs no waiting machinery.
@@ -308,10 +312,12 @@ where
                 Some(result) => {
                     let done_at = clock.now();
                     settle!(i, held, result, done_at);
+                    metrics.in_flight(sched.in_flight());
                     // The next step starts now: one clock read saved.
                     now_hint = Some(done_at);
                 }
                 None => {
+                    metrics.in_flight(0);
                     warn!(consumer = %config.consumer_id, records = 1, grace = ?config.shutdown_grace, "records still in flight after the shutdown grace: dropped (retried after a restart)");
                 }
             }
@@ -341,6 +347,7 @@ where
             if !unit.is_empty() {
                 running.push(launch(handler, cp, records, decoded, unit));
             }
+            metrics.in_flight(sched.in_flight());
         }
 
         // 2. Letters whose exhaustion is durable.
@@ -432,20 +439,25 @@ where
                 last_write = now;
                 if first_write {
                     first_write = false;
-                    store.save_batch(cp, records).await?;
+                    let since = metrics.start();
+                    let saved = store.save_batch(cp, records).await;
+                    metrics.wrote(Write::Batch, since, 1);
+                    saved?;
                     dirty.clear();
                     sched.made_durable();
                     dlq_ready.append(&mut dlq_unsaved);
                     store_slot = Some(store);
                     continue;
                 }
-                dirty.save(store, cp).await?;
+                let since = dirty.save(store, cp, metrics, metrics.start()).await?;
                 if running.is_empty() {
                     // Nothing else could move while it runs (the common
                     // case of a sequential consumer): wait for the write
                     // here rather than through a boxed future and a
                     // `select!` round. A shutdown is seen right after.
-                    store.sync().await?;
+                    let synced = store.sync().await;
+                    metrics.wrote(Write::Sync, since, 1);
+                    synced?;
                     store_slot = Some(store);
                     sched.made_durable();
                     dlq_ready.append(&mut dlq_unsaved);
@@ -460,6 +472,7 @@ where
                 dlq_in_write.append(&mut dlq_unsaved);
                 write = Some(Box::pin(async move {
                     let r = store.sync().await;
+                    metrics.wrote(Write::Sync, since, 1);
                     (store, r)
                 }));
             }
@@ -511,6 +524,7 @@ where
             Event::GraceOver => {
                 warn!(consumer = %config.consumer_id, records = sched.in_flight(), grace = ?config.shutdown_grace, "records still in flight after the shutdown grace: dropped (retried after a restart)");
                 running = FuturesUnordered::new();
+                metrics.in_flight(0);
             }
             Event::Done(done) => {
                 on_done!(done);
@@ -519,6 +533,7 @@ where
                 while let Some(Some(done)) = running.next().now_or_never() {
                     on_done!(done);
                 }
+                metrics.in_flight(sched.in_flight());
             }
         }
     }
@@ -530,8 +545,10 @@ where
     };
     if sched.unfinished() == 0 && halted.is_none() {
         cp.commit()?;
-        dirty.save(store, cp).await?;
-        store.save_commit(cp).await?;
+        let since = dirty.save(store, cp, metrics, metrics.start()).await?;
+        let committed = store.save_commit(cp).await;
+        metrics.wrote(Write::Commit, since, 1);
+        committed?;
         return Ok(Finish::Committed);
     }
     // Marked records that never started: their attempt is taken back.
@@ -542,8 +559,10 @@ where
             dirty.add(i);
         }
     }
-    dirty.save(store, cp).await?;
-    store.sync().await?;
+    let since = dirty.save(store, cp, metrics, metrics.start()).await?;
+    let synced = store.sync().await;
+    metrics.wrote(Write::Sync, since, 1);
+    synced?;
     match halted {
         Some((record_id, attempts)) => Ok(Finish::Halted {
             record_id,

@@ -121,6 +121,7 @@ pub struct Consumer<S, P: Handler, K, D, C = JsonCodec> {
     instance: String,
     lock_counter: u64,
     state: Option<BatchState<P::Record>>,
+    metrics: metrics::EngineMetrics,
 }
 
 impl<S, P: Handler, K, D, C> std::fmt::Debug for Consumer<S, P, K, D, C> {
@@ -150,6 +151,7 @@ where
     /// an empty consumer id).
     pub fn new(config: ConsumerConfig, source: S, processor: P, store: K, dlq: D) -> Result<Self> {
         config.validate()?;
+        let metrics = metrics::EngineMetrics::new(&config.consumer_id);
         Ok(Consumer {
             config,
             source,
@@ -162,6 +164,7 @@ where
             instance: uuid::Uuid::new_v4().simple().to_string(),
             lock_counter: 0,
             state: None,
+            metrics,
         })
     }
 }
@@ -188,6 +191,7 @@ where
             instance: self.instance,
             lock_counter: self.lock_counter,
             state: None,
+            metrics: self.metrics,
         }
     }
 
@@ -279,6 +283,8 @@ where
         let started = std::time::Instant::now();
         let mut report = BatchReport::default();
         let result = self.step(&mut report).await;
+        // Whatever was in flight has ended or was dropped with the step.
+        self.metrics.in_flight(0);
         metrics::batch(
             &self.config.consumer_id,
             &report,
@@ -303,10 +309,13 @@ where
             instance,
             lock_counter,
             state,
+            metrics: m,
         } = self;
         let st = match state {
             Some(st) => st,
-            None => state.insert(load(config, instance, source, store, codec, clock.now()).await?),
+            None => {
+                state.insert(load(config, instance, source, store, codec, clock.now(), m).await?)
+            }
         };
         let cp = &mut st.checkpoint;
         let mut new_batch = false;
@@ -319,7 +328,10 @@ where
             }
             if !cp.is_committed() {
                 cp.commit()?;
-                store.save_commit(cp).await?;
+                let since = m.start();
+                let committed = store.save_commit(cp).await;
+                m.wrote(metrics::Write::Commit, since, 1);
+                committed?;
                 // The last batch of a closed stream whose commit had not
                 // been written (e.g. the write failed): closed now.
                 if cp.is_closed() {
@@ -360,6 +372,7 @@ where
             shutdown,
             instance,
             lock_counter,
+            metrics: m,
         };
         let finish =
             engine::run_records(parts, cp, &st.records, &st.decoded, new_batch, report).await;
@@ -412,6 +425,7 @@ async fn load<S: Source, K: CheckpointStore, R: Record, C: Codec<R>>(
     store: &mut K,
     codec: &C,
     now: chrono::DateTime<chrono::Utc>,
+    m: &metrics::EngineMetrics,
 ) -> Result<BatchState<R>> {
     let max_attempts = config.retry.max_attempts();
     let Some(StoredCheckpoint {
@@ -453,10 +467,21 @@ async fn load<S: Source, K: CheckpointStore, R: Record, C: Codec<R>>(
     let mut recovered = checkpoint.recover(now, store.is_exclusive());
     // This process's own attempts, cut short when an earlier call failed.
     recovered.extend(checkpoint.recover_owned(instance, now));
-    for &i in &recovered {
-        store.save_tracker(&checkpoint, i).await?;
+    // Timed as the engine's writes are: the tracker saves together, then
+    // the sync.
+    let mut since = m.start();
+    for (done, &i) in recovered.iter().enumerate() {
+        if let Err(e) = store.save_tracker(&checkpoint, i).await {
+            m.wrote(metrics::Write::Tracker, since, done as u64 + 1);
+            return Err(e);
+        }
     }
-    store.sync().await?;
+    if !recovered.is_empty() {
+        since = m.wrote(metrics::Write::Tracker, since, recovered.len() as u64);
+    }
+    let synced = store.sync().await;
+    m.wrote(metrics::Write::Sync, since, 1);
+    synced?;
     if !recovered.is_empty() {
         warn!(consumer = %config.consumer_id, records = recovered.len(), "retrying records whose attempt was interrupted by a stop");
     }

@@ -7,13 +7,14 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures_util::stream::FuturesUnordered;
 use tracing::warn;
 
 use super::config::ConsumerConfig;
+use super::metrics::{EngineMetrics, Write};
 use super::processor::{Attempt, Handler, Outcome, SliceItem};
 use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::clock::SharedClock;
@@ -73,16 +74,29 @@ impl Dirty {
             self.flag[i] = false;
         }
     }
+    /// Saves the changed trackers, one `save_tracker` each, timed together
+    /// from `since` (one sample for the group: the calls usually only buffer,
+    /// and a clock read each would cost as much); returns when the last
+    /// ended, the start of the write that follows (`since` if none changed).
     pub(super) async fn save<K: CheckpointStore>(
         &mut self,
         store: &mut K,
         cp: &Checkpoint,
-    ) -> Result<()> {
-        for i in self.list.drain(..) {
-            self.flag[i] = false;
-            store.save_tracker(cp, i).await?;
+        metrics: &EngineMetrics,
+        since: Option<Instant>,
+    ) -> Result<Option<Instant>> {
+        if self.list.is_empty() {
+            return Ok(since);
         }
-        Ok(())
+        let calls = self.list.len() as u64;
+        for (done, i) in self.list.drain(..).enumerate() {
+            self.flag[i] = false;
+            if let Err(e) = store.save_tracker(cp, i).await {
+                metrics.wrote(Write::Tracker, since, done as u64 + 1);
+                return Err(e);
+            }
+        }
+        Ok(metrics.wrote(Write::Tracker, since, calls))
     }
 }
 
