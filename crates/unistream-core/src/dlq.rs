@@ -4,7 +4,7 @@ use std::future::Future;
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorInfo;
 use crate::error::Result;
@@ -67,6 +67,8 @@ struct Line<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     record_base64: Option<String>,
     record_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partition_key: Option<&'a str>,
     attempts: u32,
     error: Option<String>,
     errors: Option<&'a ErrorInfo>,
@@ -95,13 +97,19 @@ impl DeadLetter {
     ///  "last_attempt_time": ..., "dead_letter_time": ...}
     /// ```
     ///
-    /// `record` is the record itself when its bytes are JSON; otherwise it is
-    /// the bytes as (lossy) text and `record_base64` holds them exactly.
+    /// `record` is the record itself when its bytes are one JSON value with
+    /// no whitespace around it and no newline in it (so that the line stays
+    /// one line, and [`from_json`](Self::from_json) gets the exact bytes
+    /// back); otherwise it is the bytes as (lossy) text and `record_base64`
+    /// holds them exactly. `partition_key` is there when it is known.
     pub fn to_json(&self) -> Vec<u8> {
         let letter = self;
-        let (record, record_base64) = match serde_json::from_slice(&letter.data) {
-            Ok(raw) => (Record::Json(raw), None),
-            Err(_) => (
+        let raw = serde_json::from_slice::<&serde_json::value::RawValue>(&letter.data)
+            .ok()
+            .filter(|raw| raw.get().len() == letter.data.len() && !letter.data.contains(&b'\n'));
+        let (record, record_base64) = match raw {
+            Some(raw) => (Record::Json(raw), None),
+            None => (
                 Record::Text(String::from_utf8_lossy(&letter.data).into_owned()),
                 Some(base64::engine::general_purpose::STANDARD.encode(&letter.data)),
             ),
@@ -110,6 +118,7 @@ impl DeadLetter {
             record,
             record_base64,
             record_id: &letter.record_id,
+            partition_key: letter.partition_key.as_deref(),
             attempts: letter.attempts,
             error: letter.error.as_ref().map(ToString::to_string),
             errors: letter.error.as_ref(),
@@ -122,6 +131,129 @@ impl DeadLetter {
         // Serializing this struct cannot fail: every field is a string, number,
         // time or already-valid JSON.
         serde_json::to_vec(&line).unwrap_or_default()
+    }
+}
+
+/// A line of [`DeadLetter::to_json`], read back.
+#[derive(Deserialize)]
+struct ParsedLine<'a> {
+    #[serde(borrow, default)]
+    record: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    record_base64: Option<String>,
+    record_id: String,
+    #[serde(default)]
+    partition_key: Option<String>,
+    #[serde(default)]
+    attempts: u32,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    errors: Option<ErrorInfo>,
+    consumer_id: String,
+    pointer: String,
+    #[serde(default)]
+    first_attempt_time: Option<DateTime<Utc>>,
+    last_attempt_time: DateTime<Utc>,
+    dead_letter_time: DateTime<Utc>,
+}
+
+impl DeadLetter {
+    /// Reads back a letter written by [`to_json`](Self::to_json) (one line,
+    /// without its newline): what a redrive puts back into a stream.
+    ///
+    /// The record's bytes are `record_base64` decoded when it is there, else
+    /// the text of `record` exactly as it stands in the line (a letter
+    /// written before `to_json` kept whitespace-padded records in base64 may
+    /// have lost the padding). A letter without `partition_key` (written
+    /// before it was recorded, or whose key was unknown) has `None`.
+    ///
+    /// ```
+    /// use chrono::Utc;
+    /// use unistream_core::dlq::DeadLetter;
+    ///
+    /// let mut letter = DeadLetter::new("c1", "17", br#"{"id": "17"}"#.to_vec(), "16@1190".into(), Utc::now());
+    /// letter.partition_key = Some("customer-4".into());
+    /// assert_eq!(DeadLetter::from_json(&letter.to_json()).unwrap(), letter);
+    /// assert!(DeadLetter::from_json(b"{\"record\": 1}").is_err());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Why the line is not a letter (not JSON, a field missing or of the
+    /// wrong type, `record_base64` not base64).
+    pub fn from_json(line: &[u8]) -> std::result::Result<DeadLetter, String> {
+        let l: ParsedLine<'_> =
+            serde_json::from_slice(line).map_err(|e| format!("not a dead letter: {e}"))?;
+        let data = match (&l.record_base64, l.record) {
+            (Some(b64), _) => base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| format!("record_base64 is not base64: {e}"))?,
+            (None, Some(raw)) => raw.get().as_bytes().to_vec(),
+            (None, None) => return Err("no record and no record_base64".into()),
+        };
+        let error = l.errors.or_else(|| l.error.map(ErrorInfo::new));
+        Ok(DeadLetter {
+            consumer_id: l.consumer_id,
+            record_id: l.record_id,
+            partition_key: l.partition_key,
+            data,
+            pointer: Pointer::new(l.pointer),
+            attempts: l.attempts,
+            error,
+            first_attempt_time: l.first_attempt_time,
+            last_attempt_time: l.last_attempt_time,
+            dead_letter_time: l.dead_letter_time,
+        })
+    }
+}
+
+/// What a redrive did: records put back into a stream (and their letters
+/// removed from the queue), and letters left in the queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedriveReport {
+    /// Records the stream accepted; their letters are removed.
+    pub redriven: u64,
+    /// Letters left in the queue because their record could not be put
+    /// back (why: [`errors`](Self::errors)).
+    pub left: u64,
+    /// Each letter counted in [`left`](Self::left), and why.
+    pub errors: Vec<LeftLetter>,
+}
+
+/// A letter a redrive left in its queue, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LeftLetter {
+    /// Where the letter is: an SQS message id, `line N` of a file.
+    pub letter: String,
+    /// Its record's id, if the letter could be read.
+    pub record_id: Option<String>,
+    /// Why it was left: not a letter, or the stream refused its record.
+    pub reason: String,
+}
+
+impl LeftLetter {
+    /// A letter left for `reason`.
+    pub fn new(
+        letter: impl Into<String>,
+        record_id: Option<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        LeftLetter {
+            letter: letter.into(),
+            record_id,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl RedriveReport {
+    /// Counts a letter left for `why`.
+    pub fn leave(&mut self, why: LeftLetter) {
+        self.left += 1;
+        self.errors.push(why);
     }
 }
 
@@ -180,6 +312,32 @@ mod tests {
         assert_eq!(v["pointer"], "16@1190");
         assert!(v.get("record_base64").is_none());
         assert!(!line.contains(&b'\n'));
+    }
+
+    #[test]
+    fn letters_read_back_are_the_letters_written() {
+        let cases: [&[u8]; 5] = [
+            br#"{"id": "17", "value": 31}"#,
+            b"\xffnot json",
+            // JSON, but a line must stay one line, and padding must survive.
+            b"{\n  \"id\": \"17\"\n}",
+            b" {\"id\": \"17\"} ",
+            b"",
+        ];
+        for data in cases {
+            let mut l = letter(data);
+            l.partition_key = Some("customer-4".into());
+            l.first_attempt_time = Some(l.dead_letter_time);
+            let line = l.to_json();
+            assert!(!line.contains(&b'\n'), "{data:?}");
+            assert_eq!(DeadLetter::from_json(&line).unwrap(), l, "{data:?}");
+        }
+        let no_key = letter(b"{}");
+        let v: serde_json::Value = serde_json::from_slice(&no_key.to_json()).unwrap();
+        assert!(v.get("partition_key").is_none());
+        assert_eq!(DeadLetter::from_json(&no_key.to_json()).unwrap(), no_key);
+        assert!(DeadLetter::from_json(b"not json").is_err());
+        assert!(DeadLetter::from_json(br#"{"record_id": "1"}"#).is_err());
     }
 
     #[test]

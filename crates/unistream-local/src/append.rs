@@ -62,6 +62,8 @@ struct Shared {
     // Serializes this process's appends, so that a failed write's fragment is
     // the file's last bytes when it is truncated away.
     file: Mutex<File>,
+    // Opened by `open_exclusive`: no other handle in this process.
+    exclusive: bool,
 }
 
 /// Device and inode: the identity of an open file, whatever path named it.
@@ -79,7 +81,24 @@ impl AppendFile {
     /// [`Error::Locked`] if another process has it open through `AppendFile`;
     /// [`Error::Io`] if it cannot be created, read, locked or truncated.
     pub fn open(path: impl Into<PathBuf>, durability: Durability) -> Result<Self> {
-        let path = path.into();
+        Self::open_as(path.into(), durability, false)
+    }
+
+    /// Opens `path` as [`open`](Self::open) does, for this handle alone, to
+    /// [`replace`](Self::replace) the file: refused while another handle of
+    /// this process has it open, and while this handle lives, every other
+    /// `open` of it in this process is refused too (as another process's
+    /// is).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] if another process, or another handle of this one,
+    /// has it open; as [`open`](Self::open) otherwise.
+    pub fn open_exclusive(path: impl Into<PathBuf>, durability: Durability) -> Result<Self> {
+        Self::open_as(path.into(), durability, true)
+    }
+
+    fn open_as(path: PathBuf, durability: Durability, exclusive: bool) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
@@ -93,6 +112,16 @@ impl AppendFile {
         let key = (meta.dev(), meta.ino());
         let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(shared) = open.get(&key).and_then(Weak::upgrade) {
+            if exclusive || shared.exclusive {
+                return Err(Error::Locked {
+                    path,
+                    what: if shared.exclusive {
+                        "this process rewrites it".into()
+                    } else {
+                        "this process appends to it".into()
+                    },
+                });
+            }
             return Ok(AppendFile {
                 path,
                 durability,
@@ -113,6 +142,7 @@ impl AppendFile {
         let shared = Arc::new(Shared {
             key,
             file: Mutex::new(file),
+            exclusive,
         });
         open.insert(key, Arc::downgrade(&shared));
         Ok(AppendFile {
@@ -154,6 +184,74 @@ impl AppendFile {
         if self.durability == Durability::PowerLoss {
             file.sync_data().map_err(|e| Error::io(&self.path, e))?;
         }
+        Ok(())
+    }
+
+    /// Replaces the whole file with `contents` (whole lines), atomically: a
+    /// crash leaves either the old file or the new one, never a mix. For a
+    /// handle of [`open_exclusive`](Self::open_exclusive), which it consumes.
+    ///
+    /// The new contents are written to a temporary file next to it
+    /// (`.NAME.replace-tmp`), `fsync`ed, locked, and renamed over the file;
+    /// then the directory is `fsync`ed. The old file stays locked until the
+    /// new one is (a process opening the path meanwhile finds one or the
+    /// other locked), and both are unlocked when this returns.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] if the handle is not exclusive, or a left-over
+    /// temporary file is locked by another process; [`Error::Io`] if the
+    /// temporary file cannot be written or renamed (the file is then
+    /// unchanged).
+    pub fn replace(self, contents: &[u8]) -> Result<()> {
+        if !self.shared.exclusive {
+            return Err(Error::Locked {
+                path: self.path.clone(),
+                what: "replaced only through AppendFile::open_exclusive".into(),
+            });
+        }
+        let file = self
+            .shared
+            .file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = self.path.file_name().unwrap_or_default().to_string_lossy();
+        let tmp_path = dir.join(format!(".{name}.replace-tmp"));
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |e| Error::io(&p, e)
+        };
+        let mut tmp = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&tmp_path)
+            .map_err(io(&tmp_path))?;
+        match tmp.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    path: tmp_path,
+                    what: "another process replaces the file".into(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&tmp_path, e)),
+        }
+        let permissions = file.metadata().map_err(io(&self.path))?.permissions();
+        tmp.write_all(contents)
+            .and_then(|()| tmp.set_permissions(permissions))
+            .and_then(|()| tmp.sync_all())
+            .map_err(io(&tmp_path))?;
+        std::fs::rename(&tmp_path, &self.path).map_err(io(&self.path))?;
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&dir))?;
+        drop(tmp);
+        drop(file);
         Ok(())
     }
 

@@ -11,7 +11,7 @@
 //! - [`FileCheckpointStore`]: a checksummed, append-only journal per batch;
 //!   a `kill -9` at any instant leaves it readable and correct.
 //! - [`FileDeadLetterQueue`]: a JSON-lines file of failed records with their
-//!   failure metadata.
+//!   failure metadata; [`redrive_file`] puts them back into a stream.
 //!
 //! And their plumbing, which the write-ahead log (`unistream-buffer`) shares:
 //!
@@ -47,7 +47,7 @@ mod stream;
 
 pub use append::{AppendFile, lock_exclusive};
 pub use checkpoint::FileCheckpointStore;
-pub use dlq::FileDeadLetterQueue;
+pub use dlq::{FileDeadLetterQueue, redrive_file};
 pub use frame_file::{FrameFile, KIND_PADDING};
 pub use sink::FileSink;
 pub use stream::{FilePosition, FileSource};

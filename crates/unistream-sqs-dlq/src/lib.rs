@@ -23,14 +23,20 @@
 //!   records.
 //! - [`redrive`] reads the letters back and puts their records into a stream
 //!   through a producer, deleting each message only once its record was
-//!   accepted.
+//!   accepted; [`redrive_to_sink`] puts them straight into a sink, deleting
+//!   each message only once the sink accepted its record.
+//! - [`SqsDeadLetterQueue::peek`] reads letters without consuming them;
+//!   [`SqsDeadLetterQueue::depth`] is the queue's approximate depth.
 
 #![warn(missing_docs)]
 
 mod error;
+mod peek;
 mod queue;
 mod redrive;
 
 pub use error::SqsError;
+pub use peek::{PeekedLetter, QueueDepth};
 pub use queue::{MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, SqsDeadLetterQueue};
-pub use redrive::{RedriveReport, redrive};
+pub use redrive::{RedriveReport, redrive, redrive_to_sink};
+pub use unistream_core::dlq::LeftLetter;

@@ -230,3 +230,77 @@ async fn redrive_puts_every_dead_letter_back_once() {
     );
     env.delete_queue(&url).await;
 }
+
+#[tokio::test]
+#[ignore = "needs an AWS emulator: run with `cargo xtask it`"]
+async fn peek_reads_without_consuming_and_redrive_to_sink_deletes_what_the_sink_took() {
+    use unistream_core::memory::MemorySink;
+    let env = Env::from_env().await;
+    if env.skip_unless(Service::Sqs) {
+        return;
+    }
+    let url = env.create_queue(false).await;
+    let dlq = SqsDeadLetterQueue::new(env.sqs(), &url);
+    let letters: Vec<_> = (0..12)
+        .map(|i| {
+            letter(
+                &format!("r{i}"),
+                &format!("k{i}"),
+                format!("{{\"i\": {i}}}").as_bytes(),
+            )
+        })
+        .collect();
+    dlq.send_many(&letters).await.unwrap();
+    // Not a unistream letter: no record_id.
+    env.sqs()
+        .send_message()
+        .queue_url(&url)
+        .message_body("hello")
+        .send()
+        .await
+        .unwrap();
+
+    let peeked = dlq.peek(5).await.unwrap();
+    assert_eq!(peeked.len(), 5);
+    let some = peeked.iter().find(|p| p.record_id.is_some()).unwrap();
+    assert_eq!(some.attempts, Some(3));
+    assert!(some.error.as_deref().unwrap().contains("random error"));
+    let all = dlq.peek(100).await.unwrap();
+    assert_eq!(all.len(), 13, "every message once, all visible again");
+    let depth = dlq.depth().await.unwrap();
+    assert_eq!((depth.visible, depth.in_flight), (13, 0));
+
+    let sink = MemorySink::default();
+    let mut progress = Vec::new();
+    let report = unistream_sqs_dlq::redrive_to_sink(&dlq, &sink, None, |r| {
+        progress.push(r.redriven + r.left);
+    })
+    .await
+    .unwrap();
+    assert_eq!((report.redriven, report.left), (12, 1), "{report:?}");
+    assert!(report.errors[0].reason.contains("record_id"), "{report:?}");
+    assert_eq!(progress.last(), Some(&13));
+    let mut got: Vec<_> = sink
+        .records()
+        .into_iter()
+        .map(|r| (r.id, r.partition_key, r.data))
+        .collect();
+    got.sort();
+    let mut want: Vec<_> = letters
+        .iter()
+        .map(|l| {
+            (
+                l.record_id.clone(),
+                l.partition_key.clone().unwrap(),
+                l.data.clone(),
+            )
+        })
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    // The message left is visible again at once, not after the timeout.
+    let left = receive_all(&env, &url, 1).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].body(), Some("hello"));
+    env.delete_queue(&url).await;
+}
