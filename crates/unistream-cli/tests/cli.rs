@@ -181,3 +181,122 @@ async fn dlq_show_reads_letters_and_reports_a_torn_one() {
     assert_eq!(j["letters"][0]["record_id"], "r0");
     assert!(j["torn_tail"]["offset"].as_u64().unwrap() > 0);
 }
+
+/// `n` letters with JSON records (`{"id": "rI"}`), keys `kI`.
+async fn dlq_with_letters(path: &Path, n: usize) -> Vec<DeadLetter> {
+    let dlq = FileDeadLetterQueue::open(path, Durability::Process).unwrap();
+    let mut letters = Vec::new();
+    for i in 0..n {
+        let mut letter = DeadLetter::new(
+            "c1",
+            format!("r{i}"),
+            format!("{{\"id\": \"r{i}\"}}").into_bytes(),
+            Pointer::new(i.to_string()),
+            Utc::now(),
+        );
+        letter.partition_key = Some(format!("k{i}"));
+        letter.attempts = 3;
+        letter.error = Some(ErrorInfo::new(format!("boom {i}")));
+        dlq.send(&letter).await.unwrap();
+        letters.push(letter);
+    }
+    letters
+}
+
+/// The data lines a file sink wrote for `letters`.
+fn stream_of(letters: &[DeadLetter]) -> String {
+    letters
+        .iter()
+        .map(|l| format!("{}\n", String::from_utf8_lossy(&l.data)))
+        .collect()
+}
+
+#[tokio::test]
+async fn dlq_redrive_moves_letters_into_a_stream_file_and_empties_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = dir.path().join("dlq.jsonl");
+    let stream = dir.path().join("stream.jsonl");
+    let letters = dlq_with_letters(&dlq, 5).await;
+    let (d, s) = (dlq.to_str().unwrap(), stream.to_str().unwrap());
+
+    // --max 2: the two oldest go, the rest stay, in order.
+    let j = json(&unistream(&[
+        "dlq",
+        "redrive",
+        d,
+        "--to-file",
+        s,
+        "--max",
+        "2",
+        "--json",
+    ]));
+    assert_eq!(j["redriven"], 2, "{j}");
+    assert_eq!(j["left"], 0);
+    assert_eq!(j["remaining"], 3);
+    assert_eq!(
+        std::fs::read_to_string(&stream).unwrap(),
+        stream_of(&letters[..2])
+    );
+    let rest = json(&unistream(&["dlq", "show", d, "--json"]));
+    assert_eq!(rest["total"], 3);
+    assert_eq!(rest["letters"][0]["record_id"], "r2");
+
+    // The rest, with the readable summary.
+    let out = unistream(&["dlq", "redrive", d, "--to-file", s]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("redriven: 3 records") && t.contains("0 letters remain"),
+        "{t}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&stream).unwrap(),
+        stream_of(&letters)
+    );
+    assert_eq!(std::fs::read(&dlq).unwrap(), b"", "the queue is empty");
+}
+
+#[tokio::test]
+async fn dlq_redrive_leaves_what_cannot_go_and_refuses_a_queue_a_consumer_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = dir.path().join("dlq.jsonl");
+    let stream = dir.path().join("stream.jsonl");
+    let letters = dlq_with_letters(&dlq, 2).await;
+    let mut bytes = std::fs::read(&dlq).unwrap();
+    bytes.extend_from_slice(b"not a letter\n");
+    std::fs::write(&dlq, &bytes).unwrap();
+    let (d, s) = (dlq.to_str().unwrap(), stream.to_str().unwrap());
+
+    // A consumer has the queue open: refused, nothing moved.
+    let held = FileDeadLetterQueue::open(&dlq, Durability::Process).unwrap();
+    let out = unistream(&["dlq", "redrive", d, "--to-file", s]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("locked by another process"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read(&dlq).unwrap(), bytes);
+    assert_eq!(std::fs::read(&stream).unwrap_or_default(), b"");
+    drop(held);
+
+    // The undecodable line stays, and is reported.
+    let j = json(&unistream(&["dlq", "redrive", d, "--to-file", s, "--json"]));
+    assert_eq!(
+        (j["redriven"].as_u64(), j["left"].as_u64()),
+        (Some(2), Some(1)),
+        "{j}"
+    );
+    assert_eq!(j["errors"][0]["letter"], "line 3");
+    assert!(
+        j["errors"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a dead letter")
+    );
+    assert_eq!(
+        std::fs::read_to_string(&stream).unwrap(),
+        stream_of(&letters)
+    );
+    assert_eq!(std::fs::read(&dlq).unwrap(), b"not a letter\n");
+}
