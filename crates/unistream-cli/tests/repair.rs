@@ -72,8 +72,7 @@ async fn consume(dir: &Path) -> Vec<String> {
     )
     .unwrap();
     consumer.run().await.unwrap();
-    let ids = seen.0.lock().unwrap().clone();
-    ids
+    seen.0.lock().unwrap().clone()
 }
 
 fn unistream(args: &[&str]) -> Output {
