@@ -80,6 +80,10 @@ struct Args {
     /// Each attempt first awaits this long, like a remote call.
     #[arg(long, default_value_t = 0)]
     work_ms: u64,
+    /// Serve metrics for Prometheus at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9898).
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -90,6 +94,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> unistream::Result<()> {
+    unistream_examples::init_metrics(args.metrics_addr)?;
     let client = kinesis_client(args.endpoint.as_deref()).await;
     let shard = match args.shard.clone() {
         Some(s) => s,

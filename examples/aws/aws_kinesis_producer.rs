@@ -89,6 +89,10 @@ struct Args {
     /// per-shard rate limit on; the other limit defaults to the quota).
     #[arg(long)]
     rate_bytes: Option<u32>,
+    /// Serve metrics for Prometheus at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9899).
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -99,6 +103,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> unistream::Result<()> {
+    unistream_examples::init_metrics(args.metrics_addr)?;
     let client = kinesis_client(args.endpoint.as_deref()).await;
     if args.create {
         create_stream(&client, &args.stream, args.shards).await?;

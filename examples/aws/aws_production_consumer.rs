@@ -87,6 +87,10 @@ struct Args {
     /// Append "<id> <attempt>" to this file before each attempt.
     #[arg(long)]
     attempt_log: Option<PathBuf>,
+    /// Serve metrics for Prometheus at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9898).
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -101,6 +105,7 @@ fn aws(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 async fn run(args: Args) -> unistream::Result<()> {
+    unistream_examples::init_metrics(args.metrics_addr)?;
     let config = aws_config(args.endpoint.as_deref()).await;
     let kinesis = aws_sdk_kinesis::Client::new(&config);
     let ddb = aws_sdk_dynamodb::Client::new(&config);

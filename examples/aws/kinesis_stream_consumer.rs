@@ -106,6 +106,10 @@ struct Args {
     /// Each attempt first awaits this long, like a remote call.
     #[arg(long, default_value_t = 0)]
     work_ms: u64,
+    /// Serve metrics for Prometheus at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9898).
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Appends one line per attempt; fails at random.
@@ -148,6 +152,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> unistream::Result<()> {
+    unistream_examples::init_metrics(args.metrics_addr)?;
     let config = aws_config(args.endpoint.as_deref()).await;
     let kinesis = aws_sdk_kinesis::Client::new(&config);
     let ddb = aws_sdk_dynamodb::Client::new(&config);
