@@ -76,5 +76,6 @@ pub mod frame;
 mod wal;
 
 pub use wal::{
-    FileBuffer, FileBufferConfig, PendingBatch, Recovery, SegmentInfo, TornTail, WalReport, inspect,
+    FileBuffer, FileBufferConfig, OldestRecord, PendingBatch, Recovery, SegmentInfo, TornTail,
+    WalReport, inspect,
 };

@@ -26,6 +26,14 @@ fn report_json(r: &WalReport) -> serde_json::Value {
         "unsent_records": r.unsent_records(),
         "unsent_bytes": r.unsent_bytes(),
         "last_batch_id": r.last_batch_id,
+        "oldest": r.oldest.as_ref().map(|o| json!({
+            "id": o.id,
+            "partition_key": o.partition_key,
+            "bytes": o.bytes,
+            "segment": o.segment.display().to_string(),
+            "offset": o.offset,
+            "batch": o.batch,
+        })),
         "torn_tail": r.torn_tail.as_ref().map(|t| json!({
             "path": t.path.display().to_string(),
             "offset": t.offset,
@@ -71,6 +79,19 @@ pub(crate) fn inspect(dir: &Path) -> unistream_core::Result<Output> {
         "{:>10} {:<28} {:>9} {:>9} {:>12}",
         "open", "", "", r.open_records, r.open_bytes
     );
+    if let Some(o) = &r.oldest {
+        let _ = writeln!(
+            text,
+            "\noldest unsent record: id {:?}, partition key {:?}, {} bytes, {} at offset {}{}",
+            o.id,
+            o.partition_key,
+            o.bytes,
+            o.segment.file_name().unwrap_or_default().to_string_lossy(),
+            o.offset,
+            o.batch
+                .map_or(" (open batch)".into(), |b| format!(" (batch {b})"))
+        );
+    }
     if let Some(t) = &r.torn_tail {
         let _ = writeln!(
             text,

@@ -10,6 +10,7 @@ use unistream_core::{Error, Result};
 use super::recover::{Scanned, check_segment};
 use super::segment::parse_segment_name;
 use super::state::OpenBatch;
+use crate::frame::{self, Frame};
 
 /// What [`inspect`] found in a WAL directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +30,27 @@ pub struct WalReport {
     /// Frames after the last whole one in the newest segment: a write cut
     /// short (a crash), which the next open truncates. Not an error.
     pub torn_tail: Option<TornTail>,
+    /// The oldest record not yet sent (the next one the sink gets), if any.
+    pub oldest: Option<OldestRecord>,
+}
+
+/// The oldest unsent record of a WAL: where it is and what it is (the
+/// frame holds no time: its age is not known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OldestRecord {
+    /// The record's id.
+    pub id: String,
+    /// Its partition key.
+    pub partition_key: String,
+    /// Its payload's size.
+    pub bytes: u64,
+    /// The segment holding it.
+    pub segment: PathBuf,
+    /// The byte offset of its frame in the segment.
+    pub offset: u64,
+    /// The batch holding it (`None`: the open batch, not yet sealed).
+    pub batch: Option<u64>,
 }
 
 impl WalReport {
@@ -126,6 +148,7 @@ pub fn inspect(dir: &Path) -> Result<WalReport> {
         open_bytes: 0,
         last_batch_id: 0,
         torn_tail: None,
+        oldest: None,
     };
     let last = seqs.last().map(|(seq, _)| *seq);
     for (seq, path) in &seqs {
@@ -178,7 +201,58 @@ pub fn inspect(dir: &Path) -> Result<WalReport> {
     report.open_records = s.open.records;
     report.open_bytes = s.open.bytes;
     report.last_batch_id = s.max_id;
+    report.oldest = match s.sealed.front() {
+        Some(b) => {
+            let skip = b
+                .keep
+                .as_ref()
+                .and_then(|k| k.first())
+                .map_or(0, |i| *i as usize);
+            first_record(&path_of(b.file), b.start, b.end, skip, Some(b.id))?
+        }
+        None if s.open.records > 0 => match seqs.last() {
+            Some((_, path)) => first_record(path, s.open.start, u64::MAX, 0, None)?,
+            None => None,
+        },
+        None => None,
+    };
     Ok(report)
+}
+
+/// The record frame number `skip` from `start` in `path` (frames up to
+/// `end`).
+fn first_record(
+    path: &Path,
+    start: u64,
+    end: u64,
+    skip: usize,
+    batch: Option<u64>,
+) -> Result<Option<OldestRecord>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let from = usize::try_from(start)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    let to = usize::try_from(end).unwrap_or(usize::MAX).min(bytes.len());
+    let mut n = 0;
+    for item in frame::frames_in_range(&bytes[from..to.max(from)]) {
+        let Ok((offset, f)) = item else {
+            break;
+        };
+        if let Frame::Record { id, key, data, .. } = f {
+            if n == skip {
+                return Ok(Some(OldestRecord {
+                    id: id.to_owned(),
+                    partition_key: key.to_owned(),
+                    bytes: data.len() as u64,
+                    segment: path.to_path_buf(),
+                    offset: start + offset,
+                    batch,
+                }));
+            }
+            n += 1;
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -224,6 +298,8 @@ mod tests {
         assert_eq!(report.open_records, 1);
         assert_eq!(report.unsent_records(), 4);
         assert_eq!(report.torn_tail, None);
+        let oldest = report.oldest.as_ref().expect("an oldest record");
+        assert_eq!((oldest.id.as_str(), oldest.batch), ("0", Some(1)));
         for (p, b) in before {
             assert_eq!(
                 std::fs::read(&p).unwrap_or_default(),
@@ -238,6 +314,25 @@ mod tests {
         let report = inspect(dir.path()).unwrap();
         assert!(report.pending.is_empty());
         assert_eq!(report.unsent_records(), 1);
+        let oldest = report.oldest.expect("the open record");
+        assert_eq!((oldest.id.as_str(), oldest.batch), ("3", None));
+    }
+
+    #[tokio::test]
+    async fn the_oldest_record_of_a_narrowed_batch_is_the_first_still_unsent() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = wal(dir.path(), Durability::Process);
+        for i in 0..3 {
+            wal.put(&record(i)).await.unwrap();
+        }
+        let batch = wal.emit().unwrap().expect("a sealed batch");
+        // The sink took record 0 only: 1 and 2 stay.
+        wal.narrow(&batch, &[1, 2]).unwrap();
+        let report = inspect(dir.path()).unwrap();
+        assert_eq!(report.unsent_records(), 2);
+        let oldest = report.oldest.expect("an oldest record");
+        assert_eq!(oldest.id, "1");
+        assert!(oldest.offset > 8, "past the first frame: {oldest:?}");
     }
 
     #[tokio::test]

@@ -25,5 +25,5 @@ mod sync;
 mod writer;
 
 pub use file_buffer::FileBuffer;
-pub use inspect::{PendingBatch, SegmentInfo, TornTail, WalReport, inspect};
+pub use inspect::{OldestRecord, PendingBatch, SegmentInfo, TornTail, WalReport, inspect};
 pub use options::{FileBufferConfig, Recovery};
