@@ -208,6 +208,7 @@ async fn show(args: &StoreArgs, aws: &AwsArgs) -> Result<Output> {
         return Ok(Output {
             text: format!("no checkpoint for consumer {consumer:?}\n"),
             json: json!({"consumer": consumer, "checkpoint": null}),
+            ..Default::default()
         });
     };
     let mut out = render(&stored.checkpoint);
@@ -307,7 +308,11 @@ fn render(cp: &Checkpoint) -> Output {
             "lock_expire_time": t.lock_expire_time.map(|t| t.to_rfc3339()),
         })).collect::<Vec<_>>(),
     });
-    Output { text, json }
+    Output {
+        text,
+        json,
+        ..Default::default()
+    }
 }
 
 enum Repair {
@@ -435,10 +440,13 @@ async fn repair(
         }
     };
     if !yes {
-        return Err(Error::Config(format!(
-            "not changed (add --yes to do it): {}",
-            text.trim_end()
-        )));
+        let mut json = json;
+        json["applied"] = json!(false);
+        return Ok(Output {
+            text: format!("NOT CHANGED (add --yes to do it): {text}"),
+            json,
+            not_applied: true,
+        });
     }
     match &mut store {
         Store::File(s, _) => s.save_batch(&checkpoint, &records).await?,
@@ -457,7 +465,11 @@ async fn repair(
     }
     let mut json = json;
     json["applied"] = json!(true);
-    Ok(Output { text, json })
+    Ok(Output {
+        text,
+        json,
+        ..Default::default()
+    })
 }
 
 fn owned(store: &str, key: &str, detail: String) -> Error {

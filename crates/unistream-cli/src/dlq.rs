@@ -201,6 +201,7 @@ async fn redrive<S: Sink>(
             "errors": errors,
             "remaining": remaining,
         }),
+        ..Default::default()
     })
 }
 
@@ -295,6 +296,7 @@ async fn show_sqs(queue: &SqsDeadLetterQueue, max: usize) -> unistream_core::Res
             },
             "letters": letters,
         }),
+        ..Default::default()
     })
 }
 
@@ -365,5 +367,6 @@ pub(crate) fn show(path: &Path, max: Option<usize>) -> unistream_core::Result<Ou
             "letters": letters,
             "torn_tail": torn.map(|(at, len)| json!({"offset": at, "bytes": len})),
         }),
+        ..Default::default()
     })
 }

@@ -314,5 +314,6 @@ fn render(stream: &str, rows: &[ShardLag]) -> Output {
     Output {
         text,
         json: json!({"stream": stream, "shards": json_rows}),
+        ..Default::default()
     }
 }

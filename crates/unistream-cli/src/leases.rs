@@ -69,5 +69,9 @@ pub(crate) async fn run(cmd: Command, aws: &AwsArgs) -> Result<Output> {
             "ended": l.ended,
         })).collect::<Vec<_>>(),
     });
-    Ok(Output { text, json })
+    Ok(Output {
+        text,
+        json,
+        ..Default::default()
+    })
 }

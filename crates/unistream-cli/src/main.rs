@@ -82,9 +82,12 @@ enum WalCommand {
 }
 
 /// What a command prints: a table for people, JSON for scripts.
+#[derive(Default)]
 pub(crate) struct Output {
     text: String,
     json: serde_json::Value,
+    /// A repair asked for without `--yes`: printed, nothing changed, exit 1.
+    not_applied: bool,
 }
 
 impl Output {
@@ -131,7 +134,11 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(out) => {
             out.print(json);
-            ExitCode::SUCCESS
+            if out.not_applied {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(e) => {
             eprintln!("unistream: {e}");

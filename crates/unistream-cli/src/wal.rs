@@ -104,6 +104,7 @@ pub(crate) fn inspect(dir: &Path) -> unistream_core::Result<Output> {
     Ok(Output {
         text,
         json: report_json(&r),
+        ..Default::default()
     })
 }
 
@@ -124,5 +125,6 @@ pub(crate) fn verify(dir: &Path) -> unistream_core::Result<Output> {
     Ok(Output {
         text: frames_ok,
         json: json!({"ok": true, "report": report_json(&r)}),
+        ..Default::default()
     })
 }
