@@ -246,7 +246,12 @@ async fn scan_to_tip(
         if let Some(last) = out.records().last() {
             row.latest = Some(last.sequence_number().to_owned());
         }
-        if out.next_shard_iterator.is_none() || out.millis_behind_latest == Some(0) {
+        // The tip: nothing after this page (`MillisBehindLatest` 0 is in
+        // whole milliseconds, so a full page may still have records after
+        // it: read once more), or the end of a closed shard.
+        let short_page = out.records().len() < limit;
+        if out.next_shard_iterator.is_none() || (out.millis_behind_latest == Some(0) && short_page)
+        {
             row.at_tip = true;
             return Ok(());
         }
