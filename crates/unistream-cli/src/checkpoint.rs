@@ -378,6 +378,9 @@ async fn repair(
         check_lease(aws, lease_table, key).await?;
     }
     let mut store = args.open(aws).await?;
+    // The DynamoDB item's version as read: the repair is written only if
+    // the item is still at it.
+    let mut seen_version = None;
     let (name, stored) = match &mut store {
         // The lock is held from `open`: a running consumer was refused there.
         Store::File(s, name) => (name.clone(), s.load().await?),
@@ -386,6 +389,7 @@ async fn repair(
                 return Err(no_checkpoint(name));
             };
             check_locks(&peeked.stored, name)?;
+            seen_version = Some(peeked.version);
             (name.clone(), Some(peeked.stored))
         }
     };
@@ -451,13 +455,16 @@ async fn repair(
     match &mut store {
         Store::File(s, _) => s.save_batch(&checkpoint, &records).await?,
         Store::Dynamo(s, _) => {
-            // `load` takes the item over; the write is conditional on it.
-            let loaded = s.load().await?;
-            if loaded.as_ref().map(|l| &l.checkpoint) != Some(&before) {
+            // Taken over only if no consumer wrote since it was read (a
+            // conditional write on that version): a consumer that did keeps
+            // its checkpoint, and nothing is written.
+            let version = seen_version.unwrap_or_default();
+            let loaded = s.load_if_unchanged(version).await?;
+            if loaded.checkpoint != before {
                 return Err(owned(
                     &name,
                     checkpoint.consumer_id(),
-                    "the checkpoint changed while it was being repaired (a consumer is running): nothing written".into(),
+                    "the checkpoint read twice differs: nothing written".into(),
                 ));
             }
             s.save_batch(&checkpoint, &records).await?;

@@ -301,6 +301,26 @@ impl DynamoDbS3CheckpointStore {
     /// (bumps its version; a layout-1 item is rewritten as layout 2 in the
     /// same write).
     pub(crate) async fn load_item(&mut self) -> Result<Option<StoredCheckpoint>> {
+        self.load_at(None).await
+    }
+
+    /// [`load`](unistream_core::checkpoint::CheckpointStore::load), but only
+    /// if the item is still at `version` (as [`peek`](Self::peek) saw it):
+    /// the take-over write is conditional on it, so a consumer that wrote
+    /// since keeps its checkpoint (for repairs: `unistream checkpoint
+    /// reset` / `retry`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CheckpointOwned`](unistream_core::Error::CheckpointOwned) if
+    /// the item is not at `version` (or is gone); otherwise as `load`.
+    pub async fn load_if_unchanged(&mut self, version: u64) -> Result<StoredCheckpoint> {
+        self.load_at(Some(version))
+            .await?
+            .ok_or_else(|| self.owned("the checkpoint was deleted since it was read"))
+    }
+
+    async fn load_at(&mut self, expected: Option<u64>) -> Result<Option<StoredCheckpoint>> {
         self.pending.clear();
         self.mirror = None;
         let Some(Read {
@@ -315,6 +335,13 @@ impl DynamoDbS3CheckpointStore {
             self.version = None;
             return Ok(None);
         };
+        if let Some(expected) = expected
+            && expected != version
+        {
+            return Err(self.owned(format!(
+                "the checkpoint changed since it was read (version {expected}, now {version}): a consumer is writing it"
+            )));
+        }
 
         // Take ownership: from here on, a consumer that loaded before us
         // cannot write.

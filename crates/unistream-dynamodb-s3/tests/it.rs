@@ -666,3 +666,57 @@ async fn the_dynamodb_s3_store_keeps_the_checkpoint_store_contract() {
     assert_eq!(checked, [Checked::Passed; 4]);
     f.cleanup().await;
 }
+
+/// A repair reads with `peek` (nothing written) and takes the item over
+/// only if it is still at the version it read: a consumer that wrote in
+/// between keeps its checkpoint and goes on writing.
+#[tokio::test]
+#[ignore = "needs an AWS emulator: run with `cargo xtask it`"]
+async fn peek_takes_nothing_over_and_a_take_over_at_a_stale_version_is_refused() {
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    let ids: Vec<String> = ["a", "b"].map(String::from).to_vec();
+    let mut running = f.store();
+    assert!(running.load().await.unwrap().is_none());
+    let mut cp = Checkpoint::new(
+        f.key.clone(),
+        Pointer::from("0"),
+        3,
+        Duration::from_secs(60),
+    );
+    cp.start_batch(ids.clone(), Some(Pointer::from("2")), now())
+        .unwrap();
+    running.save_batch(&cp, &records(&ids)).await.unwrap();
+
+    let mut repair = f.store();
+    let peeked = repair.peek().await.unwrap().expect("a checkpoint");
+    assert_eq!(peeked.stored.checkpoint, cp);
+    assert_eq!(peeked.stored.records, records(&ids));
+
+    // The consumer writes on after the peek (it was not fenced)...
+    cp.begin_attempt(0, "L", now()).unwrap();
+    running.save_tracker(&cp, 0).await.unwrap();
+    running.sync().await.unwrap();
+    // ...so a take-over at the version peeked is refused, and the consumer
+    // still owns its checkpoint.
+    let err = repair.load_if_unchanged(peeked.version).await.unwrap_err();
+    assert!(matches!(err, Error::CheckpointOwned { .. }), "{err}");
+    cp.succeed(0, "L", None, now()).unwrap();
+    running.save_tracker(&cp, 0).await.unwrap();
+    running.sync().await.unwrap();
+
+    // At the current version, it is taken over, and the consumer fenced.
+    let now_at = repair.peek().await.unwrap().unwrap().version;
+    let loaded = repair.load_if_unchanged(now_at).await.unwrap();
+    assert_eq!(
+        loaded.checkpoint.trackers()[0].status,
+        cp.trackers()[0].status
+    );
+    running.save_tracker(&cp, 1).await.unwrap();
+    assert!(matches!(
+        running.sync().await.unwrap_err(),
+        Error::CheckpointOwned { .. }
+    ));
+    f.cleanup().await;
+}
