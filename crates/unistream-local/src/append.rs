@@ -81,7 +81,7 @@ impl AppendFile {
     /// [`Error::Locked`] if another process has it open through `AppendFile`;
     /// [`Error::Io`] if it cannot be created, read, locked or truncated.
     pub fn open(path: impl Into<PathBuf>, durability: Durability) -> Result<Self> {
-        Self::open_as(path.into(), durability, false)
+        Self::open_as(path.into(), durability, false, 0)
     }
 
     /// Opens `path` as [`open`](Self::open) does, for this handle alone, to
@@ -95,10 +95,15 @@ impl AppendFile {
     /// [`Error::Locked`] if another process, or another handle of this one,
     /// has it open; as [`open`](Self::open) otherwise.
     pub fn open_exclusive(path: impl Into<PathBuf>, durability: Durability) -> Result<Self> {
-        Self::open_as(path.into(), durability, true)
+        Self::open_as(path.into(), durability, true, 0)
     }
 
-    fn open_as(path: PathBuf, durability: Durability, exclusive: bool) -> Result<Self> {
+    fn open_as(
+        path: PathBuf,
+        durability: Durability,
+        exclusive: bool,
+        attempt: u32,
+    ) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
@@ -138,6 +143,23 @@ impl AppendFile {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
         }
+        // A redrive may have renamed a new file over the path between our
+        // open and our lock (`replace`): we would hold the lock of an
+        // unlinked file and every line appended to it would be lost. Open
+        // the path again until the file locked is the one it names.
+        let now_at_path = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+        if (now_at_path.dev(), now_at_path.ino()) != key {
+            drop(open);
+            drop(file);
+            if attempt >= 10 {
+                return Err(Error::Locked {
+                    path,
+                    what: "it keeps being replaced while it is opened".into(),
+                });
+            }
+            return Self::open_as(path, durability, exclusive, attempt + 1);
+        }
+        let meta = file.metadata().map_err(|e| Error::io(&path, e))?;
         repair_torn_tail(&file, &path, meta.len())?;
         let shared = Arc::new(Shared {
             key,
