@@ -277,7 +277,7 @@ const DENIAL_CODES: [&str; 11] = [
 /// `AccessDeniedException`, `KMSAccessDeniedException`), one of the codes
 /// of rejected credentials (`UnrecognizedClientException`,
 /// `InvalidClientTokenId`, `ExpiredToken`, `SignatureDoesNotMatch`, ...), or
-/// an HTTP 403 whatever its body (an emulator may answer a JSON API in XML,
+/// an HTTP 403 without another error code (`OverLimit` is not a denial) (an emulator may answer a JSON API in XML,
 /// which the SDK cannot parse: the code and message are then read from the
 /// body). The backends (Kinesis, DynamoDB + S3, SQS, leases) turn such
 /// answers into [`Error::Denied`].
@@ -288,7 +288,10 @@ pub fn denial(
     body: Option<&[u8]>,
 ) -> Option<String> {
     let by_code = code.is_some_and(|c| c.contains("AccessDenied") || DENIAL_CODES.contains(&c));
-    if !by_code && http_status != Some(403) {
+    // A 403 that names another error (SQS `OverLimit`, a 403 a service uses
+    // for a limit) is that error, not a denial.
+    let other_code = !by_code && code.is_some_and(|c| !c.is_empty());
+    if !by_code && (http_status != Some(403) || other_code) {
         return None;
     }
     let body = body.map(String::from_utf8_lossy);
@@ -404,6 +407,7 @@ mod tests {
             ("ThrottlingException", 400),
             ("ResourceNotFoundException", 400),
             ("InternalFailure", 500),
+            ("OverLimit", 403),
         ] {
             assert_eq!(denial(Some(code), None, Some(status), None), None, "{code}");
         }
