@@ -160,17 +160,24 @@ fn checkpoint_and_dlq_of_a_consumer_and_a_checkpoint_it_holds() {
     running.kill().unwrap();
     running.wait().unwrap();
     assert!(refused.contains("locked by a running process"), "{refused}");
-    let out = unistream(&[
-        "checkpoint",
-        "reset",
-        "--dir",
-        c,
-        "--consumer",
-        "simple_consumer",
-        "--to",
-        "0",
-        "--yes",
-    ]);
+    let reset = |to: &str| {
+        unistream(&[
+            "checkpoint",
+            "reset",
+            "--dir",
+            c,
+            "--consumer",
+            "simple_consumer",
+            "--to",
+            to,
+            "--yes",
+        ])
+    };
+    // A pointer the file source could never read: refused, not saved.
+    let out = reset("TRIM_HORIZON");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("a file position"), "{}", text(&out));
+    let out = reset("0@0");
     assert!(
         out.status.success(),
         "free again once it stopped: {}",

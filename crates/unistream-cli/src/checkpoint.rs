@@ -401,6 +401,9 @@ async fn repair(
         return Err(no_checkpoint(&name));
     };
     let before = checkpoint.clone();
+    if let Repair::Reset(to) = &what {
+        check_pointer(to, &checkpoint)?;
+    }
     let (text, json, records) = match &what {
         Repair::Reset(to) => {
             let dropped = checkpoint.reset_to(to.clone());
@@ -477,6 +480,47 @@ async fn repair(
         json,
         ..Default::default()
     })
+}
+
+/// The two pointer shapes of the sources shipped: Kinesis positions and
+/// file positions.
+fn pointer_kind(p: &str) -> Option<&'static str> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let pair = |sep: char| {
+        p.split_once(sep)
+            .is_some_and(|(a, b)| digits(a) && digits(b))
+    };
+    if p == "TRIM_HORIZON"
+        || p == "LATEST"
+        || p.strip_prefix("AT_TIMESTAMP:").is_some_and(digits)
+        || digits(p)
+        || pair(':')
+    {
+        Some(
+            "a Kinesis position (a sequence number, <sequence>:<sub-sequence>, TRIM_HORIZON, LATEST or AT_TIMESTAMP:<ms>)",
+        )
+    } else if pair('@') {
+        Some("a file position (<line>@<byte offset>)")
+    } else {
+        None
+    }
+}
+
+/// Refuses a reset to a pointer of another shape than the checkpoint's own:
+/// its source could never read it, and the consumer would fail on every
+/// fetch until reset again.
+fn check_pointer(to: &Pointer, cp: &Checkpoint) -> Result<()> {
+    let Some(expected) = pointer_kind(cp.initial_pointer().as_str()) else {
+        // A source of its own: its pointers are its business.
+        return Ok(());
+    };
+    if pointer_kind(to.as_str()) == Some(expected) {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "--to {to:?}: this checkpoint's source reads {expected} (it started at {}); nothing changed",
+        cp.initial_pointer()
+    )))
 }
 
 fn owned(store: &str, key: &str, detail: String) -> Error {
