@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use unistream_core::checkpoint::Checkpoint;
 use unistream_core::{Error, Result};
 use unistream_dynamodb_s3::DynamoDbS3CheckpointStore;
+use unistream_kinesis::aggregation;
 use unistream_leases::{DynamoDbLeaseTable, LeaseTable};
 
 use crate::Output;
@@ -196,8 +197,10 @@ async fn scan_to_tip(
         .get_shard_iterator()
         .stream_name(&args.stream)
         .shard_id(&row.shard);
-    // The pointer of a user record inside an aggregate: `<sequence>:<sub>`;
-    // the aggregate counts as behind until the consumer is past it.
+    // The pointer of a user record inside a KPL aggregate:
+    // `<sequence>:<sub>`. The aggregate is read again (AT_SEQUENCE_NUMBER);
+    // it counts as behind unless `sub` is its last user record.
+    let mut inside: Option<(String, usize)> = None;
     let (kind, seq) = match from.as_str() {
         "TRIM_HORIZON" => (ShardIteratorType::TrimHorizon, None),
         "LATEST" => (ShardIteratorType::Latest, None),
@@ -209,7 +212,13 @@ async fn scan_to_tip(
             (ShardIteratorType::AtTimestamp, None)
         }
         p => match p.split_once(':') {
-            Some((seq, _)) => (ShardIteratorType::AtSequenceNumber, Some(seq.to_owned())),
+            Some((seq, sub)) => {
+                let sub = sub.parse().map_err(|_| {
+                    Error::Config(format!("checkpoint pointer {p:?}: bad sub-sequence number"))
+                })?;
+                inside = Some((seq.to_owned(), sub));
+                (ShardIteratorType::AtSequenceNumber, Some(seq.to_owned()))
+            }
             None => (ShardIteratorType::AfterSequenceNumber, Some(p.to_owned())),
         },
     };
@@ -242,7 +251,20 @@ async fn scan_to_tip(
         if row.millis_behind.is_none() {
             row.millis_behind = out.millis_behind_latest;
         }
-        row.behind += out.records().len();
+        let mut behind = out.records().len();
+        if let Some((seq, sub)) = inside.take()
+            && let Some(first) = out.records().first()
+            && first.sequence_number() == seq
+            && aggregation::decode(first.data().as_ref())
+                .ok()
+                .flatten()
+                .is_none_or(|users| sub + 1 >= users.len())
+        {
+            // The consumer is past the aggregate's last user record (or
+            // past a record handed out whole).
+            behind -= 1;
+        }
+        row.behind += behind;
         if let Some(last) = out.records().last() {
             row.latest = Some(last.sequence_number().to_owned());
         }

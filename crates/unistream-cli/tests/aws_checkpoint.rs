@@ -10,6 +10,7 @@ use unistream_core::ErrorInfo;
 use unistream_core::checkpoint::{Checkpoint, CheckpointStore, Status};
 use unistream_core::source::{Pointer, SourceRecord};
 use unistream_dynamodb_s3::DynamoDbS3CheckpointStore;
+use unistream_kinesis::aggregation;
 use unistream_leases::{DynamoDbLeaseTable, LEASE_KEY, Lease, LeaseTable};
 use unistream_test_support::{Env, Service};
 
@@ -353,5 +354,95 @@ async fn leases_show_and_lag_per_shard() {
         assert_eq!(r1["records_behind_exact"], false, "{j}");
         assert_eq!(r1["records_behind"], 1, "{j}");
     }
+    env.delete_stream(&stream).await;
+}
+
+/// Saves a committed checkpoint of `key` whose next batch starts after
+/// `pointer`.
+async fn committed_at(env: &Env, table: &str, bucket: &str, key: &str, pointer: &str) {
+    let now = Utc::now();
+    let mut s = store(env, table, bucket, key);
+    s.load().await.unwrap();
+    let mut cp = Checkpoint::new(
+        key,
+        Pointer::from("TRIM_HORIZON"),
+        3,
+        Duration::from_secs(60),
+    );
+    cp.start_batch(["x".to_string()], Some(Pointer::new(pointer)), now)
+        .unwrap();
+    s.save_batch(
+        &cp,
+        &[SourceRecord::new(Pointer::new(pointer), b"{}".to_vec())],
+    )
+    .await
+    .unwrap();
+    cp.begin_attempt(0, "L", now).unwrap();
+    cp.succeed(0, "L", None, now).unwrap();
+    s.save_tracker(&cp, 0).await.unwrap();
+    cp.commit().unwrap();
+    s.save_commit(&cp).await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs an AWS emulator: run with `cargo xtask it`"]
+async fn lag_inside_a_kpl_aggregate_counts_it_until_its_last_user_record() {
+    let Some(env) = env_with(&[Service::Kinesis, Service::DynamoDb, Service::S3]).await else {
+        return;
+    };
+    let stream = env.create_stream(1).await;
+    let (table, bucket) = (env.create_table("id").await, env.create_bucket().await);
+    let users: Vec<_> = (0..3)
+        .map(|i| aggregation::UserRecord::new(format!("k{i}"), None, format!("u{i}")))
+        .collect();
+    env.put_raw(&stream, [("k0".to_string(), aggregation::encode(&users))])
+        .await;
+    env.put_raw(
+        &stream,
+        (0..2).map(|i| (format!("p{i}"), b"plain".to_vec())),
+    )
+    .await;
+    let shard = env.shards(&stream).await.remove(0).0;
+    let it = env
+        .kinesis()
+        .get_shard_iterator()
+        .stream_name(&stream)
+        .shard_id(&shard)
+        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .unwrap()
+        .shard_iterator
+        .unwrap();
+    let out = env
+        .kinesis()
+        .get_records()
+        .shard_iterator(it)
+        .send()
+        .await
+        .unwrap();
+    let aggregate = out.records()[0].sequence_number().to_owned();
+
+    let key = format!("orders/{shard}");
+    let behind = |sub: usize| {
+        let (env, stream, table, bucket, key, aggregate, shard) =
+            (&env, &stream, &table, &bucket, &key, &aggregate, &shard);
+        async move {
+            committed_at(env, table, bucket, key, &format!("{aggregate}:{sub}")).await;
+            let j = json(&unistream(
+                env,
+                &[
+                    "lag", "--stream", stream, "--table", table, "--key", key, "--shard", shard,
+                    "--json",
+                ],
+            ));
+            assert_eq!(j["shards"][0]["records_behind_exact"], true, "{j}");
+            j["shards"][0]["records_behind"].as_u64().unwrap()
+        }
+    };
+    // Inside the aggregate: it and the two plain records are behind.
+    assert_eq!(behind(1).await, 3);
+    // At its last user record: only the two plain records.
+    assert_eq!(behind(2).await, 2);
     env.delete_stream(&stream).await;
 }
