@@ -150,6 +150,7 @@ pub async fn redrive_to_sink<S: Sink>(
     let mut report = RedriveReport::default();
     // Receipt handles of the messages left, to make visible again.
     let mut left: Vec<String> = Vec::new();
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     let result = async {
         loop {
             let looked_at = report.redriven + report.left;
@@ -170,6 +171,26 @@ pub async fn redrive_to_sink<S: Sink>(
             if out.messages().is_empty() {
                 break;
             }
+            // A letter left earlier came back (its hiding ran out before the
+            // queue looked empty, with tens of thousands left): every letter
+            // has been looked at once. Stop, or this would never end.
+            if out
+                .messages()
+                .iter()
+                .any(|m| m.message_id().is_some_and(|id| seen.contains(id)))
+            {
+                left.extend(
+                    out.messages()
+                        .iter()
+                        .map(|m| m.receipt_handle().unwrap_or_default().to_owned()),
+                );
+                break;
+            }
+            seen.extend(
+                out.messages()
+                    .iter()
+                    .filter_map(|m| m.message_id().map(str::to_owned)),
+            );
             let mut batch: Vec<(&Message, EncodedRecord)> = Vec::new();
             for m in out.messages() {
                 match record_of(m) {
