@@ -257,12 +257,53 @@ impl DynamoDbS3CheckpointStore {
     /// As [`load`](unistream_core::checkpoint::CheckpointStore::load), less
     /// [`Error::CheckpointOwned`](unistream_core::Error::CheckpointOwned).
     pub async fn peek(&mut self) -> Result<Option<Peeked>> {
-        Ok(self.read_item().await?.map(|r| Peeked {
-            version: r.version,
-            owner: r.owner,
-            item_bytes: r.bytes,
-            stored: r.stored,
-        }))
+        // A consumer writing between the item's read and its records
+        // object's read can make the two disagree (the object of another
+        // batch, or one just deleted): read again until the item's version
+        // is the same after the object was read.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let read = match self.read_item().await {
+                Ok(r) => r,
+                Err(e) if tries < 3 => {
+                    debug!(error = %e, "checkpoint changed while it was read; reading it again");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(r) = read else {
+                return Ok(None);
+            };
+            if tries < 3 && self.version_now().await? != Some(r.version) {
+                continue;
+            }
+            return Ok(Some(Peeked {
+                version: r.version,
+                owner: r.owner,
+                item_bytes: r.bytes,
+                stored: r.stored,
+            }));
+        }
+    }
+
+    /// The item's version now (one `GetItem` of that attribute).
+    async fn version_now(&mut self) -> Result<Option<u64>> {
+        self.calls.get_item += 1;
+        let got = self
+            .ddb
+            .get_item()
+            .table_name(&self.table)
+            .key(&self.pk_name, s(&self.pk_value))
+            .projection_expression("#v")
+            .expression_attribute_names("#v", "version")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.dynamodb_error("GetItem", e))?;
+        Ok(got
+            .item
+            .and_then(|i| i.get("version")?.as_n().ok()?.parse().ok()))
     }
 
     /// The checkpoint's pointers and counters without its trackers (one
