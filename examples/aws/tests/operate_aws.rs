@@ -95,13 +95,16 @@ async fn the_tool_and_the_metrics_of_a_running_production_consumer() {
         .local_addr()
         .unwrap()
         .port();
+    // Both built before the consumer starts: a build while it runs could
+    // outlast it.
     let bin = common::example_bin_of("unistream-aws-examples", "aws_production_consumer");
+    let cli = cli_bin();
     let mut consumer = KillOnDrop(
         Command::new(bin)
             .args(["--endpoint", &env.endpoint, "--stream", &stream])
             .args(["--table", &table, "--bucket", &bucket, "--queue", &queue])
             .args(["--dir", dir.path().to_str().unwrap()])
-            .args(["--concurrency", "8", "--limit", "40", "--work-ms", "150"])
+            .args(["--concurrency", "8", "--limit", "40", "--work-ms", "300"])
             .args(["--lock-expire-s", "60", "--fail-rate", "0"])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::null())
@@ -109,7 +112,6 @@ async fn the_tool_and_the_metrics_of_a_running_production_consumer() {
             .spawn()
             .unwrap(),
     );
-    let cli = cli_bin();
     let unistream = |args: &[&str]| {
         Command::new(&cli)
             .args(args)
