@@ -35,8 +35,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 
-use ::metrics::{Counter, Gauge, Histogram};
-
 use crate::buffer::Buffer;
 use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::error::ErrorInfo;
@@ -44,6 +42,9 @@ use crate::error::{Error, Result};
 use crate::record::{Codec, JsonCodec, Record};
 use crate::retry::RetryPolicy;
 use crate::sink::{Delivery, EncodedRecord, Sink};
+
+mod metrics;
+use self::metrics::ProducerMetrics;
 
 /// What happens to a failed send as seen by `put`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -188,79 +189,6 @@ pub struct Producer<B, S, C = JsonCodec> {
     sender: tokio::sync::Mutex<SenderState>,
     active_since: Mutex<Option<DateTime<Utc>>>,
     metrics: ProducerMetrics,
-}
-
-/// The producer's metric handles (`docs/operations.md`).
-struct ProducerMetrics {
-    put: Counter,
-    sent: Counter,
-    rejected: Counter,
-    sends_failed: Counter,
-    send_seconds: Histogram,
-    hold_seconds: Histogram,
-    backlog_records: Gauge,
-    backlog_bytes: Gauge,
-    /// Only for a buffer made of segment files.
-    backlog_segments: Option<Gauge>,
-    /// Whether a recorder took the backlog gauges (else the buffer is not
-    /// asked for its sizes).
-    backlog_live: bool,
-}
-
-/// Sets `gauge` to `value`; returns whether a recorder took it (it is not a
-/// no-op handle: a handle works the value out only when it has somewhere to
-/// record it).
-fn set_live(gauge: &Gauge, value: f64) -> bool {
-    struct Probe<'a>(f64, &'a std::cell::Cell<bool>);
-    impl ::metrics::IntoF64 for Probe<'_> {
-        fn into_f64(self) -> f64 {
-            self.1.set(true);
-            self.0
-        }
-    }
-    let live = std::cell::Cell::new(false);
-    gauge.set(Probe(value, &live));
-    live.get()
-}
-
-impl ProducerMetrics {
-    /// Registers the handles and sets the backlog gauges to what `buffer`
-    /// holds (e.g. records recovered from a write-ahead log).
-    fn new(buffer: &impl Buffer) -> Self {
-        let stats = buffer.stats();
-        let backlog_records = metrics::gauge!("unistream_producer_backlog_records");
-        let backlog_live = set_live(&backlog_records, stats.records as f64);
-        let m = ProducerMetrics {
-            put: metrics::counter!("unistream_producer_records_put_total"),
-            sent: metrics::counter!("unistream_producer_records_sent_total"),
-            rejected: metrics::counter!("unistream_producer_records_rejected_total"),
-            sends_failed: metrics::counter!("unistream_producer_sends_failed_total"),
-            send_seconds: metrics::histogram!("unistream_producer_send_seconds"),
-            hold_seconds: metrics::histogram!("unistream_producer_hold_seconds"),
-            backlog_records,
-            backlog_bytes: metrics::gauge!("unistream_producer_backlog_bytes"),
-            backlog_segments: stats
-                .segments
-                .map(|_| metrics::gauge!("unistream_producer_backlog_segments")),
-            backlog_live,
-        };
-        m.backlog(buffer);
-        m
-    }
-
-    /// Sets the backlog gauges from what the buffer holds (its own counters:
-    /// no file is read), if a recorder took them.
-    fn backlog(&self, buffer: &impl Buffer) {
-        if !self.backlog_live {
-            return;
-        }
-        let stats = buffer.stats();
-        self.backlog_records.set(stats.records as f64);
-        self.backlog_bytes.set(stats.bytes as f64);
-        if let (Some(gauge), Some(segments)) = (&self.backlog_segments, stats.segments) {
-            gauge.set(segments as f64);
-        }
-    }
 }
 
 impl<B, S, C> std::fmt::Debug for Producer<B, S, C> {
