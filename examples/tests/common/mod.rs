@@ -35,34 +35,6 @@ pub(crate) fn example_bin_of(package: &str, name: &str) -> PathBuf {
     bin
 }
 
-/// Builds the `unistream` command-line tool (crate `unistream-cli`) and
-/// returns its path, as [`example_bin`] does for an example.
-pub(crate) fn cli_bin() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "--quiet",
-        "--package",
-        "unistream-cli",
-        "--bin",
-        "unistream",
-    ]);
-    if !cfg!(debug_assertions) {
-        cmd.arg("--release");
-    }
-    let status = cmd.status().expect("run cargo build");
-    assert!(status.success(), "cargo build --bin unistream failed");
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let bin = profile_dir.join("unistream");
-    assert!(bin.exists(), "{} is missing after the build", bin.display());
-    bin
-}
-
 /// The random generator of a kill test: seeded by `KILL_TEST_SEED` if set,
 /// so that a failing run can be replayed; the seed is printed.
 pub(crate) fn kill_test_rng() -> rand::rngs::SmallRng {

@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use unistream_test_support::{Env, Service};
 
-#[path = "../../tests/common/mod.rs"]
+#[path = "../../../examples/tests/common/mod.rs"]
 mod common;
-use common::cli_bin;
 
 const RECORDS: u64 = 120;
 
@@ -95,10 +94,10 @@ async fn the_tool_and_the_metrics_of_a_running_production_consumer() {
         .local_addr()
         .unwrap()
         .port();
-    // Both built before the consumer starts: a build while it runs could
-    // outlast it.
+    // Built before the consumer starts: a build while it runs could outlast
+    // it.
     let bin = common::example_bin_of("unistream-aws-examples", "aws_production_consumer");
-    let cli = cli_bin();
+    let cli = env!("CARGO_BIN_EXE_unistream");
     let mut consumer = KillOnDrop(
         Command::new(bin)
             .args(["--endpoint", &env.endpoint, "--stream", &stream])
@@ -113,7 +112,7 @@ async fn the_tool_and_the_metrics_of_a_running_production_consumer() {
             .unwrap(),
     );
     let unistream = |args: &[&str]| {
-        Command::new(&cli)
+        Command::new(cli)
             .args(args)
             .args(["--endpoint", &env.endpoint])
             .output()

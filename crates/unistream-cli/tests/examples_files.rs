@@ -8,12 +8,12 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../../../examples/tests/common/mod.rs"]
 mod common;
-use common::{cli_bin, example_bin};
+use common::example_bin;
 
 fn unistream(args: &[&str]) -> Output {
-    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    Command::new(BIN.get_or_init(cli_bin))
+    Command::new(env!("CARGO_BIN_EXE_unistream"))
         .args(args)
         .output()
         .unwrap()
