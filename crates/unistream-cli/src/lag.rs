@@ -149,23 +149,13 @@ fn api<E>(operation: &str, resource: &str, e: &SdkError<E>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let raw = e.raw_response();
-    if let Some(message) = unistream_core::denial(
-        e.code(),
-        e.message(),
-        raw.map(|r| r.status().as_u16()),
-        raw.and_then(|r| r.body().bytes()),
-    ) {
-        return Error::Denied {
-            action: format!("kinesis:{operation}"),
-            resource: resource.to_owned(),
-            message,
-        };
-    }
-    Error::backend(
-        format!("Kinesis {operation} on {resource}"),
-        DisplayErrorContext(e).to_string(),
-    )
+    unistream_kinesis::denied(e, &format!("kinesis:{operation}"), || resource.to_owned())
+        .unwrap_or_else(|| {
+            Error::backend(
+                format!("Kinesis {operation} on {resource}"),
+                DisplayErrorContext(e).to_string(),
+            )
+        })
 }
 
 async fn read_checkpoint(clients: &Clients, args: &Args, key: &str) -> Result<Option<Checkpoint>> {

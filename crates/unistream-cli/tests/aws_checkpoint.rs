@@ -2,7 +2,6 @@
 //! an AWS emulator (moto), on checkpoints and leases written by the library.
 //! Run with `cargo xtask it`.
 
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -14,36 +13,8 @@ use unistream_kinesis::aggregation;
 use unistream_leases::{DynamoDbLeaseTable, LEASE_KEY, Lease, LeaseTable};
 use unistream_test_support::{Env, Service};
 
-fn unistream(env: &Env, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_unistream"))
-        .args(args)
-        .args(["--endpoint", &env.endpoint])
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    assert!(out.status.success(), "{}", text(out));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-async fn env_with(services: &[Service]) -> Option<Env> {
-    let env = Env::from_env().await;
-    for s in services {
-        if env.skip_unless(*s) {
-            return None;
-        }
-    }
-    Some(env)
-}
+mod tool;
+use tool::{env_with, json, text, unistream_at};
 
 fn store(env: &Env, table: &str, bucket: &str, key: &str) -> DynamoDbS3CheckpointStore {
     DynamoDbS3CheckpointStore::builder(env.dynamodb(), env.s3())
@@ -103,7 +74,7 @@ async fn checkpoint_show_retry_reset_on_dynamodb_s3_respect_locks_and_leases() {
     running.sync().await.unwrap();
 
     let at = ["--table", &table, "--key", key, "--bucket", &bucket];
-    let j = json(&unistream(
+    let j = json(&unistream_at(
         &env,
         &[&["checkpoint", "show"][..], &at, &["--json"]].concat(),
     ));
@@ -112,7 +83,7 @@ async fn checkpoint_show_retry_reset_on_dynamodb_s3_respect_locks_and_leases() {
     assert_eq!(j["counts"]["in_progress"], 1, "{j}");
     assert_eq!(j["failing"][0]["record_id"], "b");
     assert_eq!(j["failing"][0]["error"], "the payment service said no");
-    let out = unistream(&env, &[&["checkpoint", "show"][..], &at].concat());
+    let out = unistream_at(&env, &[&["checkpoint", "show"][..], &at].concat());
     assert!(
         text(&out).contains("the payment service said no"),
         "{}",
@@ -122,7 +93,7 @@ async fn checkpoint_show_retry_reset_on_dynamodb_s3_respect_locks_and_leases() {
     // A record in progress under a live lock: some consumer is working on
     // the batch, so a repair is refused (and nothing is taken over).
     let retry = [&["checkpoint", "retry"][..], &at, &["b", "--yes"]].concat();
-    let out = unistream(&env, &retry);
+    let out = unistream_at(&env, &retry);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         text(&out).contains("being processed by a running consumer"),
@@ -145,7 +116,7 @@ async fn checkpoint_show_retry_reset_on_dynamodb_s3_respect_locks_and_leases() {
     let free = leases.list().await.unwrap().remove(0);
     let held = leases.take(&free, "worker-1").await.unwrap().unwrap();
     let retry = [&retry[..], &["--lease-table", &leases_table]].concat();
-    let out = unistream(&env, &retry);
+    let out = unistream_at(&env, &retry);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         text(&out).contains("held by worker worker-1"),
@@ -155,7 +126,7 @@ async fn checkpoint_show_retry_reset_on_dynamodb_s3_respect_locks_and_leases() {
     leases.release(&held).await.unwrap();
 
     // Released: the retry is written, and the running store is fenced.
-    let out = unistream(&env, &retry);
+    let out = unistream_at(&env, &retry);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains("gets 1 attempts again"),
@@ -183,7 +154,7 @@ async fn checkpoint_show_retry_reset_on_dynamodb_s3_respect_locks_and_leases() {
         &["--to", "TRIM_HORIZON", "--yes"],
     ]
     .concat();
-    let out = unistream(&env, &reset);
+    let out = unistream_at(&env, &reset);
     assert!(out.status.success(), "{}", text(&out));
     let loaded = store(&env, &table, &bucket, key)
         .load()
@@ -294,7 +265,7 @@ async fn leases_show_and_lag_per_shard() {
         .unwrap();
     leases.take(&l0, "worker-7").await.unwrap().unwrap();
 
-    let j = json(&unistream(
+    let j = json(&unistream_at(
         &env,
         &["leases", "show", "--table", &leases_table, "--json"],
     ));
@@ -304,7 +275,7 @@ async fn leases_show_and_lag_per_shard() {
     assert_eq!(r0["owner"], "worker-7");
     assert_eq!(r0["counter"], 1);
     assert!(r0["changed"].is_string(), "a take records when: {j}");
-    let out = unistream(&env, &["leases", "show", "--table", &leases_table]);
+    let out = unistream_at(&env, &["leases", "show", "--table", &leases_table]);
     assert!(
         text(&out).contains("2 leases, 1 held, 1 free, 0 ended"),
         "{}",
@@ -322,7 +293,7 @@ async fn leases_show_and_lag_per_shard() {
         "--lease-table",
         &leases_table,
     ];
-    let j = json(&unistream(&env, &[&lag[..], &["--json"]].concat()));
+    let j = json(&unistream_at(&env, &[&lag[..], &["--json"]].concat()));
     let rows = j["shards"].as_array().unwrap();
     let r0 = rows.iter().find(|r| r["shard_id"] == s0.as_str()).unwrap();
     let r1 = rows.iter().find(|r| r["shard_id"] == s1.as_str()).unwrap();
@@ -335,11 +306,11 @@ async fn leases_show_and_lag_per_shard() {
         r1["records_behind"], counts[1],
         "no checkpoint: all of it: {j}"
     );
-    let out = unistream(&env, &lag);
+    let out = unistream_at(&env, &lag);
     assert!(text(&out).contains(&first_two[1]), "{}", text(&out));
 
     // --max-read bounds the read: "more than".
-    let j = json(&unistream(
+    let j = json(&unistream_at(
         &env,
         &[&lag[..], &["--json", "--max-read", "1"]].concat(),
     ));
@@ -429,7 +400,7 @@ async fn lag_inside_a_kpl_aggregate_counts_it_until_its_last_user_record() {
             (&env, &stream, &table, &bucket, &key, &aggregate, &shard);
         async move {
             committed_at(env, table, bucket, key, &format!("{aggregate}:{sub}")).await;
-            let j = json(&unistream(
+            let j = json(&unistream_at(
                 env,
                 &[
                     "lag", "--stream", stream, "--table", table, "--key", key, "--shard", shard,

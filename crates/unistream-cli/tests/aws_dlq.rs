@@ -3,8 +3,6 @@
 //! Kinesis stream; a file dead-letter queue redriven into a Kinesis stream.
 //! Run with `cargo xtask it`.
 
-use std::process::{Command, Output};
-
 use chrono::Utc;
 use unistream_core::ErrorInfo;
 use unistream_core::dlq::{DeadLetter, DeadLetterQueue};
@@ -13,36 +11,8 @@ use unistream_local::{Durability, FileDeadLetterQueue};
 use unistream_sqs_dlq::SqsDeadLetterQueue;
 use unistream_test_support::{Env, Service};
 
-fn unistream(env: &Env, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_unistream"))
-        .args(args)
-        .args(["--endpoint", &env.endpoint])
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    assert!(out.status.success(), "{}", text(out));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-async fn env_with(services: &[Service]) -> Option<Env> {
-    let env = Env::from_env().await;
-    for s in services {
-        if env.skip_unless(*s) {
-            return None;
-        }
-    }
-    Some(env)
-}
+mod tool;
+use tool::{env_with, json, text, unistream_at};
 
 /// Letter `i`: record `{"id": "rI"}` with key `kI`, three attempts.
 fn letter(i: usize) -> DeadLetter {
@@ -128,7 +98,7 @@ async fn dlq_show_and_redrive_an_sqs_queue_into_a_kinesis_stream() {
         .unwrap();
 
     // show reads without consuming: twice the same 13, the depth unchanged.
-    let j = json(&unistream(
+    let j = json(&unistream_at(
         &env,
         &["dlq", "show", "--queue-url", &url, "--max", "5", "--json"],
     ));
@@ -142,14 +112,14 @@ async fn dlq_show_and_redrive_an_sqs_queue_into_a_kinesis_stream() {
         .unwrap();
     assert_eq!(letter0["attempts"], 3);
     assert!(letter0["error"].as_str().unwrap().starts_with("boom"));
-    let out = unistream(&env, &["dlq", "show", "--queue-url", &url, "--max", "50"]);
+    let out = unistream_at(&env, &["dlq", "show", "--queue-url", &url, "--max", "50"]);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(t.contains("about 13 letters") && t.contains("boom"), "{t}");
     assert_eq!(t.matches("boom").count(), 12, "every letter once: {t}");
 
     // Redrive, 4 then the rest.
-    let j = json(&unistream(
+    let j = json(&unistream_at(
         &env,
         &[
             "dlq",
@@ -165,7 +135,7 @@ async fn dlq_show_and_redrive_an_sqs_queue_into_a_kinesis_stream() {
     ));
     let first = j["redriven"].as_u64().unwrap();
     assert_eq!(first + j["left"].as_u64().unwrap(), 4, "{j}");
-    let j = json(&unistream(
+    let j = json(&unistream_at(
         &env,
         &[
             "dlq",
@@ -185,7 +155,7 @@ async fn dlq_show_and_redrive_an_sqs_queue_into_a_kinesis_stream() {
     );
     assert_eq!(stream_records(&env, &stream).await, want(&letters));
     // Only the non-letter is left, visible again at once.
-    let j = json(&unistream(
+    let j = json(&unistream_at(
         &env,
         &["dlq", "show", "--queue-url", &url, "--json"],
     ));
@@ -211,7 +181,7 @@ async fn dlq_redrive_a_file_queue_into_a_kinesis_stream() {
     }
     drop(dlq);
     let p = path.to_str().unwrap();
-    let out = unistream(&env, &["dlq", "redrive", p, "--to-stream", &stream]);
+    let out = unistream_at(&env, &["dlq", "redrive", p, "--to-stream", &stream]);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(t.contains("redriven: 3 records"), "{t}");
@@ -223,7 +193,7 @@ async fn dlq_redrive_a_file_queue_into_a_kinesis_stream() {
     dlq.send(&letters[0]).await.unwrap();
     drop(dlq);
     let before = std::fs::read(&path).unwrap();
-    let out = unistream(
+    let out = unistream_at(
         &env,
         &[
             "dlq",

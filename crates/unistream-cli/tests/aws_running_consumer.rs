@@ -7,7 +7,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use unistream_test_support::{Env, Service};
@@ -15,15 +15,10 @@ use unistream_test_support::{Env, Service};
 #[path = "../../../examples/tests/common/mod.rs"]
 mod common;
 
-const RECORDS: u64 = 120;
+mod tool;
+use tool::text;
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+const RECORDS: u64 = 120;
 
 fn lines(path: &std::path::Path) -> u64 {
     std::fs::read_to_string(path).map_or(0, |t| t.lines().count() as u64)

@@ -4,7 +4,6 @@
 //! torn last letter.
 
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -17,25 +16,8 @@ use unistream_core::sink::EncodedRecord;
 use unistream_core::source::{Pointer, SourceRecord};
 use unistream_local::{Durability, FileCheckpointStore, FileDeadLetterQueue};
 
-fn unistream(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_unistream"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    assert!(out.status.success(), "{}", text(out));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+mod tool;
+use tool::{json, text, unistream};
 
 async fn wal_with_4_records(dir: &Path) {
     let wal = FileBuffer::open(

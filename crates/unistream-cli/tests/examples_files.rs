@@ -5,32 +5,15 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[path = "../../../examples/tests/common/mod.rs"]
 mod common;
 use common::example_bin;
 
-fn unistream(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_unistream"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    assert!(out.status.success(), "{}", text(out));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+mod tool;
+use tool::{json, text, unistream};
 
 /// Runs `simple_producer` with a sink that fails every send until it has
 /// acknowledged `count` records (they are in its WAL), then kills it.

@@ -3,7 +3,6 @@
 //! does next.
 
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use std::sync::{Arc, Mutex};
@@ -17,6 +16,9 @@ use unistream_core::record::{JsonCodec, Record, iso8601};
 use unistream_core::source::{Pointer, SourceRecord};
 use unistream_core::{BoxError, ErrorInfo};
 use unistream_local::{Durability, FileCheckpointStore};
+
+mod tool;
+use tool::{text, unistream};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Rec {
@@ -73,21 +75,6 @@ async fn consume(dir: &Path) -> Vec<String> {
     .unwrap();
     consumer.run().await.unwrap();
     seen.0.lock().unwrap().clone()
-}
-
-fn unistream(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_unistream"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Batch 1 of three records: `a` succeeded, `b` exhausted (1 attempt

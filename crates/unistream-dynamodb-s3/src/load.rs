@@ -177,20 +177,7 @@ impl DynamoDbS3CheckpointStore {
 
     /// Reads the item and its records, changing nothing in the table.
     async fn read_item(&mut self) -> Result<Option<Read>> {
-        self.calls.get_item += 1;
-        let got = self
-            .ddb
-            .get_item()
-            .table_name(&self.table)
-            .key(&self.pk_name, s(&self.pk_value))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| {
-                self.ddb_denied(&e, "GetItem")
-                    .unwrap_or_else(|| self.dynamodb_error("GetItem", e))
-            })?;
-        let Some(item) = got.item else {
+        let Some(item) = self.get_item(None).await? else {
             return Ok(None);
         };
         let version: u64 = item
@@ -289,21 +276,34 @@ impl DynamoDbS3CheckpointStore {
 
     /// The item's version now (one `GetItem` of that attribute).
     async fn version_now(&mut self) -> Result<Option<u64>> {
+        Ok(self
+            .get_item(Some("version"))
+            .await?
+            .and_then(|i| i.get("version")?.as_n().ok()?.parse().ok()))
+    }
+
+    /// One consistent `GetItem` of the item, or of one attribute of it.
+    async fn get_item(
+        &mut self,
+        attribute: Option<&str>,
+    ) -> Result<Option<HashMap<String, AttributeValue>>> {
         self.calls.get_item += 1;
-        let got = self
+        let mut req = self
             .ddb
             .get_item()
             .table_name(&self.table)
             .key(&self.pk_name, s(&self.pk_value))
-            .projection_expression("#v")
-            .expression_attribute_names("#v", "version")
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| self.dynamodb_error("GetItem", e))?;
-        Ok(got
-            .item
-            .and_then(|i| i.get("version")?.as_n().ok()?.parse().ok()))
+            .consistent_read(true);
+        if let Some(name) = attribute {
+            req = req
+                .projection_expression("#a")
+                .expression_attribute_names("#a", name);
+        }
+        let got = req.send().await.map_err(|e| {
+            self.ddb_denied(&e, "GetItem")
+                .unwrap_or_else(|| self.dynamodb_error("GetItem", e))
+        })?;
+        Ok(got.item)
     }
 
     /// The checkpoint's pointers and counters without its trackers (one
@@ -314,22 +314,7 @@ impl DynamoDbS3CheckpointStore {
     ///
     /// A failed `GetItem`, or an item that is not a checkpoint.
     pub async fn peek_meta(&mut self) -> Result<Option<Checkpoint>> {
-        self.calls.get_item += 1;
-        let got = self
-            .ddb
-            .get_item()
-            .table_name(&self.table)
-            .key(&self.pk_name, s(&self.pk_value))
-            .projection_expression("#m")
-            .expression_attribute_names("#m", "meta")
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| {
-                self.ddb_denied(&e, "GetItem")
-                    .unwrap_or_else(|| self.dynamodb_error("GetItem", e))
-            })?;
-        let Some(item) = got.item else {
+        let Some(item) = self.get_item(Some("meta")).await? else {
             return Ok(None);
         };
         let meta = self.text(&item, "meta")?;

@@ -51,9 +51,11 @@ impl From<KinesisError> for unistream_core::Error {
     }
 }
 
-/// [`unistream_core::Error::Denied`] if the service refused `action` for
-/// lack of permission or of valid credentials ([`unistream_core::denial`]).
-pub(crate) fn denied<E: aws_sdk_kinesis::error::ProvideErrorMetadata>(
+/// [`unistream_core::Error::Denied`] if the service refused `action` (the
+/// IAM action, e.g. `kinesis:GetRecords`) for lack of permission or of valid
+/// credentials ([`unistream_core::denial`]); `None` for any other error.
+/// For programs that call Kinesis themselves (the `unistream` tool).
+pub fn denied<E: aws_sdk_kinesis::error::ProvideErrorMetadata>(
     e: &aws_sdk_kinesis::error::SdkError<E>,
     action: &str,
     resource: impl FnOnce() -> String,

@@ -43,7 +43,7 @@ mod sink;
 mod source;
 
 pub use dlq::KinesisDeadLetterQueue;
-pub use error::KinesisError;
+pub use error::{KinesisError, denied};
 pub use python::PythonCompatCodec;
 pub use rate::{RateLimit, SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND};
 pub use sink::{

@@ -195,7 +195,7 @@ where
                 None => req.stream_name(&self.stream),
             };
             let out = req.send().await.map_err(|e| {
-                crate::error::denied(&e, "kinesis:ListShards", || {
+                unistream_kinesis::denied(&e, "kinesis:ListShards", || {
                     format!("stream {}", self.stream)
                 })
                 .unwrap_or_else(|| {
