@@ -4,10 +4,20 @@ use unistream_core::sink::EncodedRecord;
 use unistream_local::KIND_PADDING;
 use unistream_local::framing::{self, Cursor, RawFrames};
 
-pub use unistream_local::framing::{Corruption, FRAME_HEADER};
+pub use unistream_local::framing::{Corruption, FRAME_HEADER, Version};
 
-/// The first 8 bytes of every segment: magic and format version 2.
-pub const MAGIC: &[u8; 8] = b"USWAL\0\0\x02";
+/// The name of the segment format: the first 7 bytes of every segment,
+/// before the format version byte.
+pub const NAME: &[u8; 7] = b"USWAL\0\0";
+
+/// The first 8 bytes of every segment written: name and format version 3.
+/// Segments of format 2 are read (and rewritten in format 3 on open).
+pub const MAGIC: &[u8; 8] = b"USWAL\0\0\x03";
+
+/// Whether a frame of `kind` holds a record.
+pub fn is_record(kind: u8) -> bool {
+    matches!(kind, KIND_RECORD | KIND_RECORD_HASHED)
+}
 
 const KIND_RECORD: u8 = 1;
 const KIND_NARROW: u8 = 2;
@@ -49,8 +59,8 @@ pub enum Frame<'a> {
         /// The last committed batch.
         id: u64,
     },
-    /// Padding that aligns a memory-mapped append (kind 0, zeros; see
-    /// [`FrameFile`](unistream_local::FrameFile)); carries nothing.
+    /// Padding that aligned a memory-mapped append in format 2 (kind 0,
+    /// zeros); carries nothing. Format 3 writes none.
     Padding,
 }
 
@@ -188,33 +198,34 @@ fn parse(kind: u8, p: &[u8]) -> Option<Frame<'_>> {
 
 /// Reads the frames of a segment, in order. Iteration stops at the end of
 /// the good frames: [`Frames::torn`] then says why the bytes after
-/// [`Frames::valid_len`] are not frames — what a crash leaves (a frame cut
-/// short, a last frame whose checksum fails, zeros, a group of frames left
-/// unpublished behind a zero frame header). A bad frame followed by
-/// more data is a [`Corruption`] item. Never panics, whatever the bytes (it
-/// is fuzzed).
+/// [`Frames::valid_len`] are a crash's torn tail (the shapes are in
+/// [`unistream_local::framing`]: a frame cut short, an unpublished frame,
+/// zeros, a power loss's zeroed sector — each with nothing valid after
+/// it). Anything else is a [`Corruption`] item. Never panics, whatever the
+/// bytes (it is fuzzed).
 #[derive(Debug)]
 pub struct Frames<'a> {
     raw: RawFrames<'a>,
 }
 
-/// The frames of a segment's bytes (header included).
+/// The frames of a segment's bytes (header included; format 2 or 3).
 pub fn frames(bytes: &[u8]) -> Frames<'_> {
     Frames {
-        raw: framing::raw_frames(bytes, Some(MAGIC)).ending_at_zero_header(),
+        raw: framing::raw_frames(bytes, NAME),
     }
 }
 
-/// The frames of a range of a segment that starts on a frame boundary after
-/// the header; offsets are relative to the range.
-pub fn frames_in_range(bytes: &[u8]) -> Frames<'_> {
+/// The frames of a range of a segment of format `version` that starts on
+/// a frame boundary at offset `base`; offsets are relative to the range.
+pub fn frames_in_range(bytes: &[u8], version: Version, base: u64) -> Frames<'_> {
     Frames {
-        raw: framing::raw_frames(bytes, None).ending_at_zero_header(),
+        raw: framing::raw_frames_in_range(bytes, version, base),
     }
 }
 
 impl Frames<'_> {
-    /// Bytes of good frames from the start (header included).
+    /// Bytes of good frames from the start (header included): after an
+    /// item, where that frame ends.
     pub fn valid_len(&self) -> u64 {
         self.raw.valid_len()
     }
@@ -222,6 +233,17 @@ impl Frames<'_> {
     /// Why the bytes after `valid_len` are not frames, if there are any.
     pub fn torn(&self) -> Option<&str> {
         self.raw.torn()
+    }
+
+    /// The segment's format version (known after the first item).
+    pub fn version(&self) -> Version {
+        self.raw.version()
+    }
+
+    /// The valid frames after a damaged one at `offset`, `(offset, kind)`
+    /// (see [`RawFrames::valid_after`]).
+    pub fn valid_after(&self, offset: u64) -> Vec<(u64, u8)> {
+        self.raw.valid_after(offset)
     }
 }
 

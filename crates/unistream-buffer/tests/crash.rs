@@ -108,22 +108,37 @@ async fn torn_tail_at_every_byte_offset_of_the_last_frame() {
 }
 
 #[tokio::test]
-async fn a_garbled_last_frame_is_a_torn_tail() {
-    // Written (not mapped) appends, where a power loss can garble the last
-    // frame; a mapped append is published whole or not at all.
+async fn a_garbled_last_frame_is_damage_but_a_lost_sector_is_a_torn_tail() {
+    // Written (not mapped) appends. A garbled byte in the last frame is
+    // damage (issue 22: it was taken for a torn tail and record 3 dropped);
+    // a power loss that kept the file's length but not its last sector
+    // leaves zeros from a 512-byte boundary: that is a torn tail.
     let dir = tempfile::tempdir().unwrap();
     {
         let options = FileBufferConfig::new(BufferLimits::records(100), Durability::PowerLoss);
         let wal = FileBuffer::open(dir.path(), options).unwrap();
-        for i in 1..=3 {
+        for i in 1..=2 {
             wal.put(&rec(i)).await.unwrap();
         }
+        let big = EncodedRecord::new("3", "k", vec![b'x'; 1500]);
+        wal.put(&big).await.unwrap();
     }
     let seg = segments(dir.path()).pop().unwrap();
-    let mut bytes = std::fs::read(&seg).unwrap();
-    let n = bytes.len();
-    bytes[n - 2] ^= 0xff;
-    std::fs::write(&seg, &bytes).unwrap();
+    let bytes = std::fs::read(&seg).unwrap();
+    let mut garbled = bytes.clone();
+    let n = garbled.len();
+    garbled[n - 20] ^= 0xff;
+    std::fs::write(&seg, &garbled).unwrap();
+    match FileBuffer::open(dir.path(), opts(100)) {
+        Err(Error::Corrupt { path, reason, .. }) => {
+            assert_eq!(path, seg);
+            assert!(reason.contains("checksum"), "{reason}");
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    let mut lost_sector = bytes.clone();
+    lost_sector[1024..].fill(0);
+    std::fs::write(&seg, &lost_sector).unwrap();
     let wal = FileBuffer::open(dir.path(), opts(100)).unwrap();
     assert_eq!(drain(&wal), ["1", "2"]);
 }

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use crate::framing;
 use unistream_core::{Error, Result};
 
-/// Frame kind of padding: its payload is zeros and readers skip it. No
-/// format built on [`framing`] uses kind 0 for anything else.
+/// Frame kind of padding: its payload is zeros and readers skip it. Format
+/// 2 padded mapped appends with it; format 3 frames are aligned and need
+/// none. No format built on [`framing`] uses kind 0 for anything else.
 pub const KIND_PADDING: u8 = 0;
 
 /// An append-only file of [`framing`] frames.
@@ -26,34 +27,35 @@ pub const KIND_PADDING: u8 = 0;
 /// pages too), or do not map.
 ///
 /// A kill mid-copy must not leave a torn frame that reads as corruption.
-/// A mapped append is padded (with a [`KIND_PADDING`] frame) to a multiple
-/// of 8 bytes, and published by storing its first 8 bytes **last**, as one
-/// aligned atomic store: until then its first frame header reads as eight
-/// zero bytes, which readers take as the end of the file
-/// ([`RawFrames::ending_at_zero_header`](framing::RawFrames::ending_at_zero_header)).
-/// A process is killed between instructions, so each append is either
-/// published whole or not at all. Readers must therefore use
-/// `ending_at_zero_header` and skip padding frames.
+/// Frames of format 3 start on multiples of 8 bytes, and a mapped append
+/// copies its frames **in order, each published by storing its first 8
+/// bytes (length and length checksum) last**, as one aligned atomic store,
+/// after its body; the next frame is copied only after that store. A
+/// process is killed between instructions, so a kill leaves the frames
+/// before one published whole, that one with a header word of zeros (its
+/// body copied in part or whole), and nothing after it but the zeros of
+/// the preallocated room: exactly the shape readers take for a torn tail
+/// ([`framing`]: a zero header word with no valid frame after it).
 ///
 /// ```
 /// # fn main() -> unistream_core::Result<()> {
-/// use unistream_local::{FrameFile, KIND_PADDING, framing};
+/// use unistream_local::{FrameFile, framing};
 ///
 /// let dir = tempfile::tempdir().unwrap();
 /// let path = dir.path().join("log");
 /// let file = std::fs::File::options().create(true).read(true).write(true).open(&path).unwrap();
-/// let mut log = FrameFile::new(path.clone(), file, 0)?.mapped(1 << 16);
-/// let mut frame = Vec::new();
-/// framing::encode(&mut frame, 1, |p| p.extend_from_slice(b"hello")).unwrap();
-/// log.append(&frame)?;
+/// std::fs::write(&path, framing::magic(b"EXAMPLE")).unwrap();
+/// let mut log = FrameFile::new(path.clone(), file, 8)?.mapped(1 << 16);
+/// let mut frames = Vec::new();
+/// framing::encode(&mut frames, 1, |p| p.extend_from_slice(b"hello")).unwrap();
+/// framing::encode(&mut frames, 2, |p| p.extend_from_slice(b"world")).unwrap();
+/// log.append(&frames)?;
 /// drop(log); // gives back the preallocated tail
 /// let bytes = std::fs::read(&path).unwrap();
-/// let kinds: Vec<u8> = framing::raw_frames(&bytes, None)
-///     .ending_at_zero_header()
+/// let kinds: Vec<u8> = framing::raw_frames(&bytes, b"EXAMPLE")
 ///     .map(|f| f.unwrap().1)
-///     .filter(|&k| k != KIND_PADDING)
 ///     .collect();
-/// assert_eq!(kinds, [1]);
+/// assert_eq!(kinds, [1, 2]);
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
@@ -187,22 +189,18 @@ impl FrameFile {
         Ok(())
     }
 
-    /// Copies `frames` and padding into the mapping and publishes them;
-    /// `false` when the file system cannot preallocate (the caller writes).
-    /// The crate's only `unsafe` code: mapping the file, and the atomic
-    /// store that publishes an append.
+    /// Copies `frames` into the mapping, publishing each (see the type
+    /// docs); `false` when the file system cannot preallocate or the file
+    /// is not 8-byte aligned (the caller writes). The crate's only `unsafe`
+    /// code: mapping the file, and the atomic stores that publish frames.
     #[cfg(target_os = "linux")]
     #[allow(unsafe_code)]
     fn append_mapped(&mut self, frames: &[u8]) -> Result<bool> {
-        if !self.len.is_multiple_of(8) {
-            // A file written so far (a new journal's first part, or a file
-            // an earlier run wrote): align it with one written padding frame.
-            let (padding, len) = padding_after(self.len);
-            self.write(&padding[..len])?;
+        if !self.len.is_multiple_of(8) || !frames.len().is_multiple_of(8) {
+            // Not format 3 frames: written instead.
+            return Ok(false);
         }
-        let (padding, padding_len) = padding_after(self.len + frames.len() as u64);
-        let padding = &padding[..padding_len];
-        let n = (frames.len() + padding_len) as u64;
+        let n = frames.len() as u64;
         let end = self.len + n;
         if self.map.as_ref().is_none_or(|m| (m.len() as u64) < end) {
             let cap = self.map.as_ref().map_or(0, |m| m.len() as u64);
@@ -241,40 +239,39 @@ impl FrameFile {
             return Ok(false);
         };
         let at = self.len as usize;
-        let dst = &mut map[at..at + n as usize];
-        dst[8..frames.len()].copy_from_slice(&frames[8..]);
-        dst[frames.len()..].copy_from_slice(padding);
-        let mut head = [0u8; 8];
-        head.copy_from_slice(&frames[..8]);
-        // SAFETY: the map starts on a page boundary and `at` is a multiple
-        // of 8, so the pointer is aligned for a u64; the 8 bytes are inside
-        // `dst`, which is exclusively borrowed, and only accessed atomically
-        // here.
-        let word =
-            unsafe { std::sync::atomic::AtomicU64::from_ptr(dst.as_mut_ptr().cast::<u64>()) };
-        // Release: the body is in place before the header that publishes it.
-        word.store(
-            u64::from_ne_bytes(head),
-            std::sync::atomic::Ordering::Release,
-        );
+        let dst = &mut map[at..at + frames.len()];
+        let mut i = 0;
+        while i < frames.len() {
+            // The frame's extent from its length; anything malformed (not
+            // whole format 3 frames) is published as one piece.
+            let size = frames
+                .get(i..i + 4)
+                .and_then(|w| w.try_into().ok())
+                .map(|w| framing::frame_size(u32::from_le_bytes(w) as usize))
+                .filter(|&s| s <= frames.len() - i)
+                .unwrap_or(frames.len() - i);
+            dst[i + 8..i + size].copy_from_slice(&frames[i + 8..i + size]);
+            let mut head = [0u8; 8];
+            head.copy_from_slice(&frames[i..i + 8]);
+            // SAFETY: the map starts on a page boundary and `at + i` is a
+            // multiple of 8 (frames are multiples of 8), so the pointer is
+            // aligned for a u64; the 8 bytes are inside `dst`, which is
+            // exclusively borrowed, and only accessed atomically here.
+            let word = unsafe {
+                std::sync::atomic::AtomicU64::from_ptr(dst[i..].as_mut_ptr().cast::<u64>())
+            };
+            // Release: the body is in place before the header that
+            // publishes it; the fence keeps the next frame's copy after it.
+            word.store(
+                u64::from_ne_bytes(head),
+                std::sync::atomic::Ordering::Release,
+            );
+            std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+            i += size;
+        }
         self.len = end;
         Ok(true)
     }
-}
-
-/// The padding frame (bytes, length) that, written at offset `end`, ends
-/// on a multiple of 8. Built on the stack: it is on the path of every
-/// mapped append.
-#[cfg(target_os = "linux")]
-fn padding_after(end: u64) -> ([u8; 16], usize) {
-    let zeros = (8 - (end as usize + framing::FRAME_HEADER) % 8) % 8;
-    let mut frame = [0u8; 16];
-    frame[..4].copy_from_slice(&(zeros as u32).to_le_bytes());
-    // The checksum covers the kind byte and the payload: all zeros.
-    let crc = crc32c::crc32c(&[0u8; 8][..1 + zeros]);
-    frame[4..8].copy_from_slice(&crc.to_le_bytes());
-    frame[8] = KIND_PADDING;
-    (frame, framing::FRAME_HEADER + zeros)
 }
 
 impl Drop for FrameFile {
@@ -293,16 +290,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn padding_frames_are_frames_that_align() {
-        for end in 0..16u64 {
-            let (bytes, len) = padding_after(end);
-            assert_eq!((end + len as u64) % 8, 0);
-            let mut expected = Vec::new();
-            framing::encode(&mut expected, KIND_PADDING, |o| {
-                o.resize(o.len() + len - framing::FRAME_HEADER, 0)
-            })
-            .unwrap();
-            assert_eq!(&bytes[..len], &expected[..]);
+    fn mapped_appends_read_back_and_a_kill_between_frames_is_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, framing::magic(b"TESTING")).unwrap();
+        let file = File::options().read(true).write(true).open(&path).unwrap();
+        let mut log = FrameFile::new(path.clone(), file, 8).unwrap().mapped(4096);
+        let mut frames = Vec::new();
+        for i in 0..3u8 {
+            framing::encode(&mut frames, i + 1, |p| p.extend_from_slice(&[i; 21])).unwrap();
         }
+        log.append(&frames).unwrap();
+        let live = std::fs::read(&path).unwrap();
+        assert!(live.len() > 8 + frames.len(), "preallocated");
+        let kinds = |bytes: &[u8]| {
+            let mut it = framing::raw_frames(bytes, b"TESTING");
+            let k: Vec<u8> = it.by_ref().map(|f| f.unwrap().1).collect();
+            (k, it.torn().is_some())
+        };
+        assert_eq!(kinds(&live), (vec![1, 2, 3], true));
+        // A kill between the second frame's body and its header word.
+        let second = 8 + framing::frame_size(21);
+        let mut killed = live.clone();
+        killed[second..second + 8].fill(0);
+        killed[second + framing::frame_size(21)..].fill(0);
+        assert_eq!(kinds(&killed), (vec![1], true));
+        drop(log);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 8 + frames.len() as u64);
     }
 }

@@ -2,32 +2,110 @@
 //! write-ahead log (`unistream-buffer`) and the file checkpoint journal.
 //!
 //! ```text
-//! file  := magic (8 bytes: name and format version) frame*
-//! frame := length u32 LE | crc32c(kind, payload) u32 LE | kind u8 | payload
+//! file     := magic (7 bytes: the format's name) | version u8 | frame*
+//! frame v3 := len u32 LE | crc32c(len) u32 LE | crc32c(kind, payload) u32 LE
+//!             | kind u8 | payload (len bytes) | zeros to a multiple of 8 bytes
+//! frame v2 := len u32 LE | crc32c(kind, payload) u32 LE | kind u8 | payload
 //! ```
 //!
-//! [`RawFrames`] reads a file's bytes and tells a crash's torn tail (a frame
-//! cut short, a *last* frame whose checksum fails, a zero-filled tail: the
-//! bytes after [`RawFrames::valid_len`] can be truncated) from corruption (a
-//! bad frame followed by more data: a [`Corruption`] with its offset, never
-//! skipped). It never panics, whatever the bytes. [`Cursor`] and the `put_*`
-//! functions encode and decode payload fields.
+//! Format 3 is written; format 2 (before issue 22) is still read. In
+//! format 3 every frame starts on a multiple of 8 bytes and its **length
+//! carries its own checksum**, so a damaged length is known to be damaged
+//! instead of being read as "the frame runs past the end of the file".
+//!
+//! # Torn tail or damage
+//! [`RawFrames`] drops the bytes after the last good frame as a crash's
+//! *torn tail* only when they have a shape a crash can leave, and nothing
+//! valid follows them; anything else is a [`Corruption`] with its offset.
+//! The shapes a crash leaves (format 3):
+//!
+//! | at the first bad frame | a crash leaves it when | verdict |
+//! |---|---|---|
+//! | the file ends inside the 8-byte header word | a `write(2)` cut short by `kill -9` | torn |
+//! | a checked length that runs past the end of the file | the same | torn |
+//! | a header word of zeros, and no valid frame after it | a mapped frame not yet published (see [`FrameFile`](crate::FrameFile)), preallocated room, a lost sector | torn |
+//! | a header word of zeros, valid frames after it | never: frames are published in order | corruption |
+//! | a nonzero header word whose length checksum fails | never: a word is written whole (one aligned store, one sector) | corruption |
+//! | a checked length, a body whose checksum fails, a 512-byte-aligned stretch of it zeros, nothing valid after it | a power loss that kept the file's length but not the last sectors | torn |
+//! | a checked length, a body whose checksum fails, otherwise | never | corruption |
+//!
+//! Format 2 has no length checksum: there, a bad frame is a torn tail only
+//! when no valid frame follows it anywhere (and for a zero header, only the
+//! frames of one unpublished append — at most one padding frame, then
+//! zeros). A *complete* last frame whose checksum fails is damage in both
+//! formats unless a power loss explains it (a zeroed sector).
+//!
+//! What no reader can tell: damage that makes a file exactly what a crash
+//! leaves (the file cut short; the last frame's header word zeroed). Those
+//! are dropped as a torn tail, with a warning.
+//!
+//! It never panics, whatever the bytes (it is fuzzed). [`Cursor`] and the
+//! `put_*` functions encode and decode payload fields.
 //!
 //! ```
 //! use unistream_local::framing::{self, Cursor};
 //!
-//! const MAGIC: &[u8; 8] = b"EXAMPLE\x01";
-//! let mut file = MAGIC.to_vec();
+//! const NAME: &[u8; 7] = b"EXAMPLE";
+//! let mut file = framing::magic(NAME).to_vec();
 //! framing::encode(&mut file, 7, |p| framing::put_str(p, "hello")).unwrap();
-//! let mut frames = framing::raw_frames(&file, Some(MAGIC));
+//! let mut frames = framing::raw_frames(&file, NAME);
 //! let (offset, kind, payload) = frames.next().unwrap().unwrap();
 //! assert_eq!((offset, kind), (8, 7));
 //! assert_eq!(Cursor::new(payload).str(), Some("hello"));
 //! assert!(frames.next().is_none() && frames.torn().is_none());
+//!
+//! // A damaged length is damage, not a torn tail.
+//! framing::encode(&mut file, 7, |p| framing::put_str(p, "world")).unwrap();
+//! file[8] ^= 0x40;
+//! let err = framing::raw_frames(&file, NAME).next().unwrap().unwrap_err();
+//! assert_eq!(err.offset, 8);
 //! ```
 
-/// Bytes before a frame's payload: length (4), checksum (4), kind (1).
-pub const FRAME_HEADER: usize = 9;
+/// Bytes before a frame's payload (format 3): length (4), its checksum
+/// (4), the body's checksum (4), kind (1).
+pub const FRAME_HEADER: usize = 13;
+
+/// Format 3 frames start and end on multiples of this many bytes.
+pub const ALIGN: usize = 8;
+
+/// Bytes before a frame's payload in format 2.
+const V2_HEADER: usize = 9;
+
+/// A power loss loses whole sectors: a torn body shows this many aligned
+/// zero bytes (or zeros up to the frame's end).
+const SECTOR: usize = 512;
+
+/// The format versions this module reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// Before issue 22: no length checksum, no alignment. Read only.
+    V2,
+    /// The current format: written and read.
+    V3,
+}
+
+impl Version {
+    /// The version byte of the magic.
+    pub fn byte(self) -> u8 {
+        match self {
+            Version::V2 => 2,
+            Version::V3 => 3,
+        }
+    }
+}
+
+/// The 8-byte magic of a file of format `name`, current version.
+pub fn magic(name: &[u8; 7]) -> [u8; 8] {
+    magic_of(name, Version::V3)
+}
+
+/// The 8-byte magic of a file of format `name` at `version`.
+pub fn magic_of(name: &[u8; 7], version: Version) -> [u8; 8] {
+    let mut m = [0u8; 8];
+    m[..7].copy_from_slice(name);
+    m[7] = version.byte();
+    m
+}
 
 /// A frame's payload does not fit its 32-bit length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -37,7 +115,19 @@ pub struct FrameTooLarge {
     pub bytes: usize,
 }
 
-/// Appends a frame of `kind` whose payload `payload` writes.
+/// The checksum of a length (format 3). Never zero for any length, so no
+/// valid header word is zero.
+fn len_crc(len: u32) -> u32 {
+    crc32c::crc32c(&len.to_le_bytes())
+}
+
+/// Bytes a format 3 frame with a payload of `len` bytes takes.
+pub fn frame_size(len: usize) -> usize {
+    (FRAME_HEADER + len).next_multiple_of(ALIGN)
+}
+
+/// Appends a format 3 frame of `kind` whose payload `payload` writes,
+/// padded to a multiple of 8 bytes.
 ///
 /// # Errors
 ///
@@ -49,17 +139,19 @@ pub fn encode(
     payload: impl FnOnce(&mut Vec<u8>),
 ) -> Result<(), FrameTooLarge> {
     let start = out.len();
-    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&[0; FRAME_HEADER - 1]);
     out.push(kind);
     payload(out);
     let len = out.len() - start - FRAME_HEADER;
-    let Ok(len) = u32::try_from(len) else {
+    let Ok(len32) = u32::try_from(len) else {
         out.truncate(start);
         return Err(FrameTooLarge { bytes: len });
     };
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    let crc = crc32c::crc32c(&out[start + 8..]);
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    let crc = crc32c::crc32c(&out[start + FRAME_HEADER - 1..]);
+    out[start..start + 4].copy_from_slice(&len32.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&len_crc(len32).to_le_bytes());
+    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+    out.resize(start + frame_size(len), 0);
     Ok(())
 }
 
@@ -154,50 +246,172 @@ pub struct Corruption {
     pub reason: String,
 }
 
+/// One frame read from the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Whole<'a> {
+    kind: u8,
+    payload: &'a [u8],
+    /// Offset of the next frame.
+    next: usize,
+}
+
+/// Why the bytes at an offset are not a whole frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Bad {
+    /// The file ends inside the frame (its length, where there is one, is
+    /// trusted).
+    CutShort(String),
+    /// A header word of zeros.
+    ZeroHeader,
+    /// A complete frame whose body checksum fails; `sector_zeros`: a
+    /// sector-aligned stretch of it reads zeros (what a power loss leaves).
+    Body { why: String, sector_zeros: bool },
+    /// Anything else: damage whatever follows.
+    Damage(String),
+}
+
+/// Reads the frame at `at` (an absolute offset into `bytes`; `base` is the
+/// file offset of `bytes[0]`, for sector alignment).
+fn read_at(bytes: &[u8], at: usize, version: Version, base: u64) -> Result<Whole<'_>, Bad> {
+    let rest = bytes.get(at..).unwrap_or_default();
+    let mut head = Cursor::new(rest);
+    let (Some(len), Some(word2)) = (head.u32(), head.u32()) else {
+        return Err(Bad::CutShort("frame header cut short".into()));
+    };
+    if len == 0 && word2 == 0 {
+        return Err(Bad::ZeroHeader);
+    }
+    let (header, stored) = match version {
+        Version::V3 => {
+            if word2 != len_crc(len) {
+                return Err(Bad::Damage(format!(
+                    "frame header checksum mismatch (length {len}, stored {word2:08x}, computed {:08x})",
+                    len_crc(len)
+                )));
+            }
+            let Some(stored) = head.u32() else {
+                return Err(Bad::CutShort("frame header cut short".into()));
+            };
+            (FRAME_HEADER, stored)
+        }
+        Version::V2 => (V2_HEADER, word2),
+    };
+    let len = len as usize;
+    let end = header.checked_add(len);
+    let next = match version {
+        Version::V3 => end.map(|e| e.next_multiple_of(ALIGN)),
+        Version::V2 => end,
+    };
+    let (Some(end), Some(next)) = (end, next) else {
+        return Err(Bad::CutShort(format!("frame of {len} bytes cut short")));
+    };
+    if next > rest.len() {
+        return Err(Bad::CutShort(format!("frame of {len} bytes cut short")));
+    }
+    let body = &rest[header - 1..end];
+    let actual = crc32c::crc32c(body);
+    if actual != stored {
+        let file_at = base + at as u64;
+        return Err(Bad::Body {
+            why: format!("checksum mismatch (stored {stored:08x}, computed {actual:08x})"),
+            sector_zeros: has_zero_sector(body, file_at + (header - 1) as u64),
+        });
+    }
+    Ok(Whole {
+        kind: body[0],
+        payload: &body[1..],
+        next: at + next,
+    })
+}
+
+/// Whether a stretch of `body` (at file offset `at`) between two 512-byte
+/// boundaries of the file — or from one to the body's end — is all zeros.
+fn has_zero_sector(body: &[u8], at: u64) -> bool {
+    let first = (SECTOR - (at % SECTOR as u64) as usize) % SECTOR;
+    if first >= body.len() {
+        return false;
+    }
+    body[first..]
+        .chunks(SECTOR)
+        .any(|chunk| chunk.iter().all(|&b| b == 0))
+}
+
+/// The valid frames after a bad one at `from`: resynchronised at every
+/// possible frame start (a multiple of 8 in format 3, any byte in format
+/// 2), then followed frame by frame. `(offset, kind)`.
+fn valid_after(bytes: &[u8], from: usize, version: Version, base: u64) -> Vec<(u64, u8)> {
+    let step = match version {
+        Version::V3 => ALIGN,
+        Version::V2 => 1,
+    };
+    let mut found = Vec::new();
+    let mut at = from + step;
+    while at < bytes.len() {
+        match read_at(bytes, at, version, base) {
+            Ok(w) => {
+                found.push((at as u64, w.kind));
+                at = w.next;
+            }
+            Err(_) => at += step,
+        }
+    }
+    found
+}
+
 /// Iterator over the frames of a file's bytes: `(offset, kind, payload)`.
 /// See the module docs.
 #[derive(Debug)]
 pub struct RawFrames<'a> {
     bytes: &'a [u8],
     at: usize,
-    magic: Option<&'a [u8]>,
-    zero_header_ends: bool,
+    name: Option<&'a [u8; 7]>,
+    version: Version,
+    base: u64,
     torn: Option<String>,
     done: bool,
 }
 
-/// The frames of `bytes`, which start with `magic` (or, with `None`, are a
-/// range that starts on a frame boundary; offsets are then relative to it).
-pub fn raw_frames<'a>(bytes: &'a [u8], magic: Option<&'a [u8]>) -> RawFrames<'a> {
+/// The frames of a file's `bytes`, which start with the magic of format
+/// `name` (version 2 or 3).
+pub fn raw_frames<'a>(bytes: &'a [u8], name: &'a [u8; 7]) -> RawFrames<'a> {
     RawFrames {
         bytes,
         at: 0,
-        magic,
-        zero_header_ends: false,
+        name: Some(name),
+        version: Version::V3,
+        base: 0,
+        torn: None,
+        done: false,
+    }
+}
+
+/// The frames of a range of a file of `version` that starts on a frame
+/// boundary at file offset `base`; offsets are relative to the range.
+pub fn raw_frames_in_range(bytes: &[u8], version: Version, base: u64) -> RawFrames<'_> {
+    RawFrames {
+        bytes,
+        at: 0,
+        name: None,
+        version,
+        base,
         torn: None,
         done: false,
     }
 }
 
 impl RawFrames<'_> {
-    /// Makes a frame header of eight zero bytes the end of the frames, as a
-    /// torn tail, whatever follows it. For files whose writer publishes a
-    /// group of frames by storing its first header last, in one aligned
-    /// 8-byte store (the memory-mapped checkpoint journal): bytes after such
-    /// a header are a group a crash left unpublished. No valid frame has a
-    /// zero header (the checksum of any one-byte body is not zero).
-    pub fn ending_at_zero_header(mut self) -> Self {
-        self.zero_header_ends = true;
-        self
-    }
-
     /// Bytes of good frames from the start (magic included).
     pub fn valid_len(&self) -> u64 {
         self.at as u64
     }
 
+    /// The file's format version (known once the magic is read).
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
     /// Why the bytes after [`valid_len`](Self::valid_len) are not frames,
-    /// when there are such bytes and they look like a crash's torn tail.
+    /// when there are such bytes and they are a crash's torn tail.
     pub fn torn(&self) -> Option<&str> {
         self.torn.as_deref()
     }
@@ -207,6 +421,14 @@ impl RawFrames<'_> {
     pub fn reject(&mut self, offset: u64) {
         self.at = offset as usize;
         self.done = true;
+    }
+
+    /// The valid frames after the bad frame at `offset` (a [`Corruption`]'s
+    /// offset), `(offset, kind)`: what a salvage would keep, and how many
+    /// records a corruption puts out of reach.
+    pub fn valid_after(&self, offset: u64) -> Vec<(u64, u8)> {
+        let from = usize::try_from(offset).unwrap_or(usize::MAX);
+        valid_after(self.bytes, from, self.version, self.base)
     }
 
     fn tear<T>(&mut self, why: impl Into<String>) -> Option<T> {
@@ -222,6 +444,70 @@ impl RawFrames<'_> {
             reason,
         }))
     }
+
+    /// `Some(why)` when the bad frame at `self.at` is a torn tail.
+    fn torn_tail(&self, bad: &Bad) -> Result<String, String> {
+        let after = || valid_after(self.bytes, self.at, self.version, self.base);
+        let followed = |why: &str, after: &[(u64, u8)]| {
+            format!(
+                "{why}, and {} valid frames follow it (first at offset {})",
+                after.len(),
+                after.first().map_or(0, |f| f.0)
+            )
+        };
+        match (bad, self.version) {
+            (Bad::CutShort(why), Version::V3) => Ok(why.clone()),
+            (Bad::CutShort(why), Version::V2) => {
+                // No length checksum: a damaged length also looks cut short.
+                let after = after();
+                if after.is_empty() {
+                    Ok(why.clone())
+                } else {
+                    Err(followed(&format!("{why} (a damaged length)"), &after))
+                }
+            }
+            (Bad::ZeroHeader, Version::V3) => {
+                let after = after();
+                if after.is_empty() {
+                    Ok("a frame never published (its header is zeros), then nothing".into())
+                } else {
+                    Err(followed("a frame header of zeros", &after))
+                }
+            }
+            (Bad::ZeroHeader, Version::V2) => {
+                // A format 2 mapped append was published by its first
+                // header: behind an unpublished one are its own frames,
+                // ending with one padding frame, then zeros.
+                let after = after();
+                let padding = after.iter().filter(|f| f.1 == 0).count();
+                let last_end = after.last().and_then(|&(o, _)| {
+                    read_at(self.bytes, o as usize, self.version, self.base)
+                        .ok()
+                        .map(|w| w.next)
+                });
+                let zeros_after = last_end.is_none_or(|e| {
+                    self.bytes
+                        .get(e..)
+                        .is_none_or(|r| r.iter().all(|&b| b == 0))
+                });
+                let one_append = padding == 0 || (padding == 1 && after.last().is_some_and(|f| f.1 == 0));
+                if zeros_after && one_append {
+                    Ok("a group of entries was never published (crash mid-append)".into())
+                } else {
+                    Err(followed("a frame header of zeros", &after))
+                }
+            }
+            (Bad::Body { why, sector_zeros }, _) => {
+                let after = after();
+                if *sector_zeros && after.is_empty() {
+                    Ok(format!("{why}; a sector of it is zeros (a power loss)"))
+                } else {
+                    Err(followed(why, &after))
+                }
+            }
+            (Bad::Damage(why), _) => Err(followed(why, &after())),
+        }
+    }
 }
 
 impl<'a> Iterator for RawFrames<'a> {
@@ -232,17 +518,23 @@ impl<'a> Iterator for RawFrames<'a> {
             return None;
         }
         let bytes = self.bytes;
-        if let Some(magic) = self.magic.take() {
-            if bytes.len() < magic.len() && magic.starts_with(bytes) {
+        if let Some(name) = self.name.take() {
+            let head = &bytes[..bytes.len().min(7)];
+            if bytes.len() < 8 && name.starts_with(head) {
                 return self.tear("file header cut short");
             }
-            if bytes.get(..magic.len()) != Some(magic) {
+            if head != &name[..] {
                 return self.corrupt(format!(
-                    "bad magic or format version (expected {:?})",
-                    String::from_utf8_lossy(magic)
+                    "bad magic (expected {:?})",
+                    String::from_utf8_lossy(name)
                 ));
             }
-            self.at = magic.len();
+            self.version = match bytes[7] {
+                2 => Version::V2,
+                3 => Version::V3,
+                v => return self.corrupt(format!("unknown format version {v}")),
+            };
+            self.at = 8;
         }
         let rest = &bytes[self.at..];
         if rest.is_empty() {
@@ -252,119 +544,19 @@ impl<'a> Iterator for RawFrames<'a> {
         if rest.iter().all(|&b| b == 0) {
             return self.tear("zero-filled tail");
         }
-        if self.zero_header_ends && rest.get(..8).is_some_and(|h| h == [0; 8]) {
-            return self.tear("a group of entries was never published (crash mid-append)");
+        match read_at(bytes, self.at, self.version, self.base) {
+            Ok(w) => {
+                let offset = self.at as u64;
+                self.at = w.next;
+                Some(Ok((offset, w.kind, w.payload)))
+            }
+            Err(bad) => match self.torn_tail(&bad) {
+                Ok(why) => self.tear(why),
+                Err(reason) => self.corrupt(reason),
+            },
         }
-        let mut head = Cursor::new(rest);
-        let (Some(len), Some(crc)) = (head.u32(), head.u32()) else {
-            return self.tear("frame header cut short");
-        };
-        let len = len as usize;
-        let Some(body) = rest.get(8..FRAME_HEADER + len) else {
-            return self.tear(format!("frame of {len} bytes cut short"));
-        };
-        let is_last = FRAME_HEADER + len == rest.len();
-        let actual = crc32c::crc32c(body);
-        if actual != crc {
-            let why = format!("checksum mismatch (stored {crc:08x}, computed {actual:08x})");
-            return if is_last {
-                self.tear(why)
-            } else {
-                self.corrupt(why)
-            };
-        }
-        let offset = self.at as u64;
-        self.at += FRAME_HEADER + len;
-        Some(Ok((offset, body[0], &body[1..])))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MAGIC: &[u8; 8] = b"TEST\0\0\0\x01";
-
-    fn file(payloads: &[&[u8]]) -> Vec<u8> {
-        let mut out = MAGIC.to_vec();
-        for (i, p) in payloads.iter().enumerate() {
-            encode(&mut out, i as u8, |o| o.extend_from_slice(p)).unwrap();
-        }
-        out
-    }
-
-    #[test]
-    fn frames_round_trip_with_offsets() {
-        let out = file(&[b"a", b"", b"xyz"]);
-        let got: Vec<_> = raw_frames(&out, Some(MAGIC)).map(|r| r.unwrap()).collect();
-        assert_eq!(
-            got,
-            vec![(8, 0, &b"a"[..]), (18, 1, &b""[..]), (27, 2, &b"xyz"[..])]
-        );
-    }
-
-    #[test]
-    fn a_cut_at_every_offset_of_the_last_frame_is_a_torn_tail() {
-        let out = file(&[b"first", b"second frame"]);
-        let last = 8 + FRAME_HEADER + 5;
-        for cut in last + 1..out.len() {
-            let mut it = raw_frames(&out[..cut], Some(MAGIC));
-            assert_eq!(it.by_ref().count(), 1, "cut at {cut}");
-            assert_eq!(it.valid_len(), last as u64);
-            assert!(it.torn().is_some());
-        }
-    }
-
-    #[test]
-    fn a_bad_frame_before_others_is_corruption_with_its_offset() {
-        let mut out = file(&[b"first", b"second", b"third"]);
-        out[8 + FRAME_HEADER + 2] ^= 1;
-        let got: Vec<_> = raw_frames(&out, Some(MAGIC)).collect();
-        assert_eq!(got.len(), 1);
-        let err = got[0].clone().unwrap_err();
-        assert_eq!(err.offset, 8);
-        assert!(err.reason.contains("checksum"), "{}", err.reason);
-    }
-
-    #[test]
-    fn a_wrong_magic_is_corruption_at_zero() {
-        let out = file(&[b"x"]);
-        let mut it = raw_frames(&out, Some(b"OTHER\0\0\x01"));
-        let err = it.next().unwrap().unwrap_err();
-        assert_eq!(err.offset, 0);
-    }
-
-    #[test]
-    fn no_one_byte_body_has_a_zero_checksum() {
-        for b in 0..=255u8 {
-            assert_ne!(crc32c::crc32c(&[b]), 0, "byte {b}");
-        }
-    }
-
-    #[test]
-    fn a_zero_header_ends_the_frames_when_asked() {
-        let mut out = file(&[b"first"]);
-        let good = out.len() as u64;
-        out.extend_from_slice(&[0; 8]);
-        encode(&mut out, 1, |o| o.extend_from_slice(b"unpublished")).unwrap();
-        let mut it = raw_frames(&out, Some(MAGIC)).ending_at_zero_header();
-        assert_eq!(it.by_ref().count(), 1);
-        assert_eq!(it.valid_len(), good);
-        assert!(it.torn().is_some());
-        // Without the option, the same bytes are corruption.
-        assert!(raw_frames(&out, Some(MAGIC)).any(|f| f.is_err()));
-    }
-
-    #[test]
-    fn cursor_stops_at_the_end() {
-        let mut out = Vec::new();
-        put_str(&mut out, "ab");
-        out.push(9);
-        let mut c = Cursor::new(&out);
-        assert_eq!(c.str(), Some("ab"));
-        assert_eq!(c.u8(), Some(9));
-        assert_eq!(c.u32(), None);
-        assert!(c.is_empty());
-        assert_eq!(Cursor::new(&[255, 255, 255, 255, 1]).bytes(), None);
-    }
-}
+mod tests;

@@ -229,15 +229,17 @@ fn first_record(
     batch: Option<u64>,
 ) -> Result<Option<OldestRecord>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let from = usize::try_from(start)
-        .unwrap_or(usize::MAX)
-        .min(bytes.len());
-    let to = usize::try_from(end).unwrap_or(usize::MAX).min(bytes.len());
     let mut n = 0;
-    for item in frame::frames_in_range(&bytes[from..to.max(from)]) {
+    for item in frame::frames(&bytes) {
         let Ok((offset, f)) = item else {
             break;
         };
+        if offset < start {
+            continue;
+        }
+        if offset >= end {
+            break;
+        }
         if let Frame::Record { id, key, data, .. } = f {
             if n == skip {
                 return Ok(Some(OldestRecord {
@@ -245,7 +247,7 @@ fn first_record(
                     partition_key: key.to_owned(),
                     bytes: data.len() as u64,
                     segment: path.to_path_buf(),
-                    offset: start + offset,
+                    offset,
                     batch,
                 }));
             }

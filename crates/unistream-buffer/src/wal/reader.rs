@@ -27,7 +27,7 @@ impl Inner {
         };
         let mut all = Vec::with_capacity(meta.original as usize);
         let mut sealed = false;
-        for item in frame::frames_in_range(&bytes) {
+        for item in frame::frames_in_range(&bytes, frame::Version::V3, meta.start) {
             let (offset, f) = item.map_err(|c| corrupt(c.offset, c.reason))?;
             match f {
                 Frame::Record {

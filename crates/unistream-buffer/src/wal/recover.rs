@@ -7,7 +7,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
 
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 use unistream_core::{Error, Result};
 use unistream_local::Durability;
 
@@ -36,8 +36,9 @@ pub(super) fn apply_file(
         start: MAGIC.len() as u64,
         ..OpenBatch::default()
     };
-    for item in frames.by_ref() {
-        let (offset, f) = item?;
+    while let Some(item) = frames.next() {
+        let (offset, f) = item.map_err(|c| with_records_after(&frames, c))?;
+        let end = frames.valid_len();
         let bad = |reason: String| frame::Corruption { offset, reason };
         match f {
             Frame::Record { data, .. } => {
@@ -54,7 +55,6 @@ pub(super) fn apply_file(
                 if id <= s.max_id {
                     return Err(bad(format!("batch id {id} after batch id {}", s.max_id)));
                 }
-                let end = offset + (frame::FRAME_HEADER + 8) as u64;
                 s.sealed.push_back(BatchMeta {
                     id,
                     file: seq,
@@ -94,6 +94,62 @@ pub(super) fn apply_file(
     Ok((frames.valid_len(), frames.torn().map(str::to_owned)))
 }
 
+/// A corruption's reason, with how many valid records follow the damage
+/// (what a strict open puts out of reach, and what setting the segment
+/// aside takes out of the log).
+fn with_records_after(frames: &frame::Frames<'_>, c: frame::Corruption) -> frame::Corruption {
+    let after = frames.valid_after(c.offset);
+    let records = after.iter().filter(|f| frame::is_record(f.1)).count();
+    frame::Corruption {
+        offset: c.offset,
+        reason: format!(
+            "{}; {records} valid records follow the damage in this segment",
+            c.reason
+        ),
+    }
+}
+
+/// Rewrites a segment of an older format in the current one, when it reads
+/// clean (a torn tail is allowed in the newest): its good frames, padding
+/// left out, through a temporary file renamed over it. A damaged one is
+/// left as it is, for the replay to report. Returns whether it was
+/// rewritten.
+fn upgrade(path: &Path, bytes: &[u8], is_last: bool, options: &FileBufferConfig) -> Result<bool> {
+    let mut it = frame::frames(bytes);
+    let mut out = MAGIC.to_vec();
+    for item in it.by_ref() {
+        let Ok((_, f)) = item else {
+            return Ok(false);
+        };
+        if f != Frame::Padding && f.encode(&mut out).is_err() {
+            return Ok(false);
+        }
+    }
+    if it.version() == frame::Version::V3 || (it.torn().is_some() && !is_last) {
+        return Ok(false);
+    }
+    let tmp = path.with_extension("wal.tmp");
+    let io = |e| Error::io(&tmp, e);
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(&out).map_err(io)?;
+    if options.durability == Durability::PowerLoss {
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    if options.durability == Durability::PowerLoss
+        && let Some(dir) = path.parent()
+    {
+        super::segment::sync_dir(dir)?;
+    }
+    info!(path = %path.display(), "rewrote a WAL segment of format 2 in format 3");
+    Ok(true)
+}
+
 /// What one segment's replay means: `Ok` with where its whole frames end
 /// and why the rest is torn (only the newest segment may be torn), or the
 /// damage (offset, reason) that makes it corrupt.
@@ -122,8 +178,14 @@ pub(super) fn recover(dir: &Path, options: &FileBufferConfig) -> Result<State> {
     let mut seqs = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
-        if let Some(seq) = entry.file_name().to_str().and_then(parse_segment_name) {
+        let name = entry.file_name();
+        if let Some(seq) = name.to_str().and_then(parse_segment_name) {
             seqs.push(seq);
+        } else if name.to_str().is_some_and(|n| n.ends_with(".wal.tmp")) {
+            // A crash while rewriting a segment of format 2: the segment
+            // itself is whole.
+            let p = entry.path();
+            std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
         }
     }
     seqs.sort_unstable();
@@ -164,8 +226,14 @@ pub(super) fn recover(dir: &Path, options: &FileBufferConfig) -> Result<State> {
     let mut active: Option<ActiveFile> = None;
     for seq in seqs {
         let path = dir.join(segment_name(seq));
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let mut bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let is_last = Some(seq) == last;
+        if bytes.get(..7) == Some(&frame::NAME[..])
+            && bytes.get(7) == Some(&2)
+            && upgrade(&path, &bytes, is_last, options)?
+        {
+            bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        }
         let damage = match check_segment(&mut s, seq, &bytes, is_last) {
             Err(damage) => Some(damage),
             Ok((valid, torn)) => {

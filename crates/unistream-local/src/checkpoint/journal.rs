@@ -8,7 +8,8 @@ use unistream_core::{Error, ErrorInfo, Result};
 
 use crate::framing::{self, Cursor, put_bytes, put_str};
 
-pub(super) const MAGIC: &[u8; 8] = b"USCKPT\0\x02";
+/// The journal format's name; the magic is this and the version byte.
+pub(super) const NAME: &[u8; 7] = b"USCKPT\0";
 pub(super) const KIND_BATCH: u8 = 1;
 pub(super) const KIND_RECORD: u8 = 2;
 pub(super) const KIND_TRACKER: u8 = 3;

@@ -26,7 +26,7 @@
 //! <dir>/<consumer>.lock                        flock'ed while a consumer runs
 //! <dir>/<consumer>.<batch sequence, 20 digits>.journal
 //!
-//! journal := "USCKPT\0\x02" frame*           (frames: see crate::framing; codec: journal.rs)
+//! journal := "USCKPT\0\x03" frame*           (frames: see crate::framing; codec: journal.rs)
 //! frame   := batch    kind 1: str checkpoint JSON (without trackers),
 //!                     u32 records, u32 trackers, tracker*        first frame
 //!          | record   kind 2: bytes pointer, data (the rest)      N of them
@@ -40,8 +40,11 @@
 //! ```
 //! `str`/`bytes` are a `u32` length and the bytes; integers little-endian.
 //! Record bytes are stored as they are (no escaping) and transitions are a
-//! few dozen bytes. Frames of kind 0 are padding (see [`FrameFile`]); a
-//! frame header of eight zero bytes ends the journal. The format is binary
+//! few dozen bytes. Frames of kind 0 are padding (format 2 only; skipped).
+//! A journal of format 2 (before issue 22) is read, and rewritten in format
+//! 3 by `load` before anything is appended to it. What is a torn last entry
+//! (truncated on load) and what is damage ([`Error::Corrupt`], with the
+//! offset and how many records follow it): [`framing`]. The format is binary
 //! for speed; the checkpoint is inspected through [`CheckpointStore::load`].
 //! `<consumer>` is the consumer id with every byte outside `[A-Za-z0-9._-]`
 //! written as `%XX`.
@@ -70,7 +73,7 @@ use crate::framing::{self, Cursor, put_str};
 mod journal;
 
 use journal::{
-    KIND_BATCH, KIND_COMMIT, KIND_RECORD, KIND_TRACKER, MAGIC, decode_batch, decode_tracker,
+    KIND_BATCH, KIND_COMMIT, KIND_RECORD, KIND_TRACKER, NAME, decode_batch, decode_tracker,
     encode_batch, encode_tracker, frame,
 };
 use unistream_core::checkpoint::{Checkpoint, CheckpointStore, StoredCheckpoint};
@@ -273,7 +276,13 @@ impl FileCheckpointStore {
         }
     }
 
-    fn replay(&self, path: &Path, bytes: &[u8]) -> Result<(StoredCheckpoint, u64)> {
+    /// Replays a journal: the checkpoint, the length of its good frames,
+    /// and its format version.
+    fn replay(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+    ) -> Result<(StoredCheckpoint, u64, framing::Version)> {
         let corrupt = |offset: u64, reason: String| Error::Corrupt {
             path: path.to_owned(),
             offset,
@@ -281,10 +290,32 @@ impl FileCheckpointStore {
         };
         let mut state: Option<(Checkpoint, usize)> = None;
         let mut records: Vec<SourceRecord> = Vec::new();
-        let mut frames = framing::raw_frames(bytes, Some(MAGIC)).ending_at_zero_header();
-        for item in frames.by_ref() {
-            let (offset, kind, payload) = item.map_err(|c| corrupt(c.offset, c.reason))?;
-            let malformed = || corrupt(offset, format!("malformed journal frame of kind {kind}"));
+        let mut frames = framing::raw_frames(bytes, NAME);
+        // A damaged entry: say what it puts out of reach.
+        let damaged = |frames: &framing::RawFrames<'_>, offset: u64, reason: String| {
+            let after = frames.valid_after(offset);
+            let records = after.iter().filter(|f| f.1 == KIND_RECORD).count();
+            corrupt(
+                offset,
+                format!(
+                    "{reason}; {records} records and {} other entries of the journal follow the damage \
+                     (the journal is not used: the checkpoint needs a repair, see docs/checkpoint.md)",
+                    after.len() - records
+                ),
+            )
+        };
+        while let Some(item) = frames.next() {
+            let (offset, kind, payload) = match item {
+                Ok(f) => f,
+                Err(c) => return Err(damaged(&frames, c.offset, c.reason)),
+            };
+            let malformed = || {
+                damaged(
+                    &frames,
+                    offset,
+                    format!("malformed journal frame of kind {kind}"),
+                )
+            };
             let mut c = Cursor::new(payload);
             match (kind, &mut state) {
                 (KIND_PADDING, _) => {
@@ -330,6 +361,7 @@ impl FileCheckpointStore {
                     records,
                 },
                 good_len,
+                frames.version(),
             )),
             Some((_, n)) => Err(self.unreadable(
                 path,
@@ -337,6 +369,36 @@ impl FileCheckpointStore {
             )),
             None => Err(self.unreadable(path, "the journal has no batch entry")),
         }
+    }
+
+    /// Rewrites a journal of an older format in the current one (its good
+    /// frames, in order), through a temporary file renamed over it, so that
+    /// new entries are never appended in another format. Returns the file,
+    /// open, and its length.
+    fn upgrade(&self, path: &Path, bytes: &[u8], good_len: u64) -> Result<(File, u64)> {
+        let mut out = framing::magic(NAME).to_vec();
+        let good = &bytes[..usize::try_from(good_len).unwrap_or(usize::MAX).min(bytes.len())];
+        for (_, kind, payload) in framing::raw_frames(good, NAME).map_while(|f| f.ok()) {
+            if kind != KIND_PADDING {
+                frame(&mut out, kind, |o| o.extend_from_slice(payload))?;
+            }
+        }
+        let tmp = path.with_extension("journal.tmp");
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?;
+        file.write_all(&out).map_err(|e| Error::io(&tmp, e))?;
+        if self.durability == Durability::PowerLoss {
+            file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        }
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        self.sync_dir()?;
+        tracing::info!(path = %path.display(), "rewrote a checkpoint journal of format 2 in format 3");
+        Ok((file, out.len() as u64))
     }
 }
 
@@ -363,7 +425,10 @@ impl CheckpointStore for FileCheckpointStore {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(|e| Error::io(&path, e))?;
-        let (stored, good_len) = self.replay(&path, &bytes)?;
+        let (stored, mut good_len, version) = self.replay(&path, &bytes)?;
+        if version != framing::Version::V3 {
+            (file, good_len) = self.upgrade(&path, &bytes, good_len)?;
+        }
         drop(bytes);
         let journal = self.journal_file(path, file, good_len, stored.records.len())?;
         self.join_reaper();
@@ -382,7 +447,7 @@ impl CheckpointStore for FileCheckpointStore {
         self.pending.clear();
         let bytes: usize = records.iter().map(|r| r.data.len()).sum();
         let mut out = Vec::with_capacity(512 + records.len() * 120 + bytes);
-        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&framing::magic(NAME));
         frame(&mut out, KIND_BATCH, |o| {
             encode_batch(o, checkpoint, records.len())
         })?;

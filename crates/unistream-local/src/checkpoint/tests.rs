@@ -44,7 +44,7 @@ async fn store_with_batch(dir: &Path, n: usize) -> (FileCheckpointStore, Checkpo
 
 /// Offsets of the journal's frames, padding left out.
 fn frame_offsets(bytes: &[u8]) -> Vec<usize> {
-    framing::raw_frames(bytes, Some(MAGIC))
+    framing::raw_frames(bytes, NAME)
         .map(|f| f.unwrap())
         .filter(|f| f.1 != KIND_PADDING)
         .map(|f| f.0 as usize)
@@ -285,7 +285,7 @@ async fn a_cut_at_every_byte_of_the_last_entry_loses_only_that_entry() {
     let bytes = std::fs::read(&path).unwrap();
     let last = *frame_offsets(&bytes).last().unwrap();
     // Where the entry ends (padding may follow it).
-    let all: Vec<_> = framing::raw_frames(&bytes, Some(MAGIC))
+    let all: Vec<_> = framing::raw_frames(&bytes, NAME)
         .map(|f| f.unwrap().0 as usize)
         .collect();
     let end = all
@@ -341,13 +341,10 @@ async fn a_mapped_journal_as_a_kill_leaves_it_loads() {
     let published = cp.clone();
     let path = journal_of(dir.path());
     let live = std::fs::read(&path).unwrap();
-    let entries = framing::raw_frames(&live, Some(MAGIC))
-        .ending_at_zero_header()
-        .by_ref()
-        .fold(0, |_, f| {
-            let (o, _, p) = f.unwrap();
-            o as usize + framing::FRAME_HEADER + p.len()
-        });
+    let entries = framing::raw_frames(&live, NAME).fold(0, |_, f| {
+        let (o, _, p) = f.unwrap();
+        o as usize + framing::frame_size(p.len())
+    });
     if cfg!(target_os = "linux") {
         assert!(live.len() > entries, "preallocated: {}", live.len());
         assert!(live[entries..].iter().all(|&b| b == 0));
