@@ -55,17 +55,28 @@ async fn format_2_segments_are_read_and_rewritten_in_format_3() {
     for name in ["wal-process", "wal-powerloss"] {
         let dir = copy(name);
         for seg in segments(dir.path()) {
-            assert_eq!(std::fs::read(&seg).unwrap()[..8], NAME.iter().copied().chain([2]).collect::<Vec<_>>()[..]);
+            assert_eq!(
+                std::fs::read(&seg).unwrap()[..8],
+                NAME.iter().copied().chain([2]).collect::<Vec<_>>()[..]
+            );
         }
         let wal = FileBuffer::open(dir.path(), config()).unwrap();
         assert_eq!(wal.stats().records, UNSENT.len() as u64, "{name}");
         for seg in segments(dir.path()) {
-            assert_eq!(&std::fs::read(&seg).unwrap()[..8], MAGIC, "{name}: rewritten");
+            assert_eq!(
+                &std::fs::read(&seg).unwrap()[..8],
+                MAGIC,
+                "{name}: rewritten"
+            );
         }
         // New records go on after them, in format 3, and all survive a restart.
-        wal.put(&unistream_core::sink::EncodedRecord::new("15", "k", b"x".to_vec()))
-            .await
-            .unwrap();
+        wal.put(&unistream_core::sink::EncodedRecord::new(
+            "15",
+            "k",
+            b"x".to_vec(),
+        ))
+        .await
+        .unwrap();
         drop(wal);
         let wal = FileBuffer::open(dir.path(), config()).unwrap();
         let mut want: Vec<&str> = UNSENT.to_vec();
@@ -130,7 +141,11 @@ async fn a_damaged_format_2_length_is_refused_when_records_follow() {
         bytes[start..start + 4].copy_from_slice(&2_857_740_885u32.to_le_bytes());
         std::fs::write(&last, &bytes).unwrap();
         match FileBuffer::open(dir.path(), config()) {
-            Err(Error::Corrupt { path, offset, reason }) => {
+            Err(Error::Corrupt {
+                path,
+                offset,
+                reason,
+            }) => {
                 assert_eq!((path, offset), (last.clone(), start as u64));
                 assert!(reason.contains("valid records follow"), "{reason}");
             }

@@ -316,6 +316,9 @@ mod tests {
         killed[second + framing::frame_size(21)..].fill(0);
         assert_eq!(kinds(&killed), (vec![1], true));
         drop(log);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 8 + frames.len() as u64);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            8 + frames.len() as u64
+        );
     }
 }

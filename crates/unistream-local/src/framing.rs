@@ -26,7 +26,7 @@
 //! | a header word of zeros, and no valid frame after it | a mapped frame not yet published (see [`FrameFile`](crate::FrameFile)), preallocated room, a lost sector | torn |
 //! | a header word of zeros, valid frames after it | never: frames are published in order | corruption |
 //! | a nonzero header word whose length checksum fails | never: a word is written whole (one aligned store, one sector) | corruption |
-//! | a checked length, a body whose checksum fails, a 512-byte-aligned stretch of it zeros, nothing valid after it | a power loss that kept the file's length but not the last sectors | torn |
+//! | a checked length, a body whose checksum fails and that ends with zeros from a 512-byte boundary of the file, nothing valid after it | a power loss that kept the file's length but not its last sectors | torn |
 //! | a checked length, a body whose checksum fails, otherwise | never | corruption |
 //!
 //! Format 2 has no length checksum: there, a bad frame is a torn tail only
@@ -36,8 +36,10 @@
 //! formats unless a power loss explains it (a zeroed sector).
 //!
 //! What no reader can tell: damage that makes a file exactly what a crash
-//! leaves (the file cut short; the last frame's header word zeroed). Those
-//! are dropped as a torn tail, with a warning.
+//! leaves — the file cut short; the last frame's header word zeroed; or
+//! damage in the last frame of a file when that frame's bytes from a
+//! 512-byte boundary to its end are zeros (a power loss leaves the same).
+//! Those are dropped as a torn tail, with a warning.
 //!
 //! It never panics, whatever the bytes (it is fuzzed). [`Cursor`] and the
 //! `put_*` functions encode and decode payload fields.
@@ -71,8 +73,8 @@ pub const ALIGN: usize = 8;
 /// Bytes before a frame's payload in format 2.
 const V2_HEADER: usize = 9;
 
-/// A power loss loses whole sectors: a torn body shows this many aligned
-/// zero bytes (or zeros up to the frame's end).
+/// A power loss loses whole sectors: a torn body ends with zeros from a
+/// multiple of this.
 const SECTOR: usize = 512;
 
 /// The format versions this module reads.
@@ -324,16 +326,13 @@ fn read_at(bytes: &[u8], at: usize, version: Version, base: u64) -> Result<Whole
     })
 }
 
-/// Whether a stretch of `body` (at file offset `at`) between two 512-byte
-/// boundaries of the file — or from one to the body's end — is all zeros.
+/// Whether `body` (at file offset `at`) ends with zeros that start at or
+/// before a 512-byte boundary of the file inside it: what a power loss
+/// leaves when the file's length was kept but its last sectors were not.
 fn has_zero_sector(body: &[u8], at: u64) -> bool {
-    let first = (SECTOR - (at % SECTOR as u64) as usize) % SECTOR;
-    if first >= body.len() {
-        return false;
-    }
-    body[first..]
-        .chunks(SECTOR)
-        .any(|chunk| chunk.iter().all(|&b| b == 0))
+    let zeros_from = body.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let boundary = (at + zeros_from as u64).next_multiple_of(SECTOR as u64);
+    boundary < at + body.len() as u64
 }
 
 /// The valid frames after a bad one at `from`: resynchronised at every
@@ -490,7 +489,8 @@ impl RawFrames<'_> {
                         .get(e..)
                         .is_none_or(|r| r.iter().all(|&b| b == 0))
                 });
-                let one_append = padding == 0 || (padding == 1 && after.last().is_some_and(|f| f.1 == 0));
+                let one_append =
+                    padding == 0 || (padding == 1 && after.last().is_some_and(|f| f.1 == 0));
                 if zeros_after && one_append {
                     Ok("a group of entries was never published (crash mid-append)".into())
                 } else {

@@ -24,11 +24,18 @@ fn copy(name: &str, bytes: Option<&[u8]>) -> tempfile::TempDir {
 }
 
 fn statuses(store_dir: &Path) -> Vec<Status> {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut store = FileCheckpointStore::open(store_dir, "c1", Durability::Process).unwrap();
         let loaded = store.load().await.unwrap().unwrap();
-        loaded.checkpoint.trackers().iter().map(|t| t.status).collect()
+        loaded
+            .checkpoint
+            .trackers()
+            .iter()
+            .map(|t| t.status)
+            .collect()
     })
 }
 
@@ -43,9 +50,12 @@ fn format_2_journals_load_and_are_rewritten_in_format_3() {
         let bytes = std::fs::read(dir.path().join(JOURNAL)).unwrap();
         assert_eq!(&bytes[..8], b"USCKPT\0\x03", "{name}: rewritten");
         // It goes on in format 3.
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         rt.block_on(async {
-            let mut store = FileCheckpointStore::open(dir.path(), "c1", Durability::Process).unwrap();
+            let mut store =
+                FileCheckpointStore::open(dir.path(), "c1", Durability::Process).unwrap();
             let loaded = store.load().await.unwrap().unwrap();
             let mut cp = loaded.checkpoint;
             let now = chrono::DateTime::from_timestamp(1_704_781_500, 0).unwrap();
@@ -84,7 +94,11 @@ fn a_torn_last_entry_of_a_format_2_journal_is_dropped() {
         for cut in (start + 1..end).step_by(3) {
             let dir = copy(name, Some(&bytes[..cut]));
             let st = statuses(dir.path());
-            assert_eq!((st[0], st[1]), (Status::Succeeded, Status::Pending), "{name}: cut at {cut}");
+            assert_eq!(
+                (st[0], st[1]),
+                (Status::Succeeded, Status::Pending),
+                "{name}: cut at {cut}"
+            );
         }
     }
 }
@@ -96,7 +110,9 @@ fn a_damaged_format_2_entry_followed_by_others_is_refused() {
     let mut bad = bytes.clone();
     bad[start..start + 4].copy_from_slice(&u32::MAX.to_le_bytes());
     let dir = copy("journal-written", Some(&bad));
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut store = FileCheckpointStore::open(dir.path(), "c1", Durability::Process).unwrap();
         match store.load().await {

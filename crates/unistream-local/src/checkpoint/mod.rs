@@ -377,7 +377,9 @@ impl FileCheckpointStore {
     /// open, and its length.
     fn upgrade(&self, path: &Path, bytes: &[u8], good_len: u64) -> Result<(File, u64)> {
         let mut out = framing::magic(NAME).to_vec();
-        let good = &bytes[..usize::try_from(good_len).unwrap_or(usize::MAX).min(bytes.len())];
+        let good = &bytes[..usize::try_from(good_len)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len())];
         for (_, kind, payload) in framing::raw_frames(good, NAME).map_while(|f| f.ok()) {
             if kind != KIND_PADDING {
                 frame(&mut out, kind, |o| o.extend_from_slice(payload))?;

@@ -71,7 +71,9 @@ fn a_cut_at_every_offset_of_the_last_frame_is_a_torn_tail() {
 #[test]
 fn every_change_to_a_length_is_corruption_unless_the_frame_is_whole() {
     let out = file(&[b"first", b"second", b"third"]);
-    let offsets: Vec<usize> = raw_frames(&out, NAME).map(|f| f.unwrap().0 as usize).collect();
+    let offsets: Vec<usize> = raw_frames(&out, NAME)
+        .map(|f| f.unwrap().0 as usize)
+        .collect();
     for frame in offsets {
         for byte in frame..frame + 4 {
             for v in 0..=255u8 {
@@ -82,7 +84,11 @@ fn every_change_to_a_length_is_corruption_unless_the_frame_is_whole() {
                 bad[byte] = v;
                 let (_, _, torn, err) = kinds(&bad);
                 assert!(torn.is_none(), "byte {byte} = {v}: torn {torn:?}");
-                assert_eq!(err.map(|e| e.offset), Some(frame as u64), "byte {byte} = {v}");
+                assert_eq!(
+                    err.map(|e| e.offset),
+                    Some(frame as u64),
+                    "byte {byte} = {v}"
+                );
             }
         }
     }
@@ -112,7 +118,11 @@ fn a_bad_frame_before_others_is_corruption_with_its_offset_and_what_follows() {
     let err = it.next().unwrap().unwrap_err();
     assert_eq!(err.offset, 8);
     assert!(err.reason.contains("checksum"), "{}", err.reason);
-    assert!(err.reason.contains("2 valid frames follow"), "{}", err.reason);
+    assert!(
+        err.reason.contains("2 valid frames follow"),
+        "{}",
+        err.reason
+    );
     let second = 8 + frame_size(5) as u64;
     let third = second + frame_size(6) as u64;
     assert_eq!(it.valid_after(8), vec![(second, 2), (third, 3)]);
@@ -142,7 +152,10 @@ fn a_zero_header_ends_the_frames_only_when_nothing_valid_follows() {
 fn format_2_is_read_and_its_length_damage_is_caught_when_frames_follow() {
     let out = file_v2(&[b"first", b"second", b"third"]);
     let (k, valid, torn, err) = kinds(&out);
-    assert_eq!((k, valid, torn, err), (vec![1, 2, 3], out.len() as u64, None, None));
+    assert_eq!(
+        (k, valid, torn, err),
+        (vec![1, 2, 3], out.len() as u64, None, None)
+    );
     // The length of the second frame pointing past the end.
     let mut bad = out.clone();
     bad[8 + 9 + 5..8 + 9 + 5 + 4].copy_from_slice(&u32::MAX.to_le_bytes());
