@@ -6,6 +6,10 @@
 //!   kinesis-local.
 //! - `bench [--quick]`: the benchmarks in release mode; prints their tables
 //!   and writes `target/bench/results.json`.
+//! - `fuzz [--seconds N] [TARGET…]`: builds the fuzz targets (`fuzz/`, with
+//!   the nightly toolchain and `cargo fuzz`, installed if missing) and runs
+//!   each on its committed corpus (`fuzz/corpus/<target>`) for N seconds
+//!   (20 by default); `ci` runs it too.
 //! - `it`: the integration tests (the `#[ignore]`d tests of the workspace)
 //!   against an AWS emulator: one it starts (moto by default) or one already
 //!   running (`--endpoint`). A started emulator is stopped whatever happens.
@@ -33,6 +37,8 @@ enum Task {
     Ci,
     /// Integration tests against an AWS emulator.
     It(ItArgs),
+    /// The fuzz targets, each run briefly on its corpus (nightly toolchain).
+    Fuzz(FuzzArgs),
     /// Benchmarks (release build): producer, consumer, and Kinesis and the
     /// production path when an endpoint is set; a table, and
     /// target/bench/results.json.
@@ -45,6 +51,26 @@ struct BenchArgs {
     #[arg(long)]
     quick: bool,
 }
+
+#[derive(clap::Args, Debug)]
+struct FuzzArgs {
+    /// Seconds each target runs.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Targets to run (all when none is given).
+    targets: Vec<String>,
+}
+
+/// Every fuzz target (`fuzz/fuzz_targets/<name>.rs`).
+const FUZZ_TARGETS: &[&str] = &[
+    "wal_recovery",
+    "journal_replay",
+    "dynamodb_item",
+    "s3_records_object",
+    "kpl_aggregate",
+    "dead_letter",
+    "cli_inputs",
+];
 
 #[derive(clap::Args, Debug)]
 struct ItArgs {
@@ -102,6 +128,10 @@ fn ci() -> Result<(), String> {
     )?;
     cargo(&["test", "--workspace", "--all-targets"], &[])?;
     cargo(&["test", "--workspace", "--doc"], &[])?;
+    fuzz(FuzzArgs {
+        seconds: 20,
+        targets: Vec::new(),
+    })?;
     it(ItArgs {
         endpoint: None,
         emulator: Emulator::Moto,
@@ -113,6 +143,72 @@ fn ci() -> Result<(), String> {
         emulator: Emulator::KinesisLocal,
         filter: vec!["split_shard".into()],
     })
+}
+
+/// Runs `cargo +nightly <args>` in `fuzz/` (the project's pinned toolchain
+/// is overridden for the fuzz targets only).
+fn nightly(args: &[&str]) -> Result<(), String> {
+    eprintln!("xtask: cargo +nightly {}", args.join(" "));
+    // rustup's cargo proxy, so that `+nightly` is understood.
+    let status = Command::new("cargo")
+        .arg("+nightly")
+        .args(args)
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .env_remove("RUSTC")
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("cannot run cargo +nightly: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo +nightly {}` failed ({status})", args.join(" ")))
+    }
+}
+
+fn fuzz(args: FuzzArgs) -> Result<(), String> {
+    let has_fuzz = Command::new("cargo")
+        .args(["+nightly", "fuzz", "--version"])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_fuzz {
+        // cargo-fuzz itself builds with the pinned toolchain.
+        cargo(&["install", "cargo-fuzz", "--locked"], &[])?;
+    }
+    let targets: Vec<&str> = if args.targets.is_empty() {
+        FUZZ_TARGETS.to_vec()
+    } else {
+        args.targets.iter().map(String::as_str).collect()
+    };
+    // No sanitizer: the code is safe Rust (but for the mapping, which
+    // the targets do not reach); libFuzzer's coverage guidance is what
+    // finds inputs.
+    nightly(&["fuzz", "build", "-s", "none"])?;
+    let max_time = format!("-max_total_time={}", args.seconds);
+    for target in targets {
+        // New inputs go to a scratch directory: the committed corpus is
+        // only read.
+        let scratch = root().join("fuzz").join("target").join("scratch").join(target);
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+        let corpus = root().join("fuzz").join("corpus").join(target);
+        std::fs::create_dir_all(&corpus).map_err(|e| format!("{}: {e}", corpus.display()))?;
+        let (scratch, corpus) = (scratch.to_string_lossy(), corpus.to_string_lossy());
+        nightly(&[
+            "fuzz",
+            "run",
+            "-s",
+            "none",
+            target,
+            scratch.as_ref(),
+            corpus.as_ref(),
+            "--",
+            &max_time,
+            "-timeout=10",
+        ])?;
+    }
+    Ok(())
 }
 
 fn it(args: ItArgs) -> Result<(), String> {
@@ -261,6 +357,7 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Ci => ci(),
         Task::It(args) => it(args),
+        Task::Fuzz(args) => fuzz(args),
         Task::Bench(args) => bench_all(args),
     };
     match result {

@@ -34,10 +34,11 @@
 //!                                  the newest is the active one
 //! <dir>/damaged/                   files set aside by Recovery::SetAsideDamaged
 //!
-//! segment := "USWAL" 0x00 0x00 0x02                  magic, format version 2
-//!            frame*
-//! frame   := len u32le | crc32c u32le | kind u8 | payload
-//!                                     len = payload bytes; crc over kind + payload
+//! segment := "USWAL" 0x00 0x00 0x03                  magic, format version 3
+//!            frame*                                  (format 2 is read; see below)
+//! frame   := len u32le | crc32c(len) u32le | crc32c(kind, payload) u32le
+//!            | kind u8 | payload | zeros to a multiple of 8 bytes
+//!                                     len = payload bytes
 //! kind 1, record:  id_len u16le | id | key_len u16le | partition key | data
 //! kind 5, record with an explicit hash key:
 //!                  id_len u16le | id | key_len u16le | partition key
@@ -47,25 +48,31 @@
 //! kind 2, narrow:  batch id u64le | kept bytes u64le | n u32le | n x index u32le
 //!                                     the batch's records still unsent (ascending);
 //!                                     the last such frame wins
-//! kind 0, padding: zeros             aligns a mapped append to 8 bytes; skipped
+//! kind 0, padding: zeros             format 2 only (aligned its mapped appends); skipped
 //! ```
-//! A frame header of eight zero bytes ends a segment: behind it is either the
-//! preallocated tail of a mapped segment or an append a crash left
-//! unpublished (see `FrameFile`). A finished segment is cut to its frames
-//! before the next one starts.
+//! Frames start on multiples of 8 bytes; a mapped segment publishes each
+//! frame by storing its first 8 bytes last (see `FrameFile`). A finished
+//! segment is cut to its frames before the next one starts. Segments of
+//! format 2 (no length checksum, no alignment) are read, and rewritten in
+//! format 3 on open.
 //!
 //! # Recovery on open
 //! - Every file is read, oldest first, and its frames replayed: seals make
 //!   batches, narrow frames shrink them, commit frames drop them.
-//! - A bad **tail** of the newest file — a frame cut short, a last frame whose
-//!   checksum fails, zeros, an unpublished append — is what a crash leaves; it is truncated and the
-//!   log opens with every record before it (a lost seal, commit or narrow
-//!   frame only means a batch is sent again).
-//! - A bad frame **followed by more data**, a bad tail in an older file, a
-//!   file without the magic, or a gap in the file numbers is damage, not a
-//!   crash: [`Recovery::Strict`] (the default) refuses to open with an error
-//!   naming the file and the byte offset; [`Recovery::SetAsideDamaged`] moves
-//!   the file into `damaged/` and opens without it — the documented way past.
+//! - A bad frame is a crash's **torn tail** only in a shape a crash leaves
+//!   (the file ends inside a frame whose length checks; a header word of
+//!   zeros; a power loss's zeroed last sector) **and with no valid frame
+//!   after it** (rules: [`unistream_local::framing`]). A torn tail of the
+//!   newest file is truncated and the log opens with every record before it
+//!   (a lost seal, commit or narrow frame only means a batch is sent again).
+//! - Anything else is damage, never dropped: a damaged length, kind,
+//!   checksum or payload anywhere (the last frame included), a zero header
+//!   or torn-looking frame followed by valid frames, a bad tail in an older
+//!   file, a file without the magic, or a gap in the file numbers.
+//!   [`Recovery::Strict`] (the default) refuses to open with an error naming
+//!   the file, the byte offset and how many valid records follow the damage;
+//!   [`Recovery::SetAsideDamaged`] moves the file into `damaged/` and opens
+//!   without it — the documented way past.
 //! - Limits may differ from the last run: sealed batches keep their size (a
 //!   sink splits batches to its own limits); an open batch already over the
 //!   new limits is sealed at once.

@@ -56,6 +56,9 @@
 #![warn(missing_docs)]
 
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod item;
 mod layout;
 mod load;

@@ -34,6 +34,25 @@ fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
     item.iter().map(|(k, v)| k.len() + value(v)).sum()
 }
 
+/// A batch's records object (as `save_batch` writes it): its records and,
+/// if it has them, their ids. Never panics, whatever the bytes (fuzzed).
+pub(crate) fn records_object(
+    body: &[u8],
+) -> std::result::Result<(Vec<SourceRecord>, Option<Arc<[String]>>), String> {
+    let stored: Vec<StoredRecord> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let ids: Option<Arc<[String]>> = stored.iter().map(|r| r.id.clone()).collect();
+    let records = stored
+        .into_iter()
+        .map(|r| {
+            base64::engine::general_purpose::STANDARD
+                .decode(&r.data)
+                .map(|data| SourceRecord::new(r.pointer, data))
+                .map_err(|e| e.to_string())
+        })
+        .collect::<std::result::Result<Vec<_>, String>>()?;
+    Ok((records, ids))
+}
+
 impl DynamoDbS3CheckpointStore {
     fn text<'i>(
         &self,
@@ -93,23 +112,12 @@ impl DynamoDbS3CheckpointStore {
             .await
             .map_err(|e| self.s3_error("GetObject", records_key, e))?
             .into_bytes();
-        let stored: Vec<StoredRecord> = serde_json::from_slice(&body).map_err(|e| {
+        records_object(&body).map_err(|e| {
             self.unreadable(format!(
                 "records object s3://{}/{records_key}: {e}",
                 self.bucket
             ))
-        })?;
-        let ids: Option<Arc<[String]>> = stored.iter().map(|r| r.id.clone()).collect();
-        let records = stored
-            .into_iter()
-            .map(|r| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(&r.data)
-                    .map(|data| SourceRecord::new(r.pointer, data))
-                    .map_err(|e| self.unreadable(format!("records object: {e}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok((records, ids))
+        })
     }
 
     /// The batch part of an item of `layout` 2, or of layout 1 (one

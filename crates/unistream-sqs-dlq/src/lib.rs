@@ -31,6 +31,9 @@
 #![warn(missing_docs)]
 
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod peek;
 mod queue;
 mod redrive;

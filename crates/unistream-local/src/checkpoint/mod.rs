@@ -299,7 +299,8 @@ impl FileCheckpointStore {
                 offset,
                 format!(
                     "{reason}; {records} records and {} other entries of the journal follow the damage \
-                     (the journal is not used: the checkpoint needs a repair, see docs/checkpoint.md)",
+                     (the consumer does not start on it: move the journal aside to start as a new \
+                     consumer, see docs/checkpoint.md)",
                     after.len() - records
                 ),
             )
