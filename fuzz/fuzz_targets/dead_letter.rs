@@ -14,7 +14,11 @@ fn sqs(data: &[u8]) -> Result<()> {
     let mut attributes = Vec::new();
     for _ in 0..u.int_in_range(0..=4)? {
         let k = *u.choose(&["record_id", "partition_key", "body_encoding", "other"])?;
-        let v: String = if k == "body_encoding" && u.arbitrary()? { "base64".into() } else { u.arbitrary()? };
+        let v: String = if k == "body_encoding" && u.arbitrary()? {
+            "base64".into()
+        } else {
+            u.arbitrary()?
+        };
         attributes.push((k.to_owned(), v));
     }
     unistream_sqs_dlq::fuzzing::message(&body, &attributes);

@@ -21,12 +21,14 @@ use unistream_local::{Durability, FileCheckpointStore};
 const FILE: &str = "c1.00000000000000000001.journal";
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
 }
 
 /// Loads `bytes` as the journal: `None` if refused as corrupt.
 fn load(bytes: &[u8], strict: bool) -> Option<StoredCheckpoint> {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     std::fs::write(dir.path().join(FILE), bytes).unwrap();
     rt().block_on(async {
         let mut store = FileCheckpointStore::open(dir.path(), "c1", Durability::Process).unwrap();
@@ -44,16 +46,29 @@ fn now() -> chrono::DateTime<chrono::Utc> {
 }
 
 fn journal(u: &mut Unstructured<'_>, dir: &Path) -> Result<Vec<u8>> {
-    let n: usize = if u.arbitrary()? { u.int_in_range(1..=30)? } else { u.int_in_range(256..=300)? };
+    let n: usize = if u.arbitrary()? {
+        u.int_in_range(1..=30)?
+    } else {
+        u.int_in_range(256..=300)?
+    };
     let steps: usize = u.int_in_range(0..=30)?;
     rt().block_on(async {
         let mut store = FileCheckpointStore::open(dir, "c1", Durability::Process).unwrap();
         store.load().await.unwrap();
         let mut cp = Checkpoint::new("c1", Pointer::from("0"), 3, Duration::from_secs(60));
-        cp.start_batch((0..n).map(|i| i.to_string()), Some(Pointer::new(n.to_string())), now())
-            .unwrap();
+        cp.start_batch(
+            (0..n).map(|i| i.to_string()),
+            Some(Pointer::new(n.to_string())),
+            now(),
+        )
+        .unwrap();
         let records: Vec<SourceRecord> = (0..n)
-            .map(|i| SourceRecord::new(Pointer::new(i.to_string()), format!("{{\"id\":{i}}}").into_bytes()))
+            .map(|i| {
+                SourceRecord::new(
+                    Pointer::new(i.to_string()),
+                    format!("{{\"id\":{i}}}").into_bytes(),
+                )
+            })
             .collect();
         store.save_batch(&cp, &records).await.unwrap();
         for _ in 0..steps {
@@ -81,7 +96,7 @@ fn journal(u: &mut Unstructured<'_>, dir: &Path) -> Result<Vec<u8>> {
 }
 
 fn loss_check(u: &mut Unstructured<'_>) -> Result<()> {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     let good = journal(u, dir.path())?;
     let truth = load(&good, true).expect("the undamaged journal loads");
     let mut bad = good.clone();
@@ -94,6 +109,15 @@ fn loss_check(u: &mut Unstructured<'_>) -> Result<()> {
         assert!(got == truth, "damage changed the checkpoint");
     }
     Ok(())
+}
+
+/// A directory in memory (`/dev/shm`) where there is one: the targets
+/// write files (and power-loss mode syncs them) on every run.
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .unwrap()
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -26,11 +26,17 @@ fuzz_target!(|data: &[u8]| {
     for bytes in [data.to_vec(), [&MAGIC[..], data].concat()] {
         if let Ok(Some(got)) = decode(&bytes) {
             let again = decode(&encode(&got));
-            assert!(matches!(&again, Ok(Some(r)) if *r == got), "re-encoded aggregate differs");
+            assert!(
+                matches!(&again, Ok(Some(r)) if *r == got),
+                "re-encoded aggregate differs"
+            );
         }
     }
     if let Ok(recs) = records(&mut Unstructured::new(data)) {
         let got = decode(&encode(&recs));
-        assert!(matches!(&got, Ok(Some(r)) if *r == recs), "records lost in an aggregate");
+        assert!(
+            matches!(&got, Ok(Some(r)) if *r == recs),
+            "records lost in an aggregate"
+        );
     }
 });

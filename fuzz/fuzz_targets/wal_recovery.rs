@@ -65,7 +65,12 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
         .collect();
     v.sort();
     v
@@ -79,12 +84,18 @@ fn write(dir: &Path, files: &[(String, Vec<u8>)]) {
 }
 
 fn loss_check(u: &mut Unstructured<'_>) -> Result<()> {
-    let durability = if u.arbitrary()? { Durability::PowerLoss } else { Durability::Process };
+    let durability = if u.arbitrary()? {
+        Durability::PowerLoss
+    } else {
+        Durability::Process
+    };
     let mut cfg = FileBufferConfig::new(BufferLimits::records(u.int_in_range(1..=6)?), durability);
     cfg.segment_bytes = u.int_in_range(64..=1024)?;
     let n: usize = u.int_in_range(1..=40)?;
-    let src = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let src = scratch();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let wal = FileBuffer::open(src.path(), cfg).unwrap();
     for i in 0..n {
         let len: usize = u.int_in_range(1..=300)?;
@@ -106,7 +117,7 @@ fn loss_check(u: &mut Unstructured<'_>) -> Result<()> {
     // As a kill leaves them: copied while the log is open.
     let good = files(src.path());
     drop(wal);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     write(dir.path(), &good);
     let truth = drain(dir.path()).expect("the undamaged log opens");
     let mut bad = good.clone();
@@ -128,6 +139,15 @@ fn loss_check(u: &mut Unstructured<'_>) -> Result<()> {
     Ok(())
 }
 
+/// A directory in memory (`/dev/shm`) where there is one: the targets
+/// write files (and power-loss mode syncs them) on every run.
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .unwrap()
+}
+
 fuzz_target!(|data: &[u8]| {
     scan(data);
     for version in [2u8, 3] {
@@ -136,7 +156,7 @@ fuzz_target!(|data: &[u8]| {
         segment.extend_from_slice(data);
         scan(&segment);
         if data.first().is_some_and(|b| b % 4 == version) {
-            let dir = tempfile::tempdir().unwrap();
+            let dir = scratch();
             std::fs::write(dir.path().join("00000000000000000001.wal"), &segment).unwrap();
             let _ = drain(dir.path());
         }

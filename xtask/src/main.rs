@@ -162,7 +162,10 @@ fn nightly(args: &[&str]) -> Result<(), String> {
     if status.success() {
         Ok(())
     } else {
-        Err(format!("`cargo +nightly {}` failed ({status})", args.join(" ")))
+        Err(format!(
+            "`cargo +nightly {}` failed ({status})",
+            args.join(" ")
+        ))
     }
 }
 
@@ -189,7 +192,11 @@ fn fuzz(args: FuzzArgs) -> Result<(), String> {
     for target in targets {
         // New inputs go to a scratch directory: the committed corpus is
         // only read.
-        let scratch = root().join("fuzz").join("target").join("scratch").join(target);
+        let scratch = root()
+            .join("fuzz")
+            .join("target")
+            .join("scratch")
+            .join(target);
         let _ = std::fs::remove_dir_all(&scratch);
         std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
         let corpus = root().join("fuzz").join("corpus").join(target);

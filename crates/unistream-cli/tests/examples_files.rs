@@ -81,9 +81,9 @@ fn wal_inspect_and_verify_on_a_producers_log_then_corrupted() {
     // taken for a torn tail (exit 0, every record after it dropped on
     // open). Now it is damage, and verify says how many records follow it.
     bytes[at + 1] ^= 0x20;
-    let second = 8 + unistream_local::framing::frame_size(
-        u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
-    );
+    let second = 8 + unistream_local::framing::frame_size(u32::from_le_bytes(
+        bytes[8..12].try_into().unwrap(),
+    ) as usize);
     bytes[second..second + 4].copy_from_slice(&2_857_740_885u32.to_le_bytes());
     std::fs::write(&segment, &bytes).unwrap();
     let out = unistream(&["wal", "verify", w]);

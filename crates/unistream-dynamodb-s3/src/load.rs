@@ -34,11 +34,12 @@ fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
     item.iter().map(|(k, v)| k.len() + value(v)).sum()
 }
 
+/// A batch's records and, if its records object has them, their ids.
+pub(crate) type BatchRecords = (Vec<SourceRecord>, Option<Arc<[String]>>);
+
 /// A batch's records object (as `save_batch` writes it): its records and,
 /// if it has them, their ids. Never panics, whatever the bytes (fuzzed).
-pub(crate) fn records_object(
-    body: &[u8],
-) -> std::result::Result<(Vec<SourceRecord>, Option<Arc<[String]>>), String> {
+pub(crate) fn records_object(body: &[u8]) -> std::result::Result<BatchRecords, String> {
     let stored: Vec<StoredRecord> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     let ids: Option<Arc<[String]>> = stored.iter().map(|r| r.id.clone()).collect();
     let records = stored

@@ -265,9 +265,14 @@ enum Bad {
     CutShort(String),
     /// A header word of zeros.
     ZeroHeader,
-    /// A complete frame whose body checksum fails; `sector_zeros`: a
-    /// sector-aligned stretch of it reads zeros (what a power loss leaves).
-    Body { why: String, sector_zeros: bool },
+    /// A complete frame whose body checksum fails, ending before `next`;
+    /// `sector_zeros`: it ends with zeros from a sector boundary (what a
+    /// power loss leaves).
+    Body {
+        why: String,
+        sector_zeros: bool,
+        next: usize,
+    },
     /// Anything else: damage whatever follows.
     Damage(String),
 }
@@ -317,6 +322,7 @@ fn read_at(bytes: &[u8], at: usize, version: Version, base: u64) -> Result<Whole
         return Err(Bad::Body {
             why: format!("checksum mismatch (stored {stored:08x}, computed {actual:08x})"),
             sector_zeros: has_zero_sector(body, file_at + (header - 1) as u64),
+            next: at + next,
         });
     }
     Ok(Whole {
@@ -497,8 +503,21 @@ impl RawFrames<'_> {
                     Err(followed("a frame header of zeros", &after))
                 }
             }
-            (Bad::Body { why, sector_zeros }, _) => {
-                let after = after();
+            (
+                Bad::Body {
+                    why,
+                    sector_zeros,
+                    next,
+                },
+                _,
+            ) => {
+                // Format 3: the length is checked, so look after the frame,
+                // not inside it. Format 2: the length may be the damage.
+                let from = match self.version {
+                    Version::V3 => next - ALIGN,
+                    Version::V2 => self.at,
+                };
+                let after = valid_after(self.bytes, from, self.version, self.base);
                 if *sector_zeros && after.is_empty() {
                     Ok(format!("{why}; a sector of it is zeros (a power loss)"))
                 } else {
