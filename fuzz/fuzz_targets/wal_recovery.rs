@@ -130,10 +130,24 @@ fn loss_check(u: &mut Unstructured<'_>) -> Result<()> {
         }
         let at = u.choose_index(written)?;
         let x: u8 = u.int_in_range(1..=255)?;
+        if std::env::var_os("FUZZ_DEBUG").is_some() {
+            eprintln!("damage: file {f} ({} bytes, {} written) at {at} ^= {x:#04x}", bytes.len(), written);
+        }
         bytes[at] ^= x;
     }
     write(dir.path(), &bad);
     if let Some(got) = drain(dir.path()) {
+        if got != truth && std::env::var_os("FUZZ_DEBUG").is_some() {
+            let ids = |v: &[EncodedRecord]| v.iter().map(|r| format!("{}:{}", r.id, r.data.len())).collect::<Vec<_>>();
+            eprintln!("durability {durability:?}\ntruth {:?}\ngot   {:?}", ids(&truth), ids(&got));
+            for (n, b) in &good {
+                eprintln!("{n}: {} bytes", b.len());
+                std::fs::write(format!("/tmp/dbg-{n}"), b).unwrap();
+            }
+            for (n, b) in &bad {
+                std::fs::write(format!("/tmp/dbg-bad-{n}"), b).unwrap();
+            }
+        }
         assert!(got == truth, "damage lost or changed acknowledged records");
     }
     Ok(())

@@ -372,6 +372,8 @@ pub struct RawFrames<'a> {
     name: Option<&'a [u8; 7]>,
     version: Version,
     base: u64,
+    /// A whole file (magic included), not a range.
+    file: bool,
     torn: Option<String>,
     done: bool,
 }
@@ -385,6 +387,7 @@ pub fn raw_frames<'a>(bytes: &'a [u8], name: &'a [u8; 7]) -> RawFrames<'a> {
         name: Some(name),
         version: Version::V3,
         base: 0,
+        file: true,
         torn: None,
         done: false,
     }
@@ -399,6 +402,7 @@ pub fn raw_frames_in_range(bytes: &[u8], version: Version, base: u64) -> RawFram
         name: None,
         version,
         base,
+        file: false,
         torn: None,
         done: false,
     }
@@ -448,6 +452,24 @@ impl RawFrames<'_> {
             offset: self.at as u64,
             reason,
         }))
+    }
+
+    /// A file whose magic says format 2 but whose bytes hold format 3
+    /// frames: its version byte is damaged (format 3 read as format 2
+    /// would look torn at its first frame). Checked before a format 2 torn
+    /// tail is accepted.
+    fn format_3_behind_format_2(&self) -> Option<String> {
+        if self.version != Version::V2 || !self.file {
+            return None;
+        }
+        let found = valid_after(self.bytes, 0, Version::V3, self.base);
+        (!found.is_empty()).then(|| {
+            format!(
+                "the magic says format 2, but {} frames of format 3 follow it (first at offset {}): a damaged version byte",
+                found.len(),
+                found[0].0
+            )
+        })
     }
 
     /// `Some(why)` when the bad frame at `self.at` is a torn tail.
@@ -570,7 +592,10 @@ impl<'a> Iterator for RawFrames<'a> {
                 Some(Ok((offset, w.kind, w.payload)))
             }
             Err(bad) => match self.torn_tail(&bad) {
-                Ok(why) => self.tear(why),
+                Ok(why) => match self.format_3_behind_format_2() {
+                    Some(reason) => self.corrupt(reason),
+                    None => self.tear(why),
+                },
                 Err(reason) => self.corrupt(reason),
             },
         }

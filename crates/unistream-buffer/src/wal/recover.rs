@@ -128,6 +128,9 @@ fn upgrade(path: &Path, bytes: &[u8], is_last: bool, options: &FileBufferConfig)
     if it.version() == frame::Version::V3 || (it.torn().is_some() && !is_last) {
         return Ok(false);
     }
+    if let Some(why) = it.torn() {
+        warn!(path = %path.display(), offset = it.valid_len(), dropped = bytes.len() as u64 - it.valid_len(), why, "dropping a torn WAL tail (format 2)");
+    }
     let tmp = path.with_extension("wal.tmp");
     let io = |e| Error::io(&tmp, e);
     let mut f = OpenOptions::new()

@@ -203,3 +203,30 @@ fn cursor_stops_at_the_end() {
     assert!(c.is_empty());
     assert_eq!(Cursor::new(&[255, 255, 255, 255, 1]).bytes(), None);
 }
+
+#[test]
+fn a_version_byte_damaged_from_3_to_2_is_corruption_not_a_torn_tail() {
+    // Found by the wal_recovery fuzz target: read as format 2, the first
+    // format 3 frame looked cut short, and every frame was dropped.
+    for payload in [&b"first"[..], &[b'x'; 3000][..]] {
+        let mut out = file(&[payload, b"second"]);
+        out[7] = 2;
+        let (k, _, torn, err) = kinds(&out);
+        assert_eq!((k, torn, err.map(|e| e.offset)), (vec![], None, Some(8)));
+    }
+    // Where the first frame's length points past the end, the format 3
+    // frames behind it are what tells.
+    let mut out = file(&[&[b'x'; 3000][..]]);
+    out.truncate(8 + 24);
+    encode(&mut out, 2, |o| o.extend_from_slice(b"after")).unwrap();
+    out[7] = 2;
+    out[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+    let (_, _, torn, err) = kinds(&out);
+    assert_eq!(torn, None);
+    assert!(err.unwrap().reason.contains("damaged version byte"));
+    // A format 2 file whose version byte reads 3 is damage too.
+    let mut v2 = file_v2(&[b"first", b"second"]);
+    v2[7] = 3;
+    let (_, _, torn, err) = kinds(&v2);
+    assert_eq!((torn, err.map(|e| e.offset)), (None, Some(8)));
+}
