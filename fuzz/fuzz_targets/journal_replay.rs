@@ -101,9 +101,18 @@ fn loss_check(u: &mut Unstructured<'_>) -> Result<()> {
     let truth = load(&good, true).expect("the undamaged journal loads");
     let mut bad = good.clone();
     let written = bad.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let mut zeroed_word = false;
     for _ in 0..u.int_in_range(1..=4)? {
         let at = u.choose_index(written)?;
         bad[at] ^= u.int_in_range(1..=255u8)?;
+        let word = at / 8 * 8;
+        zeroed_word |= bad.get(word..word + 8).is_some_and(|w| w.iter().all(|&b| b == 0));
+    }
+    // Damage that zeroes a whole 8-byte header word makes exactly what a
+    // kill leaves (an unpublished entry): the documented limit
+    // (docs/guarantees.md), not checked.
+    if zeroed_word {
+        return Ok(());
     }
     if let Some(got) = load(&bad, true) {
         assert!(got == truth, "damage changed the checkpoint");

@@ -22,7 +22,7 @@
 //! | at the first bad frame | a crash leaves it when | verdict |
 //! |---|---|---|
 //! | the file ends inside the 8-byte header word | a `write(2)` cut short by `kill -9` | torn |
-//! | a checked length that runs past the end of the file | the same | torn |
+//! | a checked length that runs past the end of the file, nothing valid after the frame's start | the same | torn |
 //! | a header word of zeros, and no valid frame after it | a mapped frame not yet published (see [`FrameFile`](crate::FrameFile)), preallocated room, a lost sector | torn |
 //! | a header word of zeros, valid frames after it | never: frames are published in order | corruption |
 //! | a nonzero header word whose length checksum fails | never: a word is written whole (one aligned store, one sector) | corruption |
@@ -463,13 +463,30 @@ impl RawFrames<'_> {
             return None;
         }
         let found = valid_after(self.bytes, 0, Version::V3, self.base);
-        (!found.is_empty()).then(|| {
-            format!(
+        if let Some(first) = found.first() {
+            return Some(format!(
                 "the magic says format 2, but {} frames of format 3 follow it (first at offset {}): a damaged version byte",
                 found.len(),
-                found[0].0
-            )
-        })
+                first.0
+            ));
+        }
+        // The bad frame itself may be a format 3 frame whose length is
+        // damaged too: its body checksum then matches the bytes it covers,
+        // whatever its length.
+        let at = self.at;
+        let stored = self.bytes.get(at + 8..at + 12)?;
+        let stored = u32::from_le_bytes(stored.try_into().ok()?);
+        let body = self.bytes.get(at + FRAME_HEADER - 1..)?;
+        let mut crc = 0;
+        for (i, b) in body.iter().enumerate() {
+            crc = crc32c::crc32c_append(crc, std::slice::from_ref(b));
+            if crc == stored {
+                return Some(format!(
+                    "the magic says format 2, but the frame at offset {at} is a format 3 frame of {i} payload bytes with a damaged length: a damaged version byte"
+                ));
+            }
+        }
+        None
     }
 
     /// `Some(why)` when the bad frame at `self.at` is a torn tail.
@@ -483,7 +500,16 @@ impl RawFrames<'_> {
             )
         };
         match (bad, self.version) {
-            (Bad::CutShort(why), Version::V3) => Ok(why.clone()),
+            (Bad::CutShort(why), Version::V3) => {
+                // A write cut short has nothing after it; a length whose
+                // checksum was forged by damage may have.
+                let after = after();
+                if after.is_empty() {
+                    Ok(why.clone())
+                } else {
+                    Err(followed(why, &after))
+                }
+            }
             (Bad::CutShort(why), Version::V2) => {
                 // No length checksum: a damaged length also looks cut short.
                 let after = after();

@@ -230,3 +230,20 @@ fn a_version_byte_damaged_from_3_to_2_is_corruption_not_a_torn_tail() {
     let (_, _, torn, err) = kinds(&v2);
     assert_eq!((torn, err.map(|e| e.offset)), (None, Some(8)));
 }
+
+#[test]
+fn a_version_byte_and_the_only_length_damaged_are_corruption() {
+    // Found by the wal_recovery fuzz target: version 3 -> 2 and the only
+    // frame's length past the end read as a format 2 frame cut short.
+    let mut out = file(&[b"\x01\x000\x02\x00k0aaa"]);
+    out[7] = 2;
+    out[11] ^= 1;
+    let (k, _, torn, err) = kinds(&out);
+    assert_eq!((k, torn), (vec![], None));
+    assert!(err.unwrap().reason.contains("damaged version byte"));
+    // A real format 2 frame cut short stays a torn tail.
+    let v2 = file_v2(&[b"first", b"second frame"]);
+    let (k, _, torn, err) = kinds(&v2[..v2.len() - 3]);
+    assert_eq!((k, err), (vec![1], None));
+    assert!(torn.is_some());
+}
