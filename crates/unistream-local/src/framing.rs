@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! file     := magic (7 bytes: the format's name) | version u8 | frame*
-//! frame v3 := len u32 LE | crc32c(len) u32 LE | crc32c(kind, payload) u32 LE
-//!             | kind u8 | payload (len bytes) | zeros to a multiple of 8 bytes
+//! frame v3 := len u32 LE | crc32c(len) u32 LE | kind u8 | payload (len bytes)
+//!             | crc32c(kind, payload) u32 LE | zeros to a multiple of 8 bytes
 //! frame v2 := len u32 LE | crc32c(kind, payload) u32 LE | kind u8 | payload
 //! ```
 //!
@@ -26,7 +26,7 @@
 //! | a header word of zeros, and no valid frame after it | a mapped frame not yet published (see [`FrameFile`](crate::FrameFile)), preallocated room, a lost sector | torn |
 //! | a header word of zeros, valid frames after it | never: frames are published in order | corruption |
 //! | a nonzero header word whose length checksum fails | never: a word is written whole (one aligned store, one sector) | corruption |
-//! | a checked length, a body whose checksum fails and that ends with zeros from a 512-byte boundary of the file, nothing valid after it | a power loss that kept the file's length but not its last sectors | torn |
+//! | a checked length, a body whose checksum fails, its checksum (the frame's last 4 bytes) zeros and zeros from a 512-byte boundary of the file to the frame's end, nothing valid after it | a power loss that kept the file's length but not its last sectors | torn |
 //! | a checked length, a body whose checksum fails, otherwise | never | corruption |
 //!
 //! Format 2 has no length checksum: there, a bad frame is a torn tail only
@@ -36,10 +36,12 @@
 //! formats unless a power loss explains it (a zeroed sector).
 //!
 //! What no reader can tell: damage that makes a file exactly what a crash
-//! leaves — the file cut short; the last frame's header word zeroed; or
-//! damage in the last frame of a file when that frame's bytes from a
-//! 512-byte boundary to its end are zeros (a power loss leaves the same).
-//! Those are dropped as a torn tail, with a warning.
+//! leaves — the file cut short; the last frame's header word zeroed; the
+//! last frame's checksum zeroed where a 512-byte boundary falls before it
+//! and the bytes between are zeros (a power loss leaves the same). Those
+//! are dropped as a torn tail, with a warning. The checksum is the frame's
+//! *last* field so that a frame's content never ends it: a payload ending
+//! with zeros cannot look like a lost sector.
 //!
 //! It never panics, whatever the bytes (it is fuzzed). [`Cursor`] and the
 //! `put_*` functions encode and decode payload fields.
@@ -64,8 +66,12 @@
 //! ```
 
 /// Bytes before a frame's payload (format 3): length (4), its checksum
-/// (4), the body's checksum (4), kind (1).
-pub const FRAME_HEADER: usize = 13;
+/// (4), kind (1). The body's checksum (4) follows the payload.
+pub const FRAME_HEADER: usize = 9;
+
+/// Bytes after a frame's payload (format 3), before its padding: the
+/// checksum of kind and payload.
+const TRAILER: usize = 4;
 
 /// Format 3 frames start and end on multiples of this many bytes.
 pub const ALIGN: usize = 8;
@@ -125,7 +131,7 @@ fn len_crc(len: u32) -> u32 {
 
 /// Bytes a format 3 frame with a payload of `len` bytes takes.
 pub fn frame_size(len: usize) -> usize {
-    (FRAME_HEADER + len).next_multiple_of(ALIGN)
+    (FRAME_HEADER + len + TRAILER).next_multiple_of(ALIGN)
 }
 
 /// Appends a format 3 frame of `kind` whose payload `payload` writes,
@@ -152,7 +158,7 @@ pub fn encode(
     let crc = crc32c::crc32c(&out[start + FRAME_HEADER - 1..]);
     out[start..start + 4].copy_from_slice(&len32.to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&len_crc(len32).to_le_bytes());
-    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&crc.to_le_bytes());
     out.resize(start + frame_size(len), 0);
     Ok(())
 }
@@ -288,40 +294,60 @@ fn read_at(bytes: &[u8], at: usize, version: Version, base: u64) -> Result<Whole
     if len == 0 && word2 == 0 {
         return Err(Bad::ZeroHeader);
     }
-    let (header, stored) = match version {
-        Version::V3 => {
-            if word2 != len_crc(len) {
-                return Err(Bad::Damage(format!(
-                    "frame header checksum mismatch (length {len}, stored {word2:08x}, computed {:08x})",
-                    len_crc(len)
-                )));
-            }
-            let Some(stored) = head.u32() else {
-                return Err(Bad::CutShort("frame header cut short".into()));
-            };
-            (FRAME_HEADER, stored)
-        }
-        Version::V2 => (V2_HEADER, word2),
-    };
+    if version == Version::V3 && word2 != len_crc(len) {
+        return Err(Bad::Damage(format!(
+            "frame header checksum mismatch (length {len}, stored {word2:08x}, computed {:08x})",
+            len_crc(len)
+        )));
+    }
     let len = len as usize;
-    let end = header.checked_add(len);
-    let next = match version {
-        Version::V3 => end.map(|e| e.next_multiple_of(ALIGN)),
-        Version::V2 => end,
+    // Where the body (kind and payload) ends, where the frame ends, and
+    // where the next one starts.
+    let (body_end, end, next) = match version {
+        Version::V3 => {
+            let body_end = FRAME_HEADER.checked_add(len);
+            let end = body_end.and_then(|e| e.checked_add(TRAILER));
+            (body_end, end, end.map(|e| e.next_multiple_of(ALIGN)))
+        }
+        Version::V2 => {
+            let end = V2_HEADER.checked_add(len);
+            (end, end, end)
+        }
     };
-    let (Some(end), Some(next)) = (end, next) else {
+    let (Some(body_end), Some(end), Some(next)) = (body_end, end, next) else {
         return Err(Bad::CutShort(format!("frame of {len} bytes cut short")));
     };
     if next > rest.len() {
         return Err(Bad::CutShort(format!("frame of {len} bytes cut short")));
     }
-    let body = &rest[header - 1..end];
+    let (body, stored, sector_zeros) = match version {
+        Version::V3 => {
+            let body = &rest[FRAME_HEADER - 1..body_end];
+            let stored = u32::from_le_bytes([
+                rest[body_end],
+                rest[body_end + 1],
+                rest[body_end + 2],
+                rest[body_end + 3],
+            ]);
+            // A lost last sector: the checksum is zeros, and so is
+            // everything from a sector boundary to it.
+            let lost = stored == 0 && ends_in_lost_sector(&rest[..end], base + at as u64);
+            (body, stored, lost)
+        }
+        Version::V2 => {
+            let body = &rest[V2_HEADER - 1..end];
+            (
+                body,
+                word2,
+                has_zero_sector(body, base + (at + V2_HEADER - 1) as u64),
+            )
+        }
+    };
     let actual = crc32c::crc32c(body);
     if actual != stored {
-        let file_at = base + at as u64;
         return Err(Bad::Body {
             why: format!("checksum mismatch (stored {stored:08x}, computed {actual:08x})"),
-            sector_zeros: has_zero_sector(body, file_at + (header - 1) as u64),
+            sector_zeros,
             next: at + next,
         });
     }
@@ -330,6 +356,12 @@ fn read_at(bytes: &[u8], at: usize, version: Version, base: u64) -> Result<Whole
         payload: &body[1..],
         next: at + next,
     })
+}
+
+/// Whether `frame` (at file offset `at`) ends with zeros that start at or
+/// before a 512-byte boundary of the file inside it (format 3).
+fn ends_in_lost_sector(frame: &[u8], at: u64) -> bool {
+    has_zero_sector(frame, at)
 }
 
 /// Whether `body` (at file offset `at`) ends with zeros that start at or
@@ -474,13 +506,11 @@ impl RawFrames<'_> {
         // damaged too: its body checksum then matches the bytes it covers,
         // whatever its length.
         let at = self.at;
-        let stored = self.bytes.get(at + 8..at + 12)?;
-        let stored = u32::from_le_bytes(stored.try_into().ok()?);
         let body = self.bytes.get(at + FRAME_HEADER - 1..)?;
         let mut crc = 0;
         for (i, b) in body.iter().enumerate() {
             crc = crc32c::crc32c_append(crc, std::slice::from_ref(b));
-            if crc == stored {
+            if body.get(i + 1..i + 1 + TRAILER) == Some(&crc.to_le_bytes()[..]) {
                 return Some(format!(
                     "the magic says format 2, but the frame at offset {at} is a format 3 frame of {i} payload bytes with a damaged length: a damaged version byte"
                 ));
