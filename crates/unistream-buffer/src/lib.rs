@@ -36,8 +36,8 @@
 //!
 //! segment := "USWAL" 0x00 0x00 0x03                  magic, format version 3
 //!            frame*                                  (format 2 is read; see below)
-//! frame   := len u32le | crc32c(len) u32le | crc32c(kind, payload) u32le
-//!            | kind u8 | payload | zeros to a multiple of 8 bytes
+//! frame   := len u32le | crc32c(len) u32le | kind u8 | payload
+//!            | crc32c(kind, payload) u32le | zeros to a multiple of 8 bytes
 //!                                     len = payload bytes
 //! kind 1, record:  id_len u16le | id | key_len u16le | partition key | data
 //! kind 5, record with an explicit hash key:

@@ -224,7 +224,10 @@ pub(crate) fn decode(text: &str) -> Result<(DateTime<Utc>, Vec<Slot>), String> {
             }
             _ => return Err(format!("state run {token:?}: unknown")),
         };
-        if count == 0 || slots.len() + count > 1_000_000 {
+        // A checked sum: a count near usize::MAX (a damaged or hostile
+        // item) must be refused, not wrap past the limit (found by the
+        // dynamodb_item fuzz target).
+        if count == 0 || slots.len().checked_add(count).is_none_or(|n| n > 1_000_000) {
             return Err(format!("state run {token:?}: bad count"));
         }
         slots.extend(std::iter::repeat_n(slot, count));
@@ -238,6 +241,16 @@ mod tests {
 
     use unistream_core::ErrorInfo;
     use unistream_core::checkpoint::Checkpoint;
+
+    #[test]
+    fn a_run_count_that_would_overflow_is_refused() {
+        let state = format!(
+            r#"{{"v":2,"created":"2024-01-09T06:24:06.000000Z","locks":[],"runs":"P P*{}"}}"#,
+            usize::MAX
+        );
+        let err = decode(&state).unwrap_err();
+        assert!(err.contains("bad count"), "{err}");
+    }
     use unistream_core::source::Pointer;
 
     use super::*;
