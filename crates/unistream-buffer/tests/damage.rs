@@ -85,7 +85,8 @@ enum Verdict {
     Lost(String),
 }
 
-fn open(dir: &Path, name: &str, bytes: &[u8], want: &[EncodedRecord]) -> Verdict {
+/// Empties `dir`.
+fn clear(dir: &Path) {
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         if p.is_dir() {
@@ -94,6 +95,10 @@ fn open(dir: &Path, name: &str, bytes: &[u8], want: &[EncodedRecord]) -> Verdict
             std::fs::remove_file(&p).unwrap();
         }
     }
+}
+
+fn open(dir: &Path, name: &str, bytes: &[u8], want: &[EncodedRecord]) -> Verdict {
+    clear(dir);
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
     let wal = match FileBuffer::open(dir, config(Durability::Process)) {
@@ -345,14 +350,7 @@ mod property {
         dir: &Path,
         files: &[(String, Vec<u8>)],
     ) -> Result<Option<Vec<EncodedRecord>>, String> {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                std::fs::remove_dir_all(&p).unwrap();
-            } else {
-                std::fs::remove_file(&p).unwrap();
-            }
-        }
+        clear(dir);
         for (name, bytes) in files {
             std::fs::write(dir.join(name), bytes).unwrap();
         }

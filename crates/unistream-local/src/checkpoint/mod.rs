@@ -372,6 +372,27 @@ impl FileCheckpointStore {
         }
     }
 
+    /// Makes `bytes` the content of `path`, whole or not at all: written to
+    /// `*.journal.tmp` (synced in power-loss mode) and renamed over it (the
+    /// directory synced). Returns the file, open for reading and writing.
+    fn replace_with(&self, path: &Path, bytes: &[u8]) -> Result<File> {
+        let tmp = path.with_extension("journal.tmp");
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?;
+        file.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
+        if self.durability == Durability::PowerLoss {
+            file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        }
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        self.sync_dir()?;
+        Ok(file)
+    }
+
     /// Rewrites a journal of an older format in the current one (its good
     /// frames, in order), through a temporary file renamed over it, so that
     /// new entries are never appended in another format. Returns the file,
@@ -386,20 +407,7 @@ impl FileCheckpointStore {
                 frame(&mut out, kind, |o| o.extend_from_slice(payload))?;
             }
         }
-        let tmp = path.with_extension("journal.tmp");
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .write(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| Error::io(&tmp, e))?;
-        file.write_all(&out).map_err(|e| Error::io(&tmp, e))?;
-        if self.durability == Durability::PowerLoss {
-            file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        }
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-        self.sync_dir()?;
+        let file = self.replace_with(path, &out)?;
         tracing::info!(path = %path.display(), "rewrote a checkpoint journal of format 2 in format 3");
         Ok((file, out.len() as u64))
     }
@@ -461,21 +469,8 @@ impl CheckpointStore for FileCheckpointStore {
             })?;
         }
         let path = self.journal_path(checkpoint.batch_sequence());
-        let tmp = path.with_extension("journal.tmp");
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .write(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| Error::io(&tmp, e))?;
-        file.write_all(&out).map_err(|e| Error::io(&tmp, e))?;
+        let file = self.replace_with(&path, &out)?;
         self.writes += 1;
-        if self.durability == Durability::PowerLoss {
-            file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        }
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-        self.sync_dir()?;
         let journal = self.journal_file(path.clone(), file, out.len() as u64, records.len())?;
         if let Some(old) = self.journal.replace(journal)
             && old.path() != path
