@@ -331,7 +331,7 @@ fn read_at(bytes: &[u8], at: usize, version: Version, base: u64) -> Result<Whole
             ]);
             // A lost last sector: the checksum is zeros, and so is
             // everything from a sector boundary to it.
-            let lost = stored == 0 && ends_in_lost_sector(&rest[..end], base + at as u64);
+            let lost = stored == 0 && has_zero_sector(&rest[..end], base + at as u64);
             (body, stored, lost)
         }
         Version::V2 => {
@@ -358,13 +358,8 @@ fn read_at(bytes: &[u8], at: usize, version: Version, base: u64) -> Result<Whole
     })
 }
 
-/// Whether `frame` (at file offset `at`) ends with zeros that start at or
-/// before a 512-byte boundary of the file inside it (format 3).
-fn ends_in_lost_sector(frame: &[u8], at: u64) -> bool {
-    has_zero_sector(frame, at)
-}
-
-/// Whether `body` (at file offset `at`) ends with zeros that start at or
+/// Whether `body` (a frame, or in format 2 its kind and payload; at file
+/// offset `at`) ends with zeros that start at or
 /// before a 512-byte boundary of the file inside it: what a power loss
 /// leaves when the file's length was kept but its last sectors were not.
 fn has_zero_sector(body: &[u8], at: u64) -> bool {
@@ -530,23 +525,17 @@ impl RawFrames<'_> {
             )
         };
         match (bad, self.version) {
-            (Bad::CutShort(why), Version::V3) => {
-                // A write cut short has nothing after it; a length whose
-                // checksum was forged by damage may have.
+            (Bad::CutShort(why), version) => {
+                // A write cut short has nothing after it; a damaged length
+                // (format 2 has no length checksum; in format 3 it would
+                // have to be forged) may have.
                 let after = after();
                 if after.is_empty() {
                     Ok(why.clone())
+                } else if version == Version::V2 {
+                    Err(followed(&format!("{why} (a damaged length)"), &after))
                 } else {
                     Err(followed(why, &after))
-                }
-            }
-            (Bad::CutShort(why), Version::V2) => {
-                // No length checksum: a damaged length also looks cut short.
-                let after = after();
-                if after.is_empty() {
-                    Ok(why.clone())
-                } else {
-                    Err(followed(&format!("{why} (a damaged length)"), &after))
                 }
             }
             (Bad::ZeroHeader, Version::V3) => {
