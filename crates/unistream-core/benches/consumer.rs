@@ -156,6 +156,36 @@ fn consume(
 
 type LocalConsumer = Consumer<FileSource, Noop, FileCheckpointStore, MemoryDeadLetterQueue>;
 
+/// One run of the local consumer at `concurrency`, no failures.
+fn consume_with(
+    rt: &tokio::runtime::Runtime,
+    stream: &Path,
+    dir: &Path,
+    limit: usize,
+    concurrency: usize,
+    n: u64,
+) {
+    let _ = std::fs::remove_dir_all(dir);
+    let store = FileCheckpointStore::open(dir, "bench", Durability::Process)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = config(limit);
+    cfg.concurrency = concurrency;
+    let noop = Noop {
+        every: 0,
+        hang_at: None,
+    };
+    let mut c = Consumer::new(
+        cfg,
+        FileSource::new(stream),
+        noop,
+        store,
+        MemoryDeadLetterQueue::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let s = rt.block_on(c.run()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.succeeded, n);
+}
+
 /// The local consumer over `stream`, its checkpoint in `dir`; the processor
 /// fails the first attempt of one record in `every` and hangs on `hang_at`.
 fn local_consumer(
@@ -196,8 +226,14 @@ fn main() {
         let stream = PathBuf::from(&args[i + 1]);
         let limit: usize = args[i + 2].parse().unwrap_or(1000);
         let n: u64 = args[i + 3].parse().unwrap_or(0);
-        let dir = stream.with_extension(format!("rss-{limit}"));
-        consume(&runtime(), &stream, &dir, limit, 0, n);
+        // Optional: the concurrency (1 unless given), for instruction
+        // counts of the engine under `valgrind --tool=callgrind`.
+        let concurrency: usize = args
+            .get(i + 4)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1);
+        let dir = stream.with_extension(format!("rss-{limit}-{concurrency}"));
+        consume_with(&runtime(), &stream, &dir, limit, concurrency, n);
         println!("{}", rss_kib("VmHWM:"));
         return;
     }
