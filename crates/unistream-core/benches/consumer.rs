@@ -228,10 +228,7 @@ fn main() {
         let n: u64 = args[i + 3].parse().unwrap_or(0);
         // Optional: the concurrency (1 unless given), for instruction
         // counts of the engine under `valgrind --tool=callgrind`.
-        let concurrency: usize = args
-            .get(i + 4)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(1);
+        let concurrency: usize = args.get(i + 4).and_then(|c| c.parse().ok()).unwrap_or(1);
         let dir = stream.with_extension(format!("rss-{limit}-{concurrency}"));
         consume_with(&runtime(), &stream, &dir, limit, concurrency, n);
         println!("{}", rss_kib("VmHWM:"));

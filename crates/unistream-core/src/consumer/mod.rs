@@ -46,6 +46,7 @@ use crate::source::{Source, SourceRecord};
 
 mod config;
 mod engine;
+mod letters;
 mod metrics;
 mod processor;
 mod report;

@@ -1,4 +1,4 @@
-//! The pieces of work the engine ([`run_records`](super::engine)) keeps in
+//! The pieces of work the engine ([`BatchRun`](super::engine)) keeps in
 //! flight and the bookkeeping around them: attempts, slices and dead letters
 //! as futures ([`launch`], [`send_letter`]), what each one reports
 //! ([`Done`]), the trackers changed since the last write ([`Dirty`]), and
