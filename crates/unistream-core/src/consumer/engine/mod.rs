@@ -25,6 +25,9 @@
 //! carries the first group's marks; the last is `save_commit`, which carries
 //! the last results ([`finish`](BatchRun::finish)).
 
+mod results;
+mod write;
+
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
@@ -32,22 +35,21 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt as _;
-use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::config::{ConsumerConfig, OnExhausted};
 use super::letters::Letters;
-use super::metrics::{EngineMetrics, Write};
-use super::processor::{Handler, Outcome};
+use super::metrics::EngineMetrics;
+use super::processor::Handler;
 use super::report::BatchReport;
 use super::schedule::Schedule;
 use super::work::{Dirty, Done, Running, dead_letter, lanes, launch, one_item, send_letter};
 use crate::checkpoint::{Checkpoint, CheckpointStore, Status};
 use crate::clock::SharedClock;
 use crate::dlq::DeadLetterQueue;
-use crate::error::{BoxError, Error, ErrorInfo, Result};
+use crate::error::{Error, ErrorInfo, Result};
 use crate::record::Record;
 use crate::source::SourceRecord;
 
@@ -445,156 +447,11 @@ where
         }
     }
 
-    /// Whether candidates may be marked now: starting, room in flight, and
-    /// nothing marked left to start.
-    fn can_mark(&self, starting: bool) -> bool {
-        starting
-            && self.sched.in_flight() < self.in_flight_limit
-            && !self.sched.has_startable()
-            && self.sched.has_candidate()
-    }
-
-    /// Whether a write is needed (none being in flight): the batch is not
-    /// saved yet, candidates can be marked, an exhaustion must be durable
-    /// before its letter, or results are unsaved and nothing else moves (or
-    /// `checkpoint_interval`'s time is up). Once every record is done, the
-    /// commit carries the results instead.
-    fn write_due(&self, mark: bool, now: DateTime<Utc>) -> bool {
-        let idle = self.running.is_empty() && !self.sched.has_startable() && !mark;
-        let timed = self
-            .config
-            .checkpoint_interval
-            .and_then(|i| i.time)
-            .is_some_and(|t| remaining(self.last_write, now) >= t);
-        let finished = self.sched.unfinished() == 0;
-        self.first_write
-            || mark
-            || self.letters.any_unsaved()
-            || (self.dirty.any() && !finished && (idle || timed))
-    }
-
-    /// Marks candidates, oldest first, until `lookahead` records are marked
-    /// or in flight: each begins an attempt under one new lock id (counted
-    /// and locked in the checkpoint, saved by the write that follows). A
-    /// letter candidate is exhausted instead; a record whose waited-for lock
-    /// expired has that attempt counted first (and may be exhausted by it);
-    /// one still locked by another owner waits again.
-    fn mark(&mut self, now: DateTime<Utc>) -> Result<()> {
-        *self.lock_counter += 1;
-        // Hot path (once per write): no `format!` machinery, and one buffer
-        // for the batch (`begin_attempt` copies it).
-        self.lock.clear();
-        self.lock.push_str(self.instance);
-        self.lock.push('-');
-        self.lock
-            .push_str(itoa::Buffer::new().format(*self.lock_counter));
-        while self.sched.marked() + self.sched.in_flight() < self.lookahead {
-            let Some(i) = self.sched.take_candidate() else {
-                break;
-            };
-            if self.sched.is_letter(i) {
-                if let Err(error) = &self.decoded[i]
-                    && self.cp.trackers()[i].status != Status::Exhausted
-                {
-                    self.cp.exhaust(i, error.clone(), now)?;
-                    self.dirty.add(i);
-                }
-                if self.dirty.flag[i] || self.first_write {
-                    self.letters.unsaved(i);
-                } else {
-                    self.letters.ready(i);
-                }
-                self.exhausted(i);
-                continue;
-            }
-            // A lock waited for has expired: that attempt counts (as on a
-            // restart), and may have been the last.
-            if self.cp.recover_expired(i, now)? {
-                self.dirty.add(i);
-                if self.cp.trackers()[i].status == Status::Exhausted {
-                    self.letters.unsaved(i);
-                    self.exhausted(i);
-                    continue;
-                }
-            }
-            match self.cp.begin_attempt(i, &self.lock, now) {
-                Ok(_) => self.dirty.add(i),
-                Err(Error::RecordLocked {
-                    record_id, until, ..
-                }) => {
-                    info!(consumer = %self.config.consumer_id, %record_id, %until, "record locked by another owner; waiting for the lock to expire");
-                    self.sched
-                        .unmark(i, until.max(now + chrono::Duration::milliseconds(1)));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
     /// Record `i` (already in `letters`) goes to the dead-letter queue, not
     /// to the processor; with `OnExhausted::Halt`, nothing more starts.
     fn exhausted(&mut self, i: usize) {
         self.sched.dead_letter(i);
         self.halting |= self.config.on_exhausted == OnExhausted::Halt;
-    }
-
-    /// Writes everything changed since the last write: `save_batch` for the
-    /// batch's first, else one `save_tracker` per changed tracker and a
-    /// `sync`. Awaited here when nothing else could move while it runs (the
-    /// first write, or nothing in flight: the common case of a sequential
-    /// consumer, no boxed future nor `select!` round); else left in flight
-    /// for [`wait`](Self::wait). The marks and exhaustions it carries are
-    /// durable once it returns.
-    async fn write(&mut self, now: DateTime<Utc>) -> Result<Wrote> {
-        let Some(store) = self.store.take() else {
-            return Err(Error::InvalidTransition(
-                "checkpoint write already in flight".into(),
-            ));
-        };
-        let metrics = self.metrics;
-        self.last_write = now;
-        if self.first_write {
-            self.first_write = false;
-            let since = metrics.start();
-            let saved = store.save_batch(self.cp, self.records).await;
-            metrics.wrote(Write::Batch, since, 1);
-            saved?;
-            self.dirty.clear();
-            self.store = Some(store);
-            self.made_durable_in_place();
-            return Ok(Wrote::Awaited(None));
-        }
-        let since = self
-            .dirty
-            .save(store, self.cp, metrics, metrics.start())
-            .await?;
-        if self.running.is_empty() {
-            // A shutdown is seen right after.
-            let synced = store.sync().await;
-            metrics.wrote(Write::Sync, since, 1);
-            synced?;
-            self.store = Some(store);
-            self.made_durable_in_place();
-            // The record just marked starts next, and its result reads the
-            // clock: the write's start time serves until then.
-            let hint = self.sched.has_startable().then_some(now);
-            return Ok(Wrote::Awaited(hint));
-        }
-        self.letters.write_started();
-        self.write = Some(Box::pin(async move {
-            let r = store.sync().await;
-            metrics.wrote(Write::Sync, since, 1);
-            (store, r)
-        }));
-        Ok(Wrote::InFlight)
-    }
-
-    /// A write awaited in place returned: its marks may start, its
-    /// exhaustions' letters may be sent.
-    fn made_durable_in_place(&mut self) {
-        self.sched.made_durable();
-        self.letters.saved_in_place();
     }
 
     /// Whether the loop ends: nothing in hand (no write, nothing in flight,
@@ -607,202 +464,5 @@ where
         self.sched.unfinished() == 0
             || self.stopping
             || (self.halting && !self.letters.any_unsaved())
-    }
-
-    /// Waits for the first of: an attempt, slice or letter ending (then
-    /// every other one already ended: the next write carries them all), the
-    /// write in flight returning, a shutdown, the next retry or lock timer
-    /// (when `starting`), or the shutdown grace running out.
-    async fn wait(&mut self, starting: bool, now: DateTime<Utc>) -> Result<()> {
-        let clock = self.clock;
-        let timer = if starting {
-            self.sched.next_timer()
-        } else {
-            None
-        };
-        let writing = self.write.is_some();
-        let grace_until = self.grace_until;
-        let event = {
-            let write = &mut self.write;
-            let written = async {
-                match write.as_mut() {
-                    Some(w) => w.await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                biased;
-                Some(done) = self.running.next(), if !self.running.is_empty() => Event::Done(done),
-                (s, r) = written, if writing => Event::Written(s, r),
-                _ = self.shutdown.cancelled(), if !self.stopping => Event::Shutdown,
-                // Lazy: a disabled branch's expression is still evaluated.
-                () = async { clock.sleep(remaining(now, timer.unwrap_or(now))).await }, if timer.is_some() => Event::Timer,
-                () = async { clock.sleep(remaining(now, grace_until.unwrap_or(now))).await }, if grace_until.is_some() && !self.running.is_empty() => Event::GraceOver,
-            }
-        };
-        match event {
-            Event::Written(s, r) => {
-                self.store = Some(s);
-                self.write = None;
-                r?;
-                self.sched.made_durable();
-                self.letters.write_done();
-            }
-            Event::Shutdown => self.stop(clock.now()),
-            Event::Timer => {}
-            Event::GraceOver => {
-                warn!(consumer = %self.config.consumer_id, records = self.sched.in_flight(), grace = ?self.config.shutdown_grace, "records still in flight after the shutdown grace: dropped (retried after a restart)");
-                self.running = FuturesUnordered::new();
-                self.metrics.in_flight(0);
-            }
-            Event::Done(done) => {
-                self.on_done(done)?;
-                // Every other result already in: the next write carries
-                // them all (group commit), rather than one now and the rest
-                // after.
-                while let Some(Some(done)) = self.running.next().now_or_never() {
-                    self.on_done(done)?;
-                }
-                self.metrics.in_flight(self.sched.in_flight());
-            }
-        }
-        Ok(())
-    }
-
-    /// One ended future: an attempt's or a slice's results are settled; a
-    /// letter sent marks its record dead-lettered (a letter that could not
-    /// be sent, after `dlq_retry`, fails the run).
-    fn on_done(&mut self, done: Done) -> Result<()> {
-        match done {
-            Done::One {
-                index,
-                lock,
-                result,
-            } => self.settle(index, &lock, result, self.clock.now()),
-            Done::Unit {
-                indices,
-                locks,
-                results,
-            } => {
-                let now = self.clock.now();
-                for ((i, lock), result) in indices.into_iter().zip(locks).zip(results) {
-                    self.settle(i, &lock, result, now)?;
-                }
-                Ok(())
-            }
-            Done::Letter {
-                index,
-                letter,
-                result,
-            } => {
-                if let Err(e) = result {
-                    return Err(Error::DeadLetter {
-                        record_id: letter.record_id,
-                        source: Box::new(e),
-                    });
-                }
-                self.cp.mark_dead_lettered(index, self.clock.now())?;
-                self.dirty.add(index);
-                self.sched.done(index);
-                self.report.dead_lettered += 1;
-                info!(consumer = %self.config.consumer_id, record_id = %letter.record_id, attempts = letter.attempts, "record sent to the dead-letter queue");
-                self.handler.on_dead_letter(&letter);
-                if self.config.on_exhausted == OnExhausted::Halt {
-                    self.halting = true;
-                    self.halted
-                        .get_or_insert((letter.record_id, letter.attempts));
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// Records one attempt's result (under `lock`) in the checkpoint: done
-    /// if it succeeded or was ignored; else failed and waiting for its retry
-    /// delay, or exhausted (a letter, unsaved).
-    fn settle(
-        &mut self,
-        i: usize,
-        lock: &str,
-        result: std::result::Result<Outcome, BoxError>,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        self.report.attempts += 1;
-        self.dirty.add(i);
-        match result {
-            Ok(Outcome::Succeeded) => {
-                self.cp.succeed(i, lock, None, now)?;
-                self.report.succeeded += 1;
-                self.sched.done(i);
-            }
-            Ok(Outcome::SucceededWith(data)) => {
-                self.cp.succeed(i, lock, Some(data), now)?;
-                self.report.succeeded += 1;
-                self.sched.done(i);
-            }
-            Ok(Outcome::Ignored) => {
-                self.cp.ignore(i, lock, now)?;
-                self.report.ignored += 1;
-                self.sched.done(i);
-            }
-            Err(e) => {
-                self.report.failures += 1;
-                let t = self.cp.fail(i, lock, ErrorInfo::from_error(&*e), now)?;
-                debug!(consumer = %self.config.consumer_id, record_id = %t.record_id, attempt = t.attempts, status = ?t.status, error = %e, "attempt failed");
-                if t.status == Status::Exhausted {
-                    self.letters.unsaved(i);
-                    self.exhausted(i);
-                } else {
-                    let wait = self.config.retry.delay_before(t.attempts + 1);
-                    self.sched.failed(i, until(now, wait));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// After the loop: every record done (and no halt) — the last results
-    /// and the commit in `save_commit`; else the marks never started are
-    /// taken back and the state synced (a stop or a halt).
-    async fn finish(mut self) -> Result<Finish> {
-        let Some(store) = self.store.take() else {
-            return Err(Error::InvalidTransition(
-                "checkpoint write still in flight".into(),
-            ));
-        };
-        let metrics = self.metrics;
-        if self.sched.unfinished() == 0 && self.halted.is_none() {
-            self.cp.commit()?;
-            let since = self
-                .dirty
-                .save(store, self.cp, metrics, metrics.start())
-                .await?;
-            let committed = store.save_commit(self.cp).await;
-            metrics.wrote(Write::Commit, since, 1);
-            committed?;
-            return Ok(Finish::Committed);
-        }
-        // Marked records that never started: their attempt is taken back.
-        let now = self.clock.now();
-        for i in self.sched.marked_records() {
-            if let Some(lock) = self.cp.trackers()[i].lock.clone() {
-                self.cp.release(i, &lock, now)?;
-                self.dirty.add(i);
-            }
-        }
-        let since = self
-            .dirty
-            .save(store, self.cp, metrics, metrics.start())
-            .await?;
-        let synced = store.sync().await;
-        metrics.wrote(Write::Sync, since, 1);
-        synced?;
-        match self.halted.take() {
-            Some((record_id, attempts)) => Ok(Finish::Halted {
-                record_id,
-                attempts,
-            }),
-            None => Ok(Finish::Stopped),
-        }
     }
 }
