@@ -24,7 +24,7 @@ use unistream::local::Durability;
 use unistream::retry::RetryPolicy;
 use unistream::sqs_dlq::SqsDeadLetterQueue;
 use unistream_aws_examples::{
-    aws_config, create_bucket_if_missing, create_table_if_missing, first_shard, s3_client,
+    aws_clients, create_bucket_if_missing, create_table_if_missing, first_shard,
 };
 use unistream_examples::{AnnouncedDlq, DemoProcessor, exit_code, init_logging, run_verbose};
 
@@ -106,11 +106,11 @@ fn aws(what: &str, e: impl std::fmt::Display) -> Error {
 
 async fn run(args: Args) -> unistream::Result<()> {
     unistream_examples::init_metrics(args.metrics_addr)?;
-    let config = aws_config(args.endpoint.as_deref()).await;
-    let kinesis = aws_sdk_kinesis::Client::new(&config);
-    let ddb = aws_sdk_dynamodb::Client::new(&config);
-    let s3 = s3_client(&config, args.endpoint.is_some());
-    let sqs = aws_sdk_sqs::Client::new(&config);
+    let clients = aws_clients(args.endpoint.as_deref()).await;
+    let kinesis = clients.kinesis();
+    let ddb = clients.dynamodb();
+    let s3 = clients.s3();
+    let sqs = clients.sqs();
     if args.create {
         create_resources(&args, &ddb, &s3, &sqs).await?;
     }

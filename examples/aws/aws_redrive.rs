@@ -17,7 +17,7 @@ use unistream::kinesis::KinesisSink;
 use unistream::local::Durability;
 use unistream::producer::{Producer, ProducerConfig};
 use unistream::sqs_dlq::{SqsDeadLetterQueue, redrive};
-use unistream_aws_examples::aws_config;
+use unistream_aws_examples::aws_clients;
 use unistream_examples::{exit_code, init_logging};
 
 #[derive(Parser, Debug)]
@@ -47,8 +47,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> unistream::Result<()> {
-    let config = aws_config(args.endpoint.as_deref()).await;
-    let sqs = aws_sdk_sqs::Client::new(&config);
+    let clients = aws_clients(args.endpoint.as_deref()).await;
+    let sqs = clients.sqs();
     let url = sqs
         .get_queue_url()
         .queue_name(&args.queue)
@@ -70,7 +70,7 @@ async fn run(args: Args) -> unistream::Result<()> {
     let producer = Producer::new(
         ProducerConfig::default(),
         wal,
-        KinesisSink::new(aws_sdk_kinesis::Client::new(&config), &args.stream),
+        KinesisSink::new(clients.kinesis(), &args.stream),
     );
     let report = redrive(&dlq, &producer, args.max).await?;
     producer.flush().await?;

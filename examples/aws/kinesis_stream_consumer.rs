@@ -34,9 +34,7 @@ use unistream::local::Durability;
 use unistream::local::{AppendFile, FileCheckpointStore, FileDeadLetterQueue};
 use unistream::retry::RetryPolicy;
 use unistream::{BoxError, CancellationToken};
-use unistream_aws_examples::{
-    aws_config, create_bucket_if_missing, create_table_if_missing, s3_client,
-};
+use unistream_aws_examples::{aws_clients, create_bucket_if_missing, create_table_if_missing};
 use unistream_examples::{MyRecord, RandomError, chance, exit_code, init_logging};
 
 #[derive(Parser, Debug)]
@@ -153,10 +151,10 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> unistream::Result<()> {
     unistream_examples::init_metrics(args.metrics_addr)?;
-    let config = aws_config(args.endpoint.as_deref()).await;
-    let kinesis = aws_sdk_kinesis::Client::new(&config);
-    let ddb = aws_sdk_dynamodb::Client::new(&config);
-    let s3 = s3_client(&config, args.endpoint.is_some());
+    let clients = aws_clients(args.endpoint.as_deref()).await;
+    let kinesis = clients.kinesis();
+    let ddb = clients.dynamodb();
+    let s3 = clients.s3();
     if args.create {
         create_resources(&ddb, &s3, &args).await?;
     }

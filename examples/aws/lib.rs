@@ -1,63 +1,34 @@
-//! What the AWS examples share: the SDK configuration for AWS or an
-//! emulator. (Kept apart from the local examples so that those build without
+//! What the AWS examples share: the clients for AWS or emulators. (Kept apart from the local examples so that those build without
 //! the AWS SDK.)
 
-/// The AWS configuration: the default one (environment, profile, instance
-/// role), or, with `endpoint`, an emulator — with dummy credentials and
-/// `us-east-1` unless the environment sets others.
-pub async fn aws_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+/// The AWS clients: the default AWS configuration (environment, profile,
+/// instance role), or, with `endpoint` (or `AWS_ENDPOINT_URL`, and per
+/// service `AWS_ENDPOINT_URL_KINESIS`, `…_DYNAMODB`, `…_S3`, `…_SQS`),
+/// emulators — with dummy credentials, `us-east-1` and path-style S3 unless
+/// the environment sets others ([`unistream::aws::AwsSetup`]).
+pub async fn aws_clients(endpoint: Option<&str>) -> unistream::aws::Aws {
+    let mut setup = unistream::aws::AwsSetup::from_env();
     if let Some(url) = endpoint {
-        loader = loader.endpoint_url(url);
-        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-            loader = loader.credentials_provider(aws_sdk_kinesis::config::Credentials::new(
-                "test", "test", None, None, "emulator",
-            ));
-        }
-        if std::env::var_os("AWS_REGION").is_none() {
-            loader = loader.region(aws_config::Region::new("us-east-1"));
-        }
+        setup = setup.endpoint(url);
     }
-    loader.load().await
+    setup.load().await
 }
 
-/// A Kinesis client: the default AWS configuration (environment, profile,
-/// instance role), or, with `endpoint`, an emulator — with dummy
-/// credentials and `us-east-1` unless the environment sets others.
+/// A Kinesis client, as [`aws_clients`] configures it.
 pub async fn kinesis_client(endpoint: Option<&str>) -> aws_sdk_kinesis::Client {
-    aws_sdk_kinesis::Client::new(&aws_config(endpoint).await)
+    aws_clients(endpoint).await.kinesis()
 }
 
-/// The id of the first shard of `stream`.
+/// The id of the first shard of `stream` (its name or ARN).
 pub async fn first_shard(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
 ) -> unistream::Result<String> {
-    client
-        .list_shards()
-        .stream_name(stream)
-        .send()
-        .await
-        .map_err(|e| {
-            unistream::Error::backend(
-                "ListShards",
-                aws_sdk_kinesis::error::DisplayErrorContext(e).to_string(),
-            )
-        })?
-        .shards()
+    unistream::kinesis::list_shards(client, stream)
+        .await?
         .first()
         .map(|s| s.shard_id().to_owned())
         .ok_or_else(|| unistream::Error::Config(format!("stream {stream} has no shard")))
-}
-
-/// An S3 client; path-style addressing for an emulator (`localhost`
-/// endpoints need it).
-pub fn s3_client(config: &aws_config::SdkConfig, emulator: bool) -> aws_sdk_s3::Client {
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(config)
-            .force_path_style(emulator)
-            .build(),
-    )
 }
 
 fn backend(what: &str, e: impl std::fmt::Display) -> unistream::Error {

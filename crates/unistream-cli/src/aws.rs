@@ -1,16 +1,20 @@
 //! The AWS clients of the commands that talk to AWS: the usual AWS
-//! configuration (environment, profile, instance or task role), or an
-//! emulator with `--endpoint`.
+//! configuration (environment, profile, instance or task role), or
+//! emulators with `--endpoint` / `AWS_ENDPOINT_URL` and per service
+//! `AWS_ENDPOINT_URL_KINESIS`, `…_DYNAMODB`, `…_S3`, `…_SQS`
+//! (`unistream_aws::AwsSetup`).
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use unistream_aws::{Aws, AwsSetup};
 
 /// Where AWS is.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct AwsArgs {
-    /// An AWS endpoint other than AWS's own (an emulator, a VPC endpoint).
-    /// With it, S3 is addressed path-style, and the region defaults to
-    /// us-east-1 and the credentials to dummy ones unless the environment
-    /// sets them.
+    /// An AWS endpoint other than AWS's own (an emulator, a VPC endpoint)
+    /// for every service; one service's own endpoint is read from
+    /// AWS_ENDPOINT_URL_KINESIS, AWS_ENDPOINT_URL_DYNAMODB,
+    /// AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL_SQS. With an endpoint, S3 is
+    /// addressed path-style, and the region defaults to us-east-1 and the
+    /// credentials to dummy ones unless the environment sets them.
     #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
     pub(crate) endpoint: Option<String>,
     /// The AWS region (default: from the AWS configuration).
@@ -18,55 +22,16 @@ pub(crate) struct AwsArgs {
     pub(crate) region: Option<String>,
 }
 
-/// The clients, built once per command.
-#[derive(Debug, Clone)]
-pub(crate) struct Clients {
-    config: SdkConfig,
-    emulator: bool,
-}
-
 impl AwsArgs {
     /// Loads the AWS configuration.
-    pub(crate) async fn clients(&self) -> Clients {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    pub(crate) async fn clients(&self) -> Aws {
+        let mut setup = AwsSetup::from_env();
         if let Some(url) = &self.endpoint {
-            loader = loader.endpoint_url(url);
-            if std::env::var_os("AWS_ACCESS_KEY_ID").is_none()
-                && std::env::var_os("AWS_PROFILE").is_none()
-            {
-                loader = loader.credentials_provider(aws_sdk_kinesis::config::Credentials::new(
-                    "test", "test", None, None, "emulator",
-                ));
-            }
-            if self.region.is_none() && std::env::var_os("AWS_REGION").is_none() {
-                loader = loader.region(Region::new("us-east-1"));
-            }
+            setup = setup.endpoint(url);
         }
         if let Some(region) = &self.region {
-            loader = loader.region(Region::new(region.clone()));
+            setup = setup.region(region);
         }
-        Clients {
-            config: loader.load().await,
-            emulator: self.endpoint.is_some(),
-        }
-    }
-}
-
-impl Clients {
-    pub(crate) fn kinesis(&self) -> aws_sdk_kinesis::Client {
-        aws_sdk_kinesis::Client::new(&self.config)
-    }
-    pub(crate) fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
-        aws_sdk_dynamodb::Client::new(&self.config)
-    }
-    pub(crate) fn s3(&self) -> aws_sdk_s3::Client {
-        aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&self.config)
-                .force_path_style(self.emulator)
-                .build(),
-        )
-    }
-    pub(crate) fn sqs(&self) -> aws_sdk_sqs::Client {
-        aws_sdk_sqs::Client::new(&self.config)
+        setup.load().await
     }
 }

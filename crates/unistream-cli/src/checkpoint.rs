@@ -21,15 +21,16 @@ use std::path::PathBuf;
 
 use chrono::Utc;
 use serde_json::json;
-use unistream_core::checkpoint::{Checkpoint, CheckpointStore, Status, StoredCheckpoint};
-use unistream_core::source::Pointer;
+use unistream_core::checkpoint::{Checkpoint, CheckpointStore, Status, Tracker};
+use unistream_core::source::{Pointer, SourceRecord};
 use unistream_core::{Error, Result};
 use unistream_dynamodb_s3::DynamoDbS3CheckpointStore;
-use unistream_leases::{DynamoDbLeaseTable, LeaseTable};
-use unistream_local::{Durability, FileCheckpointStore};
+use unistream_kinesis::Position;
+use unistream_leases::{DynamoDbLeaseTable, ensure_not_held, shard_of_key};
+use unistream_local::{Durability, FileCheckpointStore, FilePosition};
 
 use crate::Output;
-use crate::aws::{AwsArgs, Clients};
+use crate::aws::AwsArgs;
 
 /// Where the checkpoint is.
 #[derive(clap::Args, Debug)]
@@ -147,7 +148,7 @@ impl StoreArgs {
                 "say where the checkpoint is: --dir DIR --consumer ID, or --table T --key K --bucket B".into(),
             ));
         };
-        let clients: Clients = aws.clients().await;
+        let clients = aws.clients().await;
         let store = DynamoDbS3CheckpointStore::builder(clients.dynamodb(), clients.s3())
             .table(table)
             .key(key)
@@ -320,53 +321,6 @@ enum Repair {
     Retry(String),
 }
 
-/// Refuses while a lease-coordinated consumer holds the shard of `key`
-/// (`<app>/<shard id>`).
-async fn check_lease(aws: &AwsArgs, lease_table: &str, key: &str) -> Result<()> {
-    let shard = key.rsplit('/').next().unwrap_or(key);
-    let table = DynamoDbLeaseTable::new(aws.clients().await.dynamodb(), lease_table);
-    let leases = table.list().await?;
-    match leases.iter().find(|l| l.shard_id == shard) {
-        Some(lease) if lease.owner.is_some() => Err(owned(
-            &format!("lease table {lease_table}"),
-            key,
-            format!(
-                "the lease of shard {shard} is held by worker {} (counter {}): stop that worker (it releases its leases) first",
-                lease.owner.as_deref().unwrap_or("?"),
-                lease.counter
-            ),
-        )),
-        Some(_) => Ok(()),
-        None => Err(Error::Config(format!(
-            "no lease for shard {shard:?} in table {lease_table} (taken from the key {key:?}: <app>/<shard id>)"
-        ))),
-    }
-}
-
-/// Refuses while a record is in progress under a lock that has not
-/// expired: some consumer is working on the batch.
-fn check_locks(stored: &StoredCheckpoint, what: &str) -> Result<()> {
-    let now = Utc::now();
-    if let Some(t) = stored
-        .checkpoint
-        .trackers()
-        .iter()
-        .find(|t| t.is_locked(now))
-    {
-        return Err(owned(
-            what,
-            stored.checkpoint.consumer_id(),
-            format!(
-                "record {:?} is being processed by a running consumer (lock {} until {}): stop it first",
-                t.record_id,
-                t.lock.as_deref().unwrap_or("?"),
-                t.lock_expire_time.map_or("?".into(), |t| t.to_rfc3339())
-            ),
-        ));
-    }
-    Ok(())
-}
-
 async fn repair(
     args: &StoreArgs,
     aws: &AwsArgs,
@@ -375,55 +329,54 @@ async fn repair(
     what: Repair,
 ) -> Result<Output> {
     if let (Some(lease_table), Some(key)) = (lease_table, &args.key) {
-        check_lease(aws, lease_table, key).await?;
+        let table = DynamoDbLeaseTable::new(aws.clients().await.dynamodb(), lease_table);
+        let shard = shard_of_key(key);
+        ensure_not_held(&table, lease_table, shard)
+            .await
+            .map_err(|e| match e {
+                Error::Config(m) => Error::Config(format!(
+                    "{m} (taken from the key {key:?}: <app>/<shard id>)"
+                )),
+                e => e,
+            })?;
     }
     let mut store = args.open(aws).await?;
-    // The DynamoDB item's version as read: the repair is written only if
-    // the item is still at it.
-    let mut seen_version = None;
-    let (name, stored) = match &mut store {
-        // The lock is held from `open`: a running consumer was refused there.
-        Store::File(s, name) => (name.clone(), s.load().await?),
-        Store::Dynamo(s, name) => {
-            let Some(peeked) = s.peek().await? else {
-                return Err(no_checkpoint(name));
-            };
-            check_locks(&peeked.stored, name)?;
-            seen_version = Some(peeked.version);
-            (name.clone(), Some(peeked.stored))
+    let change = |cp: &mut Checkpoint, records: &mut Vec<SourceRecord>| -> Result<Change> {
+        match &what {
+            Repair::Reset(to) => {
+                check_pointer(to, cp)?;
+                records.clear();
+                Ok(Change::Reset(cp.reset_to(to.clone())))
+            }
+            Repair::Retry(id) => Ok(Change::Retry(Box::new(cp.retry_record(id, Utc::now())?))),
         }
     };
-    let Some(StoredCheckpoint {
-        mut checkpoint,
-        records,
-    }) = stored
-    else {
+    // The file store holds its lock from `open`; the DynamoDB one reads
+    // without taking over, refuses while a record is locked, and writes only
+    // at the version it read (`DynamoDbS3CheckpointStore::repair`).
+    let (name, repaired) = match &mut store {
+        Store::File(s, name) => (name.clone(), s.repair(yes, change).await?),
+        Store::Dynamo(s, name) => (name.clone(), s.repair(yes, change).await?),
+    };
+    let Some(repaired) = repaired else {
         return Err(no_checkpoint(&name));
     };
-    let before = checkpoint.clone();
-    if let Repair::Reset(to) = &what {
-        check_pointer(to, &checkpoint)?;
-    }
-    let (text, json, records) = match &what {
-        Repair::Reset(to) => {
-            let dropped = checkpoint.reset_to(to.clone());
-            (
-                format!(
-                    "checkpoint of {name}: batch {} dropped ({dropped} of its {} records not done); the next batch starts at {to} (was {})\n",
-                    before.batch_sequence(),
-                    before.trackers().len(),
-                    before
-                        .next_pointer()
-                        .map_or("nothing: the stream was closed".into(), ToString::to_string)
-                ),
-                json!({"reset_to": to.as_str(), "dropped_not_done": dropped,
-                       "batch_sequence": before.batch_sequence(),
-                       "was_next_pointer": before.next_pointer().map(|p| p.as_str().to_owned())}),
-                Vec::new(),
-            )
-        }
-        Repair::Retry(id) => {
-            let t = checkpoint.retry_record(id, Utc::now())?;
+    let before = &repaired.before;
+    let (text, json) = match (&what, &repaired.outcome) {
+        (Repair::Reset(to), Change::Reset(dropped)) => (
+            format!(
+                "checkpoint of {name}: batch {} dropped ({dropped} of its {} records not done); the next batch starts at {to} (was {})\n",
+                before.batch_sequence(),
+                before.trackers().len(),
+                before
+                    .next_pointer()
+                    .map_or("nothing: the stream was closed".into(), ToString::to_string)
+            ),
+            json!({"reset_to": to.as_str(), "dropped_not_done": dropped,
+                   "batch_sequence": before.batch_sequence(),
+                   "was_next_pointer": before.next_pointer().map(|p| p.as_str().to_owned())}),
+        ),
+        (Repair::Retry(id), Change::Retry(t)) => {
             let letter = if t.dead_lettered {
                 "; its letter stays in the dead-letter queue: delete it, or the record is processed again if it is redriven"
             } else {
@@ -432,49 +385,33 @@ async fn repair(
             (
                 format!(
                     "checkpoint of {name}: record {id:?} of batch {} was {} after {} attempts ({}); it gets {} attempts again{letter}\n",
-                    checkpoint.batch_sequence(),
+                    before.batch_sequence(),
                     status_name(t.status),
                     t.attempts,
                     t.errors
                         .as_ref()
                         .map_or("no error".into(), ToString::to_string),
-                    checkpoint.max_attempts(),
+                    before.max_attempts(),
                 ),
                 json!({"retried": id, "was": status_name(t.status), "attempts": t.attempts,
                        "dead_lettered": t.dead_lettered}),
-                records,
             )
         }
+        _ => {
+            return Err(Error::InvalidTransition(
+                "repair outcome of another kind".into(),
+            ));
+        }
     };
-    if !yes {
-        let mut json = json;
-        json["applied"] = json!(false);
+    let mut json = json;
+    json["applied"] = json!(repaired.applied);
+    if !repaired.applied {
         return Ok(Output {
             text: format!("NOT CHANGED (add --yes to do it): {text}"),
             json,
             not_applied: true,
         });
     }
-    match &mut store {
-        Store::File(s, _) => s.save_batch(&checkpoint, &records).await?,
-        Store::Dynamo(s, _) => {
-            // Taken over only if no consumer wrote since it was read (a
-            // conditional write on that version): a consumer that did keeps
-            // its checkpoint, and nothing is written.
-            let version = seen_version.unwrap_or_default();
-            let loaded = s.load_if_unchanged(version).await?;
-            if loaded.checkpoint != before {
-                return Err(owned(
-                    &name,
-                    checkpoint.consumer_id(),
-                    "the checkpoint read twice differs: nothing written".into(),
-                ));
-            }
-            s.save_batch(&checkpoint, &records).await?;
-        }
-    }
-    let mut json = json;
-    json["applied"] = json!(true);
     Ok(Output {
         text,
         json,
@@ -482,24 +419,22 @@ async fn repair(
     })
 }
 
-/// The two pointer shapes of the sources shipped: Kinesis positions and
-/// file positions.
+/// What a repair did.
+enum Change {
+    /// Records of the dropped batch not done.
+    Reset(usize),
+    /// The record's tracker before it was retried.
+    Retry(Box<Tracker>),
+}
+
+/// The two pointer shapes of the sources shipped: Kinesis positions
+/// ([`Position`]) and file positions ([`FilePosition`]).
 fn pointer_kind(p: &str) -> Option<&'static str> {
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let pair = |sep: char| {
-        p.split_once(sep)
-            .is_some_and(|(a, b)| digits(a) && digits(b))
-    };
-    if p == "TRIM_HORIZON"
-        || p == "LATEST"
-        || p.strip_prefix("AT_TIMESTAMP:").is_some_and(digits)
-        || digits(p)
-        || pair(':')
-    {
+    if p.parse::<Position>().is_ok() {
         Some(
             "a Kinesis position (a sequence number, <sequence>:<sub-sequence>, TRIM_HORIZON, LATEST or AT_TIMESTAMP:<ms>)",
         )
-    } else if pair('@') {
+    } else if FilePosition::parse(&Pointer::from(p), std::path::Path::new("")).is_ok() {
         Some("a file position (<line>@<byte offset>)")
     } else {
         None
@@ -521,14 +456,6 @@ fn check_pointer(to: &Pointer, cp: &Checkpoint) -> Result<()> {
         "--to {to:?}: this checkpoint's source reads {expected} (it started at {}); nothing changed",
         cp.initial_pointer()
     )))
-}
-
-fn owned(store: &str, key: &str, detail: String) -> Error {
-    Error::CheckpointOwned {
-        store: store.to_owned(),
-        key: key.to_owned(),
-        detail,
-    }
 }
 
 fn no_checkpoint(name: &str) -> Error {

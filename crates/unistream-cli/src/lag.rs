@@ -1,29 +1,25 @@
 //! `unistream lag`: per shard, where the consumer's checkpoint is against
 //! the stream's latest record.
 //!
-//! Kinesis has no call that returns a shard's latest sequence number, so
-//! the shard is read from the checkpoint on (`GetRecords`, up to
-//! `--max-read` records per shard, 10,000 per call) until the tip
-//! (`MillisBehindLatest` 0, or the end of a closed shard): the records
-//! behind are counted exactly when the tip is reached, and reported as "more
-//! than N" when not. Each call counts against the shard's 5 reads a second,
-//! shared with its consumer; the checkpoints are read with one `GetItem`
-//! each, nothing from S3.
+//! Presentation over the library: the shards from
+//! `unistream_kinesis::list_shards`, each checkpoint's position from
+//! `DynamoDbS3CheckpointStore::peek_meta` (one `GetItem`, nothing from S3),
+//! the owners from the lease table, and the records behind from
+//! `unistream_kinesis::shard_lag` (up to `--max-read` records per shard;
+//! "more than N" when the tip was not reached).
 
 use std::fmt::Write as _;
 
-use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_kinesis::primitives::DateTime as AwsDateTime;
-use aws_sdk_kinesis::types::ShardIteratorType;
 use serde_json::{Value, json};
+use unistream_aws::Aws;
 use unistream_core::checkpoint::Checkpoint;
 use unistream_core::{Error, Result};
 use unistream_dynamodb_s3::DynamoDbS3CheckpointStore;
-use unistream_kinesis::aggregation;
-use unistream_leases::{DynamoDbLeaseTable, LeaseTable};
+use unistream_kinesis::{Position, ShardLag, list_shards, shard_lag};
+use unistream_leases::{DynamoDbLeaseTable, LeaseTable, checkpoint_key};
 
 use crate::Output;
-use crate::aws::{AwsArgs, Clients};
+use crate::aws::AwsArgs;
 
 /// `unistream lag`.
 #[derive(clap::Args, Debug)]
@@ -57,15 +53,12 @@ pub(crate) struct Args {
     max_read: usize,
 }
 
-struct ShardLag {
+struct Row {
     shard: String,
     closed: bool,
     checkpoint: Option<Checkpoint>,
     owner: Option<String>,
-    behind: usize,
-    at_tip: bool,
-    latest: Option<String>,
-    millis_behind: Option<i64>,
+    lag: ShardLag,
 }
 
 pub(crate) async fn run(args: Args, aws: &AwsArgs) -> Result<Output> {
@@ -83,82 +76,42 @@ pub(crate) async fn run(args: Args, aws: &AwsArgs) -> Result<Output> {
     };
     let app = args.app.clone().unwrap_or_else(|| args.stream.clone());
     let mut rows = Vec::new();
-    for (shard, closed) in shards {
+    for shard in &shards {
+        let shard_id = shard.shard_id().to_owned();
+        let closed = shard
+            .sequence_number_range()
+            .and_then(|r| r.ending_sequence_number())
+            .is_some();
         let key = match (&args.key, &args.shard) {
-            (Some(k), Some(s)) if *s == shard => k.clone(),
+            (Some(k), Some(s)) if *s == shard_id => k.clone(),
             (Some(_), _) => continue,
-            _ => format!("{app}/{shard}"),
+            _ => checkpoint_key(&app, &shard_id),
         };
         let checkpoint = read_checkpoint(&clients, &args, &key).await?;
-        let mut row = ShardLag {
-            owner: owners.get(&shard).cloned().flatten(),
-            shard,
+        let lag = match &checkpoint {
+            // Finished: the consumer read the shard to its end.
+            Some(c) if c.is_closed() => ShardLag::caught_up(),
+            _ => {
+                let from = match &checkpoint {
+                    Some(c) => Position::from_pointer(c.start_pointer())
+                        .map_err(|e| Error::Config(format!("checkpoint {key:?}: {e}")))?,
+                    None => Position::TrimHorizon,
+                };
+                shard_lag(&kinesis, &args.stream, &shard_id, &from, args.max_read).await?
+            }
+        };
+        rows.push(Row {
+            owner: owners.get(&shard_id).cloned().flatten(),
+            shard: shard_id,
             closed,
             checkpoint,
-            behind: 0,
-            at_tip: false,
-            latest: None,
-            millis_behind: None,
-        };
-        if row.checkpoint.as_ref().is_some_and(Checkpoint::is_closed) {
-            // Finished: the consumer read the shard to its end.
-            row.at_tip = true;
-        } else {
-            scan_to_tip(&kinesis, &args, &mut row).await?;
-        }
-        rows.push(row);
+            lag,
+        });
     }
     Ok(render(&args.stream, &rows))
 }
 
-async fn list_shards(
-    kinesis: &aws_sdk_kinesis::Client,
-    stream: &str,
-) -> Result<Vec<(String, bool)>> {
-    let mut shards = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let mut req = kinesis.list_shards();
-        req = match token.take() {
-            Some(t) => req.next_token(t),
-            None => req.stream_name(stream),
-        };
-        let out = req
-            .send()
-            .await
-            .map_err(|e| api("ListShards", stream, &e))?;
-        for s in out.shards() {
-            let closed = s
-                .sequence_number_range()
-                .and_then(|r| r.ending_sequence_number())
-                .is_some();
-            shards.push((s.shard_id().to_owned(), closed));
-        }
-        match out.next_token {
-            Some(t) if !t.is_empty() => token = Some(t),
-            _ => break,
-        }
-    }
-    Ok(shards)
-}
-
-/// A failed Kinesis call: [`Error::Denied`] (naming the IAM action) when
-/// AWS refused it for lack of permission or credentials, else the SDK's
-/// error with its context.
-fn api<E>(operation: &str, resource: &str, e: &SdkError<E>) -> Error
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    unistream_kinesis::denied(e, &format!("kinesis:{operation}"), || resource.to_owned())
-        .unwrap_or_else(|| {
-            Error::backend(
-                format!("Kinesis {operation} on {resource}"),
-                DisplayErrorContext(e).to_string(),
-            )
-        })
-}
-
-async fn read_checkpoint(clients: &Clients, args: &Args, key: &str) -> Result<Option<Checkpoint>> {
+async fn read_checkpoint(clients: &Aws, args: &Args, key: &str) -> Result<Option<Checkpoint>> {
     // The bucket is not read by `peek_meta`; the builder wants a name.
     let mut store = DynamoDbS3CheckpointStore::builder(clients.dynamodb(), clients.s3())
         .table(&args.table)
@@ -169,111 +122,7 @@ async fn read_checkpoint(clients: &Clients, args: &Args, key: &str) -> Result<Op
     store.peek_meta().await
 }
 
-/// Reads the shard from the checkpoint's position to the tip (or
-/// `max_read` records).
-async fn scan_to_tip(
-    kinesis: &aws_sdk_kinesis::Client,
-    args: &Args,
-    row: &mut ShardLag,
-) -> Result<()> {
-    let from = row
-        .checkpoint
-        .as_ref()
-        .map_or("TRIM_HORIZON".to_owned(), |c| {
-            c.start_pointer().as_str().to_owned()
-        });
-    let resource = format!("stream {} shard {}", args.stream, row.shard);
-    let mut req = kinesis
-        .get_shard_iterator()
-        .stream_name(&args.stream)
-        .shard_id(&row.shard);
-    // The pointer of a user record inside a KPL aggregate:
-    // `<sequence>:<sub>`. The aggregate is read again (AT_SEQUENCE_NUMBER);
-    // it counts as behind unless `sub` is its last user record.
-    let mut inside: Option<(String, usize)> = None;
-    let (kind, seq) = match from.as_str() {
-        "TRIM_HORIZON" => (ShardIteratorType::TrimHorizon, None),
-        "LATEST" => (ShardIteratorType::Latest, None),
-        p if p.starts_with("AT_TIMESTAMP:") => {
-            let ms: i64 = p["AT_TIMESTAMP:".len()..]
-                .parse()
-                .map_err(|_| Error::Config(format!("checkpoint pointer {p:?}: bad timestamp")))?;
-            req = req.timestamp(AwsDateTime::from_millis(ms));
-            (ShardIteratorType::AtTimestamp, None)
-        }
-        p => match p.split_once(':') {
-            Some((seq, sub)) => {
-                let sub = sub.parse().map_err(|_| {
-                    Error::Config(format!("checkpoint pointer {p:?}: bad sub-sequence number"))
-                })?;
-                inside = Some((seq.to_owned(), sub));
-                (ShardIteratorType::AtSequenceNumber, Some(seq.to_owned()))
-            }
-            None => (ShardIteratorType::AfterSequenceNumber, Some(p.to_owned())),
-        },
-    };
-    if let Some(seq) = seq {
-        req = req.starting_sequence_number(seq);
-    }
-    let out = req
-        .shard_iterator_type(kind)
-        .send()
-        .await
-        .map_err(|e| api("GetShardIterator", &resource, &e))?;
-    let mut iterator = out.shard_iterator;
-    // Empty pages are normal before the tip of a sparse shard; a bound on
-    // calls keeps a lag check from walking a long empty shard forever.
-    let max_calls = 10 + args.max_read / 10_000;
-    let mut calls = 0;
-    while let Some(it) = iterator.take() {
-        if row.behind >= args.max_read || calls >= max_calls {
-            return Ok(());
-        }
-        calls += 1;
-        let limit = (args.max_read - row.behind).clamp(1, 10_000);
-        let out = kinesis
-            .get_records()
-            .shard_iterator(it)
-            .limit(i32::try_from(limit).unwrap_or(10_000))
-            .send()
-            .await
-            .map_err(|e| api("GetRecords", &resource, &e))?;
-        if row.millis_behind.is_none() {
-            row.millis_behind = out.millis_behind_latest;
-        }
-        let mut behind = out.records().len();
-        if let Some((seq, sub)) = inside.take()
-            && let Some(first) = out.records().first()
-            && first.sequence_number() == seq
-            && aggregation::decode(first.data().as_ref())
-                .ok()
-                .flatten()
-                .is_none_or(|users| sub + 1 >= users.len())
-        {
-            // The consumer is past the aggregate's last user record (or
-            // past a record handed out whole).
-            behind -= 1;
-        }
-        row.behind += behind;
-        if let Some(last) = out.records().last() {
-            row.latest = Some(last.sequence_number().to_owned());
-        }
-        // The tip: nothing after this page (`MillisBehindLatest` 0 is in
-        // whole milliseconds, so a full page may still have records after
-        // it: read once more), or the end of a closed shard.
-        let short_page = out.records().len() < limit;
-        if out.next_shard_iterator.is_none() || (out.millis_behind_latest == Some(0) && short_page)
-        {
-            row.at_tip = true;
-            return Ok(());
-        }
-        iterator = out.next_shard_iterator;
-    }
-    row.at_tip = true;
-    Ok(())
-}
-
-fn render(stream: &str, rows: &[ShardLag]) -> Output {
+fn render(stream: &str, rows: &[Row]) -> Output {
     // Writing to a String cannot fail.
     let mut text = format!("stream {stream}: {} shards\n\n", rows.len());
     let _ = writeln!(
@@ -290,12 +139,12 @@ fn render(stream: &str, rows: &[ShardLag]) -> Output {
                 c.start_pointer().as_str().to_owned()
             }
         });
-        let behind = if r.at_tip {
-            r.behind.to_string()
+        let behind = if r.lag.at_tip {
+            r.lag.records_behind.to_string()
         } else {
-            format!(">{}", r.behind)
+            format!(">{}", r.lag.records_behind)
         };
-        let latest = match (&r.latest, r.at_tip) {
+        let latest = match (&r.lag.latest_sequence, r.lag.at_tip) {
             (Some(l), true) => l.clone(),
             (None, true) => "(= checkpoint)".to_owned(),
             (_, false) => "(not reached)".to_owned(),
@@ -309,7 +158,7 @@ fn render(stream: &str, rows: &[ShardLag]) -> Output {
             checkpoint,
             latest,
             behind,
-            r.millis_behind.map_or("-".into(), |m| m.to_string()),
+            r.lag.millis_behind.map_or("-".into(), |m| m.to_string()),
         );
         json_rows.push(json!({
             "shard_id": r.shard,
@@ -318,10 +167,10 @@ fn render(stream: &str, rows: &[ShardLag]) -> Output {
             "checkpoint": r.checkpoint.as_ref().map(|c| c.start_pointer().as_str().to_owned()),
             "checkpoint_batch_committed": r.checkpoint.as_ref().map(Checkpoint::is_committed),
             "finished": r.checkpoint.as_ref().is_some_and(Checkpoint::is_closed),
-            "latest_sequence_number": if r.at_tip { r.latest.clone() } else { None },
-            "records_behind": r.behind,
-            "records_behind_exact": r.at_tip,
-            "millis_behind_latest": r.millis_behind,
+            "latest_sequence_number": if r.lag.at_tip { r.lag.latest_sequence.clone() } else { None },
+            "records_behind": r.lag.records_behind,
+            "records_behind_exact": r.lag.at_tip,
+            "millis_behind_latest": r.lag.millis_behind,
         }));
     }
     let _ = writeln!(

@@ -180,7 +180,7 @@ pub enum Error {
 
     /// The service refused a call for lack of permission or of credentials
     /// it accepts (`AccessDenied`, an unknown or expired key, a bad
-    /// signature; see [`denial`]). Retrying cannot help, so nothing retries
+    /// signature; `unistream_aws::denial` tells them from other errors). Retrying cannot help, so nothing retries
     /// it: the producer returns it at once (the batch stays buffered) and
     /// the stream consumer stops on it (releasing its leases).
     #[error("{action} on {resource} was denied: {message}")]
@@ -254,75 +254,6 @@ impl Error {
     }
 }
 
-/// Error codes of AWS answers that mean "not allowed": a missing permission,
-/// or credentials the service does not accept.
-const DENIAL_CODES: [&str; 11] = [
-    "UnrecognizedClientException",
-    "InvalidClientTokenId",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "InvalidSignatureException",
-    "IncompleteSignature",
-    "IncompleteSignatureException",
-    "MissingAuthenticationToken",
-    "MissingAuthenticationTokenException",
-    "ExpiredToken",
-    "ExpiredTokenException",
-];
-
-/// Whether an AWS service's error answer is a refusal that retrying cannot
-/// fix, and if so what the service said: `Some("code: message")`.
-///
-/// A refusal is an error code with `AccessDenied` in it (`AccessDenied`,
-/// `AccessDeniedException`, `KMSAccessDeniedException`), one of the codes
-/// of rejected credentials (`UnrecognizedClientException`,
-/// `InvalidClientTokenId`, `ExpiredToken`, `SignatureDoesNotMatch`, ...), or
-/// an HTTP 403 without another error code (`OverLimit` is not a denial) (an emulator may answer a JSON API in XML,
-/// which the SDK cannot parse: the code and message are then read from the
-/// body). The backends (Kinesis, DynamoDB + S3, SQS, leases) turn such
-/// answers into [`Error::Denied`].
-pub fn denial(
-    code: Option<&str>,
-    message: Option<&str>,
-    http_status: Option<u16>,
-    body: Option<&[u8]>,
-) -> Option<String> {
-    let by_code = code.is_some_and(|c| c.contains("AccessDenied") || DENIAL_CODES.contains(&c));
-    // A 403 that names another error (SQS `OverLimit`, a 403 a service uses
-    // for a limit) is that error, not a denial.
-    let other_code = !by_code && code.is_some_and(|c| !c.is_empty());
-    if !by_code && (http_status != Some(403) || other_code) {
-        return None;
-    }
-    let body = body.map(String::from_utf8_lossy);
-    let json: Option<serde_json::Value> =
-        body.as_deref().and_then(|b| serde_json::from_str(b).ok());
-    // From a JSON body (`__type`/`message`) or an XML one (`<Code>`/`<Message>`).
-    let from_body = |json_keys: &[&str], tag: &str| -> Option<String> {
-        if let Some(o) = json.as_ref().and_then(|j| j.as_object()) {
-            let v = json_keys.iter().find_map(|k| o.get(*k)?.as_str())?;
-            return Some(v.rsplit('#').next().unwrap_or(v).to_owned());
-        }
-        let body = body.as_deref()?;
-        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-        let start = body.find(&open)? + open.len();
-        let len = body[start..].find(&close)?;
-        Some(body[start..start + len].to_owned())
-    };
-    let code = code
-        .map(str::to_owned)
-        .or_else(|| from_body(&["__type", "code", "Code"], "Code"));
-    let message = message
-        .map(str::to_owned)
-        .or_else(|| from_body(&["message", "Message"], "Message"));
-    Some(match (code, message) {
-        (Some(c), Some(m)) => format!("{c}: {m}"),
-        (Some(c), None) => c,
-        (None, Some(m)) => m,
-        (None, None) => "HTTP 403 Forbidden".to_owned(),
-    })
-}
-
 /// An error as stored in a tracker: its text and its cause chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorInfo {
@@ -370,49 +301,6 @@ impl std::fmt::Display for ErrorInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn denials_are_told_from_other_errors() {
-        // A service error the SDK parsed.
-        assert_eq!(
-            denial(
-                Some("AccessDeniedException"),
-                Some("User: u is not authorized to perform: kinesis:PutRecords"),
-                Some(400),
-                None
-            )
-            .as_deref(),
-            Some("AccessDeniedException: User: u is not authorized to perform: kinesis:PutRecords")
-        );
-        assert!(denial(Some("UnrecognizedClientException"), None, Some(400), None).is_some());
-        assert!(denial(Some("KMSAccessDeniedException"), None, Some(400), None).is_some());
-        // A 403 in XML to a JSON API (moto): read from the body.
-        let xml = b"<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>User: u is not authorized to perform: sqs:SendMessage</Message></Error></Errors></ErrorResponse>";
-        assert_eq!(
-            denial(None, None, Some(403), Some(xml)).as_deref(),
-            Some("AccessDenied: User: u is not authorized to perform: sqs:SendMessage")
-        );
-        let json = br#"{"__type":"com.amazonaws.dynamodb.v20120810#AccessDeniedException","message":"no"}"#;
-        assert_eq!(
-            denial(None, None, Some(403), Some(json)).as_deref(),
-            Some("AccessDeniedException: no")
-        );
-        assert_eq!(
-            denial(None, None, Some(403), Some(b"")).as_deref(),
-            Some("HTTP 403 Forbidden")
-        );
-        // Throttling, a missing resource, a server error: not denials.
-        for (code, status) in [
-            ("ProvisionedThroughputExceededException", 400),
-            ("ThrottlingException", 400),
-            ("ResourceNotFoundException", 400),
-            ("InternalFailure", 500),
-            ("OverLimit", 403),
-        ] {
-            assert_eq!(denial(Some(code), None, Some(status), None), None, "{code}");
-        }
-        assert_eq!(denial(None, None, None, None), None);
-    }
 
     #[test]
     fn a_denial_is_found_among_the_causes() {

@@ -34,5 +34,5 @@ pub mod sink;
 pub mod source;
 mod timefmt;
 
-pub use error::{BoxError, Error, ErrorInfo, Result, denial};
+pub use error::{BoxError, Error, ErrorInfo, Result};
 pub use tokio_util::sync::CancellationToken;

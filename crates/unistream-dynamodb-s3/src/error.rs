@@ -78,26 +78,3 @@ impl From<StoreError> for unistream_core::Error {
         unistream_core::Error::backend("DynamoDB + S3 checkpoint store", e)
     }
 }
-
-/// [`unistream_core::Error::Denied`] if the service refused `action` for
-/// lack of permission or of valid credentials ([`unistream_core::denial`]).
-/// (DynamoDB's and S3's `SdkError` are the same type.)
-pub(crate) fn denied<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
-    e: &aws_sdk_dynamodb::error::SdkError<E>,
-    action: &str,
-    resource: impl FnOnce() -> String,
-) -> Option<unistream_core::Error> {
-    use aws_sdk_dynamodb::error::ProvideErrorMetadata as _;
-    let raw = e.raw_response();
-    let message = unistream_core::denial(
-        e.code(),
-        e.message(),
-        raw.map(|r| r.status().as_u16()),
-        raw.and_then(|r| r.body().bytes()),
-    )?;
-    Some(unistream_core::Error::Denied {
-        action: action.to_owned(),
-        resource: resource(),
-        message,
-    })
-}

@@ -62,6 +62,7 @@ pub mod fuzzing;
 mod item;
 mod layout;
 mod load;
+mod repair;
 mod store;
 mod write;
 

@@ -288,7 +288,7 @@ impl DynamoDbS3CheckpointStore {
         e: &aws_sdk_dynamodb::error::SdkError<E>,
         operation: &str,
     ) -> Option<Error> {
-        crate::error::denied(e, &format!("dynamodb:{operation}"), || {
+        unistream_aws::denied(e, &format!("dynamodb:{operation}"), || {
             format!("table {}, key {:?}", self.table, self.pk_value)
         })
     }
@@ -300,7 +300,7 @@ impl DynamoDbS3CheckpointStore {
         operation: &str,
         object: &str,
     ) -> Option<Error> {
-        crate::error::denied(e, &format!("s3:{operation}"), || {
+        unistream_aws::denied(e, &format!("s3:{operation}"), || {
             format!("s3://{}/{object}", self.bucket)
         })
     }

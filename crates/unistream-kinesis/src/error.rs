@@ -50,27 +50,3 @@ impl From<KinesisError> for unistream_core::Error {
         unistream_core::Error::backend("Kinesis", e)
     }
 }
-
-/// [`unistream_core::Error::Denied`] if the service refused `action` (the
-/// IAM action, e.g. `kinesis:GetRecords`) for lack of permission or of valid
-/// credentials ([`unistream_core::denial`]); `None` for any other error.
-/// For programs that call Kinesis themselves (the `unistream` tool).
-pub fn denied<E: aws_sdk_kinesis::error::ProvideErrorMetadata>(
-    e: &aws_sdk_kinesis::error::SdkError<E>,
-    action: &str,
-    resource: impl FnOnce() -> String,
-) -> Option<unistream_core::Error> {
-    use aws_sdk_kinesis::error::ProvideErrorMetadata as _;
-    let raw = e.raw_response();
-    let message = unistream_core::denial(
-        e.code(),
-        e.message(),
-        raw.map(|r| r.status().as_u16()),
-        raw.and_then(|r| r.body().bytes()),
-    )?;
-    Some(unistream_core::Error::Denied {
-        action: action.to_owned(),
-        resource: resource(),
-        message,
-    })
-}

@@ -26,6 +26,9 @@
 //!   (`<sequence number>:<sub-sequence number>`); a corrupted aggregate is
 //!   handed out whole, marked with the error, for the dead-letter queue.
 //! - [`KinesisDeadLetterQueue`]: another stream as the dead-letter queue.
+//! - [`Position`]: a place in a shard, the checkpoint pointer typed;
+//!   [`list_shards`] (paged, by name or ARN) and [`shard_lag`] (records
+//!   between a position and the shard's tip), for programs and tools.
 //! - [`aggregation`]: the Kinesis Producer Library's aggregated record
 //!   format (many user records in one Kinesis record), read and written.
 //! - [`PythonCompatCodec`]: reads records the Python library wrote (its data
@@ -36,16 +39,21 @@
 pub mod aggregation;
 mod dlq;
 mod error;
+mod lag;
+mod position;
 mod python;
 mod rate;
-mod shards;
+pub(crate) mod shards;
 mod sink;
 mod source;
 
 pub use dlq::KinesisDeadLetterQueue;
-pub use error::{KinesisError, denied};
+pub use error::KinesisError;
+pub use lag::{ShardLag, shard_lag};
+pub use position::{Position, PositionError};
 pub use python::PythonCompatCodec;
 pub use rate::{RateLimit, SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND};
+pub use shards::list_shards;
 pub use sink::{
     Aggregation, DEFAULT_MAX_AGGREGATE_BYTES, KinesisSink, MAX_RECORD_BYTES, MAX_RECORDS_PER_CALL,
     MAX_REQUEST_BYTES, Ordering,

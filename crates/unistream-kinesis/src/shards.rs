@@ -38,6 +38,63 @@ pub(crate) fn hash_key(partition_key: &str, explicit_hash_key: Option<&str>) -> 
     u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
 }
 
+/// Every shard of `stream` (its name or its ARN), open and closed, in the
+/// order `ListShards` gives them (paged: every page is read).
+///
+/// A closed shard has an ending sequence number
+/// (`shard.sequence_number_range()`); a child names its parents.
+///
+/// # Errors
+///
+/// [`unistream_core::Error::Denied`] if `kinesis:ListShards` is not allowed,
+/// else [`KinesisError::Api`].
+///
+/// ```no_run
+/// # async fn demo(client: aws_sdk_kinesis::Client) -> unistream_core::Result<()> {
+/// for shard in unistream_kinesis::list_shards(&client, "orders").await? {
+///     let closed = shard
+///         .sequence_number_range()
+///         .is_some_and(|r| r.ending_sequence_number().is_some());
+///     println!("{} closed={closed}", shard.shard_id());
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub async fn list_shards(
+    client: &Client,
+    stream: &str,
+) -> Result<Vec<aws_sdk_kinesis::types::Shard>, unistream_core::Error> {
+    let mut shards = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut req = client.list_shards();
+        req = match token.take() {
+            Some(t) => req.next_token(t),
+            None if stream.starts_with("arn:") => req.stream_arn(stream),
+            None => req.stream_name(stream),
+        };
+        let out = req.send().await.map_err(|e| {
+            unistream_aws::denied(&e, "kinesis:ListShards", || format!("stream {stream}"))
+                .unwrap_or_else(|| {
+                    KinesisError::Api {
+                        operation: "ListShards",
+                        stream: stream.to_owned(),
+                        shard: None,
+                        source: Box::new(e.into()),
+                    }
+                    .into()
+                })
+        })?;
+        let next = out.next_token.filter(|t| !t.is_empty());
+        shards.extend(out.shards.unwrap_or_default());
+        match next {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    Ok(shards)
+}
+
 impl ShardMap {
     /// A map of these ranges (any order).
     pub(crate) fn new(mut ranges: Vec<ShardRange>) -> Self {
@@ -45,58 +102,33 @@ impl ShardMap {
         ShardMap { ranges }
     }
 
-    /// Lists the stream's open shards (paged `ListShards`; a shard with an
+    /// Lists the stream's open shards ([`list_shards`]; a shard with an
     /// ending sequence number is closed and left out).
     pub(crate) async fn list(client: &Client, stream: &str) -> Result<Self, unistream_core::Error> {
         let mut ranges = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut req = client.list_shards();
-            req = match token.take() {
-                Some(t) => req.next_token(t),
-                None if stream.starts_with("arn:") => req.stream_arn(stream),
-                None => req.stream_name(stream),
-            };
-            let out = req.send().await.map_err(|e| {
-                crate::error::denied(&e, "kinesis:ListShards", || format!("stream {stream}"))
-                    .unwrap_or_else(|| {
-                        KinesisError::Api {
-                            operation: "ListShards",
-                            stream: stream.to_owned(),
-                            shard: None,
-                            source: Box::new(e.into()),
-                        }
-                        .into()
-                    })
-            })?;
-            for shard in out.shards() {
-                let open = shard
-                    .sequence_number_range()
-                    .is_none_or(|r| r.ending_sequence_number().is_none());
-                let range = shard.hash_key_range();
-                let (Some(start), Some(end)) = (
-                    range.and_then(|r| r.starting_hash_key().parse::<u128>().ok()),
-                    range.and_then(|r| r.ending_hash_key().parse::<u128>().ok()),
-                ) else {
-                    return Err(KinesisError::Malformed {
-                        operation: "ListShards",
-                        stream: stream.to_owned(),
-                        shard: shard.shard_id().to_owned(),
-                        what: "a hash-key range of two decimal 128-bit numbers",
-                    }
-                    .into());
-                };
-                if open {
-                    ranges.push(ShardRange {
-                        shard_id: shard.shard_id().to_owned(),
-                        start,
-                        end,
-                    });
+        for shard in list_shards(client, stream).await? {
+            let open = shard
+                .sequence_number_range()
+                .is_none_or(|r| r.ending_sequence_number().is_none());
+            let range = shard.hash_key_range();
+            let (Some(start), Some(end)) = (
+                range.and_then(|r| r.starting_hash_key().parse::<u128>().ok()),
+                range.and_then(|r| r.ending_hash_key().parse::<u128>().ok()),
+            ) else {
+                return Err(KinesisError::Malformed {
+                    operation: "ListShards",
+                    stream: stream.to_owned(),
+                    shard: shard.shard_id().to_owned(),
+                    what: "a hash-key range of two decimal 128-bit numbers",
                 }
-            }
-            match out.next_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => break,
+                .into());
+            };
+            if open {
+                ranges.push(ShardRange {
+                    shard_id: shard.shard_id().to_owned(),
+                    start,
+                    end,
+                });
             }
         }
         Ok(ShardMap::new(ranges))

@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::operation::get_records::GetRecordsError;
-use aws_sdk_kinesis::primitives::DateTime as AwsDateTime;
-use aws_sdk_kinesis::types::ShardIteratorType;
 use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 use unistream_core::clock::{Clock, SharedClock, SystemClock};
@@ -18,6 +16,7 @@ use unistream_core::{Error, Result};
 
 use crate::aggregation;
 use crate::error::KinesisError;
+use crate::position::Position;
 
 /// Where a consumer without a checkpoint starts reading a shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,15 +31,9 @@ pub enum StartingPosition {
 }
 
 impl StartingPosition {
-    /// As a checkpoint pointer.
+    /// As a checkpoint pointer (the text of its [`Position`]).
     pub fn to_pointer(self) -> Pointer {
-        match self {
-            StartingPosition::TrimHorizon => Pointer::from("TRIM_HORIZON"),
-            StartingPosition::Latest => Pointer::from("LATEST"),
-            StartingPosition::AtTimestamp(t) => {
-                Pointer::new(format!("AT_TIMESTAMP:{}", t.timestamp_millis()))
-            }
-        }
+        Position::from(self).to_pointer()
     }
 }
 
@@ -129,14 +122,14 @@ impl std::fmt::Debug for KinesisSource {
 
 /// A user record's pointer `<sequence number>:<sub-sequence number>`, split.
 fn sub_pointer(p: &str) -> Option<(&str, u64)> {
-    let (seq, sub) = p.split_once(':')?;
-    if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    match p.parse::<Position>() {
+        Ok(Position::InAggregate { sub_sequence, .. }) => {
+            // The sequence borrowed from `p` (its text is `p`).
+            let (sequence, _) = p.split_once(':')?;
+            Some((sequence, sub_sequence))
+        }
+        _ => None,
     }
-    if sub.is_empty() || !sub.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((seq, sub.parse().ok()?))
 }
 
 impl KinesisSource {
@@ -213,36 +206,8 @@ impl KinesisSource {
             .get_shard_iterator()
             .stream_name(&self.stream)
             .shard_id(&self.shard_id);
-        if let Some((seq, _)) = sub_pointer(from.as_str()) {
-            let req = req
-                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
-                .starting_sequence_number(seq);
-            let out = req
-                .send()
-                .await
-                .map_err(|e| self.sdk_error("GetShardIterator", e))?;
-            return out.shard_iterator.ok_or_else(|| self.no_iterator());
-        }
-        let req = match from.as_str() {
-            "TRIM_HORIZON" => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
-            "LATEST" => req.shard_iterator_type(ShardIteratorType::Latest),
-            p if p.starts_with("AT_TIMESTAMP:") => {
-                let ms: i64 = p["AT_TIMESTAMP:".len()..].parse().map_err(|_| {
-                    self.invalid(from, "AT_TIMESTAMP needs milliseconds since the epoch")
-                })?;
-                req.shard_iterator_type(ShardIteratorType::AtTimestamp)
-                    .timestamp(AwsDateTime::from_millis(ms))
-            }
-            seq if !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit()) => req
-                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-                .starting_sequence_number(seq),
-            _ => {
-                return Err(self.invalid(
-                    from,
-                    "expected a sequence number, <sequence number>:<sub-sequence number>, TRIM_HORIZON, LATEST or AT_TIMESTAMP:<ms>",
-                ));
-            }
-        };
+        let position = Position::from_pointer(from).map_err(|e| self.invalid(from, e.reason))?;
+        let req = position.iterator_request(req);
         let out = req
             .send()
             .await
@@ -364,7 +329,7 @@ impl KinesisSource {
         e: &aws_sdk_kinesis::error::SdkError<E>,
         operation: &str,
     ) -> Option<Error> {
-        crate::error::denied(e, &format!("kinesis:{operation}"), || {
+        unistream_aws::denied(e, &format!("kinesis:{operation}"), || {
             format!("stream {}, shard {}", self.stream, self.shard_id)
         })
     }

@@ -48,7 +48,7 @@ where
     aws_sdk_dynamodb::error::SdkError<E>: Into<aws_sdk_dynamodb::Error>,
 {
     let operation = what.split(' ').next().unwrap_or(what);
-    if let Some(denied) = unistream_kinesis::denied(&e, &format!("dynamodb:{operation}"), || {
+    if let Some(denied) = unistream_aws::denied(&e, &format!("dynamodb:{operation}"), || {
         format!("lease table {table}")
     }) {
         return denied;

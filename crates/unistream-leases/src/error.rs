@@ -29,15 +29,6 @@ pub enum LeaseError {
         /// The item, as the SDK shows it.
         item: String,
     },
-    /// Listing the stream's shards failed.
-    #[error("Kinesis ListShards on stream {stream} failed")]
-    ListShards {
-        /// The stream.
-        stream: String,
-        /// The SDK's error.
-        #[source]
-        source: Box<aws_sdk_kinesis::Error>,
-    },
     /// The processor of a shard panicked; that shard's consumer stopped
     /// (and is started again while the lease is held).
     #[error("the processor of shard {shard} panicked")]

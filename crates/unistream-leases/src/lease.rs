@@ -6,6 +6,61 @@ use std::sync::Mutex;
 
 use unistream_core::Result;
 
+/// The checkpoint key of `shard`'s consumer in the consumer group `app`:
+/// `<app>/<shard id>`, the consumer id a [`StreamConsumer`](crate::StreamConsumer)
+/// gives each shard's consumer.
+pub fn checkpoint_key(app: &str, shard: &str) -> String {
+    format!("{app}/{shard}")
+}
+
+/// The shard of a checkpoint key made by [`checkpoint_key`] (what follows
+/// its last `/`; the key itself if it has none).
+pub fn shard_of_key(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
+}
+
+/// Refuses while a worker holds `shard`'s lease: for a program about to
+/// change that shard's checkpoint (a repair), which must not race the
+/// consumer. `table_name` names the table in the error. Returns the free
+/// lease.
+///
+/// # Errors
+///
+/// [`Error::CheckpointOwned`](unistream_core::Error::CheckpointOwned) naming
+/// the worker while the lease is held; [`Error::Config`](unistream_core::Error::Config)
+/// if the table has no lease for the shard; the table's error.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use unistream_leases::{Lease, LeaseTable, MemoryLeaseTable, ensure_not_held};
+/// let table = MemoryLeaseTable::default();
+/// table.create(&Lease::new("shardId-000000000000", vec![])).await.unwrap();
+/// assert!(ensure_not_held(&table, "leases", "shardId-000000000000").await.is_ok());
+/// # });
+/// ```
+pub async fn ensure_not_held<T: LeaseTable>(
+    table: &T,
+    table_name: &str,
+    shard: &str,
+) -> Result<Lease> {
+    let leases = table.list().await?;
+    match leases.into_iter().find(|l| l.shard_id == shard) {
+        Some(lease) if lease.owner.is_some() => Err(unistream_core::Error::CheckpointOwned {
+            store: format!("lease table {table_name}"),
+            key: shard.to_owned(),
+            detail: format!(
+                "the lease of shard {shard} is held by worker {} (counter {}): stop that worker (it releases its leases) first",
+                lease.owner.as_deref().unwrap_or("?"),
+                lease.counter
+            ),
+        }),
+        Some(lease) => Ok(lease),
+        None => Err(unistream_core::Error::Config(format!(
+            "no lease for shard {shard:?} in table {table_name}"
+        ))),
+    }
+}
+
 /// One shard's lease, as read from the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -120,5 +175,47 @@ impl LeaseTable for MemoryLeaseTable {
                 l.ended = true;
             })
             .is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_held_lease_refuses_and_names_its_worker() {
+        let table = MemoryLeaseTable::default();
+        let shard = "shardId-000000000001";
+        let free = Lease::new(shard, vec![]);
+        assert!(table.create(&free).await.unwrap_or(false));
+        assert_eq!(
+            ensure_not_held(&table, "t", shard).await.ok(),
+            Some(free.clone())
+        );
+        let held = table.take(&free, "worker-a").await.ok().flatten();
+        assert!(held.is_some());
+        let e = ensure_not_held(&table, "t", shard)
+            .await
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(
+                |e| e.contains("held by worker worker-a") && e.contains("lease table t")
+            ),
+            "{e:?}"
+        );
+        let none = ensure_not_held(&table, "t", "shardId-9")
+            .await
+            .err()
+            .map(|e| e.to_string());
+        assert!(none.is_some_and(|e| e.contains("no lease for shard")));
+    }
+
+    #[test]
+    fn a_checkpoint_key_gives_its_shard_back() {
+        let key = checkpoint_key("orders-app", "shardId-000000000007");
+        assert_eq!(key, "orders-app/shardId-000000000007");
+        assert_eq!(shard_of_key(&key), "shardId-000000000007");
+        assert_eq!(shard_of_key("shardId-1"), "shardId-1");
     }
 }

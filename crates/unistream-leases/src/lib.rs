@@ -31,5 +31,7 @@ pub use builder::StreamConsumerBuilder;
 pub use coordinator::{Balanced, Coordinator, LeaseConfig};
 pub use dynamodb::{DynamoDbLeaseTable, LEASE_KEY};
 pub use error::LeaseError;
-pub use lease::{Lease, LeaseTable, MemoryLeaseTable};
+pub use lease::{
+    Lease, LeaseTable, MemoryLeaseTable, checkpoint_key, ensure_not_held, shard_of_key,
+};
 pub use stream::{StreamConsumer, StreamSummary};

@@ -178,49 +178,26 @@ where
         &self.coordinator
     }
 
-    /// Lists the stream's shards (paged `ListShards`) and creates a lease
-    /// for each shard that has none; returns how many were created.
+    /// Lists the stream's shards ([`unistream_kinesis::list_shards`]) and
+    /// creates a lease for each shard that has none; returns how many were
+    /// created.
     ///
     /// # Errors
     ///
-    /// [`LeaseError::ListShards`](crate::LeaseError::ListShards), or the lease
-    /// table's error.
+    /// The listing's error ([`unistream_kinesis::KinesisError::Api`], or
+    /// `Denied`), or the lease table's error.
     pub async fn discover(&self) -> Result<usize> {
         let mut created = 0;
-        let mut token: Option<String> = None;
-        loop {
-            let mut req = self.kinesis.list_shards();
-            req = match token.take() {
-                Some(t) => req.next_token(t),
-                None => req.stream_name(&self.stream),
-            };
-            let out = req.send().await.map_err(|e| {
-                unistream_kinesis::denied(&e, "kinesis:ListShards", || {
-                    format!("stream {}", self.stream)
-                })
-                .unwrap_or_else(|| {
-                    LeaseError::ListShards {
-                        stream: self.stream.clone(),
-                        source: Box::new(e.into()),
-                    }
-                    .into()
-                })
-            })?;
-            for shard in out.shards() {
-                let parents = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
-                    .into_iter()
-                    .flatten()
-                    .map(str::to_owned)
-                    .collect();
-                let lease = Lease::new(shard.shard_id(), parents);
-                if self.coordinator.table().create(&lease).await? {
-                    info!(stream = %self.stream, shard = %lease.shard_id, parents = ?lease.parents, "new shard: lease created");
-                    created += 1;
-                }
-            }
-            match out.next_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => break,
+        for shard in unistream_kinesis::list_shards(&self.kinesis, &self.stream).await? {
+            let parents = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
+                .into_iter()
+                .flatten()
+                .map(str::to_owned)
+                .collect();
+            let lease = Lease::new(shard.shard_id(), parents);
+            if self.coordinator.table().create(&lease).await? {
+                info!(stream = %self.stream, shard = %lease.shard_id, parents = ?lease.parents, "new shard: lease created");
+                created += 1;
             }
         }
         Ok(created)
@@ -232,7 +209,7 @@ where
         running: &mut HashMap<String, Running>,
         shard: &str,
     ) -> Result<()> {
-        let consumer_id = format!("{}/{shard}", self.config.consumer_id);
+        let consumer_id = crate::checkpoint_key(&self.config.consumer_id, shard);
         let mut config = self.config.clone();
         config.consumer_id = consumer_id.clone();
         config.stop_at_end = false;

@@ -47,7 +47,7 @@ pub enum SqsError {
 impl SqsError {
     /// An SQS call's failure: [`unistream_core::Error::Denied`] if the
     /// service refused it for lack of permission or of valid credentials
-    /// ([`unistream_core::denial`]; the IAM action of a `…Batch` call is its
+    /// ([`unistream_aws::denial`]; the IAM action of a `…Batch` call is its
     /// single form's), else [`SqsError::Api`].
     pub(crate) fn api<E>(
         operation: &'static str,
@@ -58,20 +58,11 @@ impl SqsError {
         E: aws_sdk_sqs::error::ProvideErrorMetadata,
         aws_sdk_sqs::error::SdkError<E>: Into<aws_sdk_sqs::Error>,
     {
-        use aws_sdk_sqs::error::ProvideErrorMetadata as _;
-        let raw = source.raw_response();
-        if let Some(message) = unistream_core::denial(
-            source.code(),
-            source.message(),
-            raw.map(|r| r.status().as_u16()),
-            raw.and_then(|r| r.body().bytes()),
-        ) {
-            let action = operation.strip_suffix("Batch").unwrap_or(operation);
-            return unistream_core::Error::Denied {
-                action: format!("sqs:{action}"),
-                resource: format!("queue {queue_url}"),
-                message,
-            };
+        let action = operation.strip_suffix("Batch").unwrap_or(operation);
+        if let Some(denied) = unistream_aws::denied(&source, &format!("sqs:{action}"), || {
+            format!("queue {queue_url}")
+        }) {
+            return denied;
         }
         SqsError::Api {
             operation,

@@ -21,6 +21,10 @@
 //! | `sqs-dlq` | no | `sqs_dlq`: SQS dead-letter queues and redrive (`unistream-sqs-dlq`) |
 //! | `leases` | no | `leases`: every shard of a stream, shared by workers through DynamoDB leases (`unistream-leases`) |
 //!
+//! Any AWS feature adds `aws` (`unistream-aws`): the SDK configuration
+//! for AWS or emulators (`aws::AwsSetup`, per-service endpoints) and the
+//! clients of the services that feature uses, and `aws::denial`.
+//!
 //! See the repository's `README.md` and `docs/` for the guarantees
 //! (at-least-once; what a `kill -9` or a power loss can and cannot cause),
 //! and `docs/architecture.md` for what each name means.
@@ -28,8 +32,8 @@
 #![warn(missing_docs)]
 
 pub use unistream_core::{
-    BoxError, CancellationToken, Error, ErrorInfo, Result, checkpoint, clock, consumer, denial,
-    dlq, memory, producer, record, retry, sink, source,
+    BoxError, CancellationToken, Error, ErrorInfo, Result, checkpoint, clock, consumer, dlq,
+    memory, producer, record, retry, sink, source,
 };
 
 /// The producer's buffer: where accepted records wait until a sink takes
@@ -55,6 +59,9 @@ pub mod local {
         FileSource,
     };
 }
+
+#[cfg(any(feature = "kinesis", feature = "dynamodb-s3", feature = "sqs-dlq"))]
+pub use unistream_aws as aws;
 
 #[cfg(feature = "kinesis")]
 pub use unistream_kinesis as kinesis;

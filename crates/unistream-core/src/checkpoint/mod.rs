@@ -48,6 +48,7 @@ mod repair;
 mod store;
 mod tracker;
 
+pub use repair::Repaired;
 pub use store::{CheckpointStore, StoredCheckpoint};
 pub use tracker::{Status, Tracker};
 

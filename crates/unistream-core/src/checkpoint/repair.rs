@@ -7,11 +7,62 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Checkpoint, Status};
+use super::{Checkpoint, Status, StoredCheckpoint};
 use crate::error::{Error, Result};
 use crate::source::Pointer;
 
+/// What a store's `repair` did: the checkpoint before and after the change,
+/// what the change returned, and whether it was written.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Repaired<T> {
+    /// The checkpoint as read.
+    pub before: Checkpoint,
+    /// The checkpoint and records as changed (written if `applied`).
+    pub after: StoredCheckpoint,
+    /// What the change returned.
+    pub outcome: T,
+    /// Whether it was written (`false`: a dry run).
+    pub applied: bool,
+}
+
+impl<T> Repaired<T> {
+    /// A repair's result.
+    pub fn new(before: Checkpoint, after: StoredCheckpoint, outcome: T, applied: bool) -> Self {
+        Repaired {
+            before,
+            after,
+            outcome,
+            applied,
+        }
+    }
+}
+
 impl Checkpoint {
+    /// Refuses a repair while a record is in progress under a lock that has
+    /// not expired at `now`: some consumer is working on the batch. `store`
+    /// names the store in the error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CheckpointOwned`] naming the record, its lock and until
+    /// when.
+    pub fn refuse_while_in_progress(&self, store: &str, now: DateTime<Utc>) -> Result<()> {
+        let Some(t) = self.trackers.iter().find(|t| t.is_locked(now)) else {
+            return Ok(());
+        };
+        Err(Error::CheckpointOwned {
+            store: store.to_owned(),
+            key: self.consumer_id().to_owned(),
+            detail: format!(
+                "record {:?} is being processed by a running consumer (lock {} until {}): stop it first",
+                t.record_id,
+                t.lock.as_deref().unwrap_or("?"),
+                t.lock_expire_time.map_or("?".into(), |t| t.to_rfc3339())
+            ),
+        })
+    }
+
     /// Drops the current batch, committed or not, and makes the next batch
     /// start at `pointer` (in the source's terms: for Kinesis a sequence
     /// number, read after it, or `TRIM_HORIZON`, `LATEST`,
@@ -133,6 +184,24 @@ mod tests {
         cp.begin_attempt(1, "l", now).unwrap();
         cp.succeed(1, "l", None, now).unwrap();
         cp
+    }
+
+    #[test]
+    fn a_repair_is_refused_while_a_lock_is_live_and_allowed_once_it_expired() {
+        let mut cp = exhausted_batch();
+        let now = Utc::now();
+        assert!(cp.refuse_while_in_progress("s", now).is_ok());
+        cp.begin_attempt(2, "worker-1", now).unwrap();
+        let e = cp
+            .refuse_while_in_progress("s", now)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("record \"c\"") && e.contains("lock worker-1"),
+            "{e}"
+        );
+        let later = now + chrono::Duration::seconds(61);
+        assert!(cp.refuse_while_in_progress("s", later).is_ok());
     }
 
     #[test]

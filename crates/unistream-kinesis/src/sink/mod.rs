@@ -331,9 +331,10 @@ impl Sink for KinesisSink {
                 Ok(out) => out,
                 Err(e) => {
                     if accepted == 0
-                        && let Some(denied) = crate::error::denied(&e, "kinesis:PutRecords", || {
-                            format!("stream {}", self.stream)
-                        })
+                        && let Some(denied) =
+                            unistream_aws::denied(&e, "kinesis:PutRecords", || {
+                                format!("stream {}", self.stream)
+                            })
                     {
                         // Not a failure to retry: the producer stops on it.
                         return Err(denied.into());

@@ -193,6 +193,43 @@ impl FileCheckpointStore {
         &self.dir
     }
 
+    /// Changes the stored checkpoint with `change` (which gets the
+    /// checkpoint and its batch's records, and returns what it did), and
+    /// writes the result if `apply` (else a dry run). `None` if there is no
+    /// checkpoint. No consumer can run meanwhile: this store holds the
+    /// checkpoint's lock from [`open`](Self::open) on, so a running
+    /// consumer was refused there. The same call as
+    /// `DynamoDbS3CheckpointStore::repair`.
+    ///
+    /// # Errors
+    ///
+    /// `change`'s error; the store's errors.
+    pub async fn repair<T>(
+        &mut self,
+        apply: bool,
+        change: impl FnOnce(&mut Checkpoint, &mut Vec<SourceRecord>) -> Result<T>,
+    ) -> Result<Option<unistream_core::checkpoint::Repaired<T>>> {
+        let Some(StoredCheckpoint {
+            mut checkpoint,
+            mut records,
+        }) = self.load().await?
+        else {
+            return Ok(None);
+        };
+        let before = checkpoint.clone();
+        let outcome = change(&mut checkpoint, &mut records)?;
+        if apply {
+            self.save_batch(&checkpoint, &records).await?;
+        }
+        let after = StoredCheckpoint {
+            checkpoint,
+            records,
+        };
+        Ok(Some(unistream_core::checkpoint::Repaired::new(
+            before, after, outcome, apply,
+        )))
+    }
+
     /// How many durable writes the store made so far: a new journal, or a
     /// group of entries appended (a `write(2)`, or a copy into the mapped
     /// journal; see the module docs).
