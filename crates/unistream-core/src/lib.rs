@@ -16,6 +16,7 @@
 //! | [`source`] | [`Source`](source::Source): read records from a pointer |
 //! | [`dlq`] | [`DeadLetterQueue`](dlq::DeadLetterQueue) |
 //! | [`consumer`] | the [`Consumer`](consumer::Consumer) engine and the [`Processor`](consumer::Processor) trait |
+//! | [`raw`] | [`RawRecord`](raw::RawRecord): any stream's records as they are, with the source's metadata |
 //! | [`memory`] | in-memory variants for tests |
 
 #![warn(missing_docs)]
@@ -28,6 +29,7 @@ pub mod dlq;
 mod error;
 pub mod memory;
 pub mod producer;
+pub mod raw;
 pub mod record;
 pub mod retry;
 pub mod sink;

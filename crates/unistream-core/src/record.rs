@@ -98,6 +98,14 @@ pub trait Codec<R>: Send + Sync + 'static {
     fn encode(&self, record: &R) -> Result<Vec<u8>, CodecError>;
     /// Decodes a record. Bad bytes are an error value, never a panic.
     fn decode(&self, bytes: &[u8]) -> Result<R, CodecError>;
+    /// Decodes a record as a source read it, seeing what the source knows
+    /// of it (its pointer, keys and arrival time): what the consumer calls.
+    /// By default, [`decode`](Self::decode) of its bytes; a codec whose
+    /// records take metadata from the stream overrides it (as
+    /// [`RawCodec`](crate::raw::RawCodec) does).
+    fn decode_record(&self, record: &crate::source::SourceRecord) -> Result<R, CodecError> {
+        self.decode(&record.data)
+    }
 }
 
 /// How [`JsonCodec`] lays out its output.

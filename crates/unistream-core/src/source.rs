@@ -68,6 +68,10 @@ pub struct SourceRecord {
     /// The explicit hash key of the record, if the source knows it (a
     /// de-aggregated Kinesis user record that had one).
     pub explicit_hash_key: Option<String>,
+    /// When the stream received the record, if the source knows it (Kinesis
+    /// `ApproximateArrivalTimestamp`); like the keys, not kept by a
+    /// checkpoint store.
+    pub arrival_time: Option<chrono::DateTime<chrono::Utc>>,
     /// Why the source cannot hand out these bytes as a record (e.g. a
     /// corrupted KPL aggregate). The consumer does not decode such a record:
     /// it goes to the dead-letter queue at once, with its raw bytes and this
@@ -83,8 +87,18 @@ impl SourceRecord {
             data,
             partition_key: None,
             explicit_hash_key: None,
+            arrival_time: None,
             error: None,
         }
+    }
+
+    /// With the time the stream received the record.
+    pub fn with_arrival_time(
+        mut self,
+        arrival_time: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Self {
+        self.arrival_time = arrival_time;
+        self
     }
 
     /// With the stream's keys of the record.

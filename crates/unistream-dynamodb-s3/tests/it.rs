@@ -720,3 +720,76 @@ async fn peek_takes_nothing_over_and_a_take_over_at_a_stale_version_is_refused()
     ));
     f.cleanup().await;
 }
+
+/// `repair`: refused while a record is in progress under a live lock; a dry
+/// run writes nothing; applied, it takes the item over, so the consumer
+/// that was running stops at its next write instead of overwriting it.
+#[tokio::test]
+#[ignore = "needs an AWS emulator: run with `cargo xtask it`"]
+async fn repair_refuses_a_live_lock_dry_runs_and_fences_the_running_consumer() {
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    let ids: Vec<String> = ["a", "b"].map(String::from).to_vec();
+    let mut running = f.store();
+    assert!(running.load().await.unwrap().is_none());
+    let mut cp = Checkpoint::new(
+        f.key.clone(),
+        Pointer::from("0"),
+        3,
+        Duration::from_secs(60),
+    );
+    let live = Utc::now();
+    cp.start_batch(ids.clone(), Some(Pointer::from("2")), live)
+        .unwrap();
+    cp.begin_attempt(0, "worker-1", live).unwrap();
+    running.save_batch(&cp, &records(&ids)).await.unwrap();
+
+    let reset = |cp: &mut Checkpoint, records: &mut Vec<SourceRecord>| {
+        records.clear();
+        Ok(cp.reset_to(Pointer::from("TRIM_HORIZON")))
+    };
+    let mut tool = f.store();
+    let err = tool.repair(true, reset).await.unwrap_err();
+    assert!(
+        matches!(err, Error::CheckpointOwned { ref detail, .. } if detail.contains("lock worker-1")),
+        "{err}"
+    );
+    // The attempt ends; the lock is gone.
+    cp.succeed(0, "worker-1", None, Utc::now()).unwrap();
+    running.save_tracker(&cp, 0).await.unwrap();
+    running.sync().await.unwrap();
+
+    let version = tool.peek().await.unwrap().unwrap().version;
+    let dry = tool
+        .repair(false, reset)
+        .await
+        .unwrap()
+        .expect("a checkpoint");
+    assert!(!dry.applied);
+    assert_eq!(dry.outcome, 1, "one record was not done");
+    assert_eq!(dry.before, cp);
+    assert_eq!(
+        tool.peek().await.unwrap().unwrap().version,
+        version,
+        "nothing written"
+    );
+
+    let done = tool
+        .repair(true, reset)
+        .await
+        .unwrap()
+        .expect("a checkpoint");
+    assert!(done.applied);
+    let stored = tool.peek().await.unwrap().unwrap().stored;
+    assert_eq!(stored.checkpoint.start_pointer().as_str(), "TRIM_HORIZON");
+    assert!(stored.records.is_empty());
+    // The consumer that held it is fenced.
+    cp.begin_attempt(1, "worker-1", Utc::now()).unwrap();
+    running.save_tracker(&cp, 1).await.unwrap();
+    assert!(matches!(
+        running.sync().await.unwrap_err(),
+        Error::CheckpointOwned { .. }
+    ));
+    f.cleanup().await;
+}

@@ -237,16 +237,23 @@ impl KinesisSource {
         let seq = record.sequence_number();
         let data = record.data().as_ref();
         let key = record.partition_key().map(str::to_owned);
+        let arrival = record
+            .approximate_arrival_timestamp()
+            .and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()));
         if !self.deaggregate {
             out.push_back(
-                SourceRecord::new(Pointer::from(seq), data.to_vec()).with_keys(key, None),
+                SourceRecord::new(Pointer::from(seq), data.to_vec())
+                    .with_keys(key, None)
+                    .with_arrival_time(arrival),
             );
             return;
         }
         match aggregation::decode(data) {
             Ok(None) => {
                 out.push_back(
-                    SourceRecord::new(Pointer::from(seq), data.to_vec()).with_keys(key, None),
+                    SourceRecord::new(Pointer::from(seq), data.to_vec())
+                        .with_keys(key, None)
+                        .with_arrival_time(arrival),
                 );
             }
             Ok(Some(users)) if users.is_empty() => {
@@ -267,7 +274,8 @@ impl KinesisSource {
                     }
                     out.push_back(
                         SourceRecord::new(Pointer::new(format!("{seq}:{sub}")), user.data)
-                            .with_keys(Some(user.partition_key), user.explicit_hash_key),
+                            .with_keys(Some(user.partition_key), user.explicit_hash_key)
+                            .with_arrival_time(arrival),
                     );
                 }
             }

@@ -7,6 +7,63 @@
 //! sends what keeps failing to a dead-letter queue, and resumes exactly where
 //! it stopped.
 //!
+//! # A first program
+//!
+//! The embedded pipeline: a producer puts records through its write-ahead
+//! log into a local stream file; a consumer processes the stream, retries
+//! what fails and sends what keeps failing to a dead-letter file.
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use unistream::{
+//!     Attempt, BoxError, Consumer, ConsumerConfig, Durability, FileBuffer, FileBufferConfig,
+//!     FileCheckpointStore, FileDeadLetterQueue, FileSink, FileSource, Outcome, Processor,
+//!     Producer, ProducerConfig, Record, RetryPolicy,
+//! };
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Order { id: String, create_at: chrono::DateTime<chrono::Utc>, amount: u32 }
+//!
+//! impl Record for Order {
+//!     fn id(&self) -> &str { &self.id }
+//!     fn create_at(&self) -> chrono::DateTime<chrono::Utc> { self.create_at }
+//! }
+//!
+//! struct Bill;
+//! impl Processor for Bill {
+//!     type Record = Order;
+//!     async fn process(&self, order: &Order, _: &Attempt<'_>) -> Result<Outcome, BoxError> {
+//!         if order.amount == 0 { return Err("nothing to bill".into()); } // retried, then DLQ
+//!         Ok(Outcome::Succeeded)
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> unistream::Result<()> {
+//! # let tmp = tempfile::tempdir().unwrap(); let dir = tmp.path();
+//! let (wal, stream) = (dir.join("wal"), dir.join("orders.jsonl"));
+//! let buffer = FileBuffer::open(&wal, FileBufferConfig::default())?;
+//! let sink = FileSink::open(&stream, Durability::Process)?;
+//! let producer = Producer::new(ProducerConfig::default(), buffer, sink);
+//! for (i, amount) in [5, 0, 7].into_iter().enumerate() {
+//!     let order = Order { id: i.to_string(), create_at: chrono::Utc::now(), amount };
+//!     producer.put(&order).await?; // durable once `put` returns
+//! }
+//! producer.flush().await?;
+//!
+//! let mut config = ConsumerConfig::new("billing");
+//! config.retry = RetryPolicy::waits([std::time::Duration::ZERO]).with_max_attempts(3);
+//! config.stop_at_end = true;
+//! let store = FileCheckpointStore::open(dir.join("checkpoints"), "billing", Durability::Process)?;
+//! let dlq = FileDeadLetterQueue::open(dir.join("dlq.jsonl"), Durability::Process)?;
+//! let mut consumer = Consumer::new(config, FileSource::new(&stream), Bill, store, dlq)?;
+//! let summary = consumer.run().await?;
+//! assert_eq!((summary.succeeded, summary.dead_lettered), (2, 1));
+//! # Ok(()) }
+//! ```
+//!
+//! The types a first program uses are at the root; every other one is in
+//! its module.
+//!
 //! This crate is a facade: one path to each type. The modules of
 //! [`unistream_core`] (the engines, their traits and the in-memory backends)
 //! are re-exported as they are, [`buffer`] adds the file buffer to the
@@ -33,7 +90,23 @@
 
 pub use unistream_core::{
     BoxError, CancellationToken, Error, ErrorInfo, Result, checkpoint, clock, consumer, dlq,
-    memory, producer, record, retry, sink, source,
+    memory, producer, raw, record, retry, sink, source,
+};
+
+pub use unistream_core::consumer::{
+    Attempt, Consumer, ConsumerConfig, OnExhausted, Outcome, Processor, RunSummary,
+};
+pub use unistream_core::dlq::DeadLetter;
+pub use unistream_core::producer::{Producer, ProducerConfig};
+pub use unistream_core::raw::{RawCodec, RawRecord};
+pub use unistream_core::record::{Codec, JsonCodec, Record};
+pub use unistream_core::retry::RetryPolicy;
+
+#[cfg(feature = "file-buffer")]
+pub use unistream_buffer::{FileBuffer, FileBufferConfig};
+#[cfg(feature = "local")]
+pub use unistream_local::{
+    Durability, FileCheckpointStore, FileDeadLetterQueue, FileSink, FileSource,
 };
 
 /// The producer's buffer: where accepted records wait until a sink takes

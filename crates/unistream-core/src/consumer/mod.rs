@@ -409,7 +409,9 @@ fn decode<R, C: Codec<R>>(codec: &C, r: &SourceRecord) -> std::result::Result<R,
     if let Some(reason) = &r.error {
         return Err(ErrorInfo::new(reason.clone()));
     }
-    codec.decode(&r.data).map_err(|e| ErrorInfo::from_error(&e))
+    codec
+        .decode_record(r)
+        .map_err(|e| ErrorInfo::from_error(&e))
 }
 
 fn record_id<R: Record>(d: &std::result::Result<R, ErrorInfo>, r: &SourceRecord) -> String {
