@@ -142,9 +142,9 @@ where
     P: Handler,
     K: CheckpointStore,
     D: DeadLetterQueue,
-    JsonCodec: Codec<P::Record>,
 {
-    /// A consumer decoding JSON records, on the system clock.
+    /// A consumer decoding JSON records, on the system clock (another codec:
+    /// [`with_codec`](Self::with_codec)).
     ///
     /// # Errors
     ///
@@ -170,14 +170,7 @@ where
     }
 }
 
-impl<S, P, K, D, C> Consumer<S, P, K, D, C>
-where
-    S: Source,
-    P: Handler,
-    K: CheckpointStore,
-    D: DeadLetterQueue,
-    C: Codec<P::Record>,
-{
+impl<S, P: Handler, K, D, C> Consumer<S, P, K, D, C> {
     /// Uses another codec.
     pub fn with_codec<C2: Codec<P::Record>>(self, codec: C2) -> Consumer<S, P, K, D, C2> {
         Consumer {
@@ -196,6 +189,16 @@ where
         }
     }
 
+}
+
+impl<S, P, K, D, C> Consumer<S, P, K, D, C>
+where
+    S: Source,
+    P: Handler,
+    K: CheckpointStore,
+    D: DeadLetterQueue,
+    C: Codec<P::Record>,
+{
     /// Uses another clock (e.g. a [`VirtualClock`](crate::clock::VirtualClock) in tests).
     pub fn with_clock(mut self, clock: impl Clock) -> Self {
         self.clock = std::sync::Arc::new(clock);
