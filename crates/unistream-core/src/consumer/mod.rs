@@ -59,8 +59,7 @@ pub use processor::{
     Attempt, Handler, Outcome, Processor, SliceItem, SliceProcessor, SliceResult, Slices,
 };
 pub use report::{BatchReport, RunSummary};
-#[allow(deprecated)]
-pub use signal::{cancel_on_ctrl_c, cancel_on_signals};
+pub use signal::cancel_on_signals;
 
 struct BatchState<R> {
     checkpoint: Checkpoint,

@@ -52,7 +52,7 @@ impl Default for ProducerConfig {
     /// linger of 1 s, send errors logged, `BufferFull` returned.
     fn default() -> Self {
         ProducerConfig {
-            retry: RetryPolicy::seed_producer(),
+            retry: RetryPolicy::unbounded_backoff_to_a_minute(),
             linger: Some(Duration::from_secs(1)),
             send_errors: SendErrors::Log,
             when_full: WhenFull::Error,
