@@ -128,10 +128,12 @@ async fn run(args: Args) -> unistream::Result<()> {
         kinesis = kinesis.with_rate_limit(limit);
     }
     let sink = RandomFailSink::new(kinesis, args.fail_rate, args.seed);
-    let mut config = ProducerConfig::default();
-    config.retry = RetryPolicy::waits(args.backoff_ms.iter().map(|ms| Duration::from_millis(*ms)))
-        .with_max_attempts(u32::MAX);
-    config.linger = None;
+    let config = ProducerConfig::default()
+        .retry(
+            RetryPolicy::waits(args.backoff_ms.iter().map(|ms| Duration::from_millis(*ms)))
+                .with_max_attempts(u32::MAX),
+        )
+        .linger(None);
     let producer = Producer::new(config, wal, sink);
     let mut rng = rand::rngs::SmallRng::seed_from_u64(args.seed ^ args.start_id);
     for id in args.start_id..args.start_id + args.count {

@@ -239,9 +239,9 @@ impl Setup {
         H: Handler<Record = Rec>,
     {
         let consumer_id = unique_name("bench");
-        let mut config = ConsumerConfig::new(&consumer_id);
-        config.limit = limit;
-        config.concurrency = concurrency;
+        let config = ConsumerConfig::new(&consumer_id)
+            .limit(limit)
+            .concurrency(concurrency);
         let store = DynamoDbS3CheckpointStore::builder(self.slow.dynamodb(), self.slow.s3())
             .table(&self.table)
             .key(&consumer_id)

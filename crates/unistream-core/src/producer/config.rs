@@ -31,7 +31,20 @@ pub enum WhenFull {
     Wait,
 }
 
-/// Settings of a [`Producer`].
+/// Settings of a [`Producer`]: [`default`](Self::default), then a setter per
+/// field to change (the fields are public too).
+///
+/// ```
+/// use std::time::Duration;
+/// use unistream_core::producer::{ProducerConfig, SendErrors, WhenFull};
+///
+/// let config = ProducerConfig::default()
+///     .linger(Duration::from_millis(200))
+///     .send_errors(SendErrors::Return)
+///     .when_full(WhenFull::Wait);
+/// assert_eq!(config.linger, Some(Duration::from_millis(200)));
+/// assert_eq!(ProducerConfig::default().linger(None).linger, None);
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ProducerConfig {
@@ -57,5 +70,35 @@ impl Default for ProducerConfig {
             send_errors: SendErrors::Log,
             when_full: WhenFull::Error,
         }
+    }
+}
+
+impl ProducerConfig {
+    /// Sets [`retry`](Self::retry): the waits between failed sends (default [`RetryPolicy::unbounded_backoff_to_a_minute`]).
+    #[must_use]
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets [`linger`](Self::linger): a duration, or `None` to seal only full batches (default 1 s).
+    #[must_use]
+    pub fn linger(mut self, linger: impl Into<Option<Duration>>) -> Self {
+        self.linger = linger.into();
+        self
+    }
+
+    /// Sets [`send_errors`](Self::send_errors): whether `put` returns send errors (default [`SendErrors::Log`]).
+    #[must_use]
+    pub fn send_errors(mut self, send_errors: SendErrors) -> Self {
+        self.send_errors = send_errors;
+        self
+    }
+
+    /// Sets [`when_full`](Self::when_full): what `put` does when the buffer is full (default [`WhenFull::Error`]).
+    #[must_use]
+    pub fn when_full(mut self, when_full: WhenFull) -> Self {
+        self.when_full = when_full;
+        self
     }
 }
