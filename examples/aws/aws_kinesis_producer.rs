@@ -61,7 +61,7 @@ struct Args {
     /// Waits after failed sends, in milliseconds (the seed's 1, 2, 4 s).
     #[arg(long, value_delimiter = ',', default_value = "1000,2000,4000")]
     backoff_ms: Vec<u64>,
-    /// Milliseconds between puts (the seed sleeps 1 s).
+    /// Milliseconds between puts (the seed sleeps 1 s); 0 puts without a pause.
     #[arg(long, default_value_t = 1000)]
     interval_ms: u64,
     /// Seed of the failures and values.
@@ -143,7 +143,11 @@ async fn run(args: Args) -> unistream::Result<()> {
             value: rng.random_range(1..=100),
         };
         put_verbose(&producer, &record, args.verbose, || {}).await?;
-        tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
+        // A zero-length sleep still waits for the timer's next tick (1 ms):
+        // `--interval-ms 0` means no wait at all.
+        if args.interval_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
+        }
     }
     producer.flush().await?;
     eprintln!("done: {} records put to {}", args.count, args.stream);
