@@ -17,6 +17,7 @@
 //! | [`dlq`] | [`DeadLetterQueue`](dlq::DeadLetterQueue) |
 //! | [`consumer`] | the [`Consumer`](consumer::Consumer) engine and the [`Processor`](consumer::Processor) trait |
 //! | [`memory`] | in-memory variants for tests |
+//! | `testing` | (feature `testing`) the contract suite to check your own [`CheckpointStore`](checkpoint::CheckpointStore) with |
 
 #![warn(missing_docs)]
 
@@ -32,6 +33,8 @@ pub mod record;
 pub mod retry;
 pub mod sink;
 pub mod source;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod timefmt;
 
 pub use error::{BoxError, Error, ErrorInfo, Result, denial};

@@ -20,6 +20,7 @@
 //! | `dynamodb-s3` | no | `dynamodb_s3`: checkpoints in DynamoDB + S3 (`unistream-dynamodb-s3`) |
 //! | `sqs-dlq` | no | `sqs_dlq`: SQS dead-letter queues and redrive (`unistream-sqs-dlq`) |
 //! | `leases` | no | `leases`: every shard of a stream, shared by workers through DynamoDB leases (`unistream-leases`) |
+//! | `testing` | no | `testing`: the contract suite to check your own checkpoint store with (`unistream-core`'s `testing`) |
 //!
 //! See the repository's `README.md` and `docs/` for the guarantees
 //! (at-least-once; what a `kill -9` or a power loss can and cannot cause),
@@ -55,6 +56,12 @@ pub mod local {
         FileSource,
     };
 }
+
+/// Check your own [`CheckpointStore`](checkpoint::CheckpointStore) against
+/// the contract every store passes (feature `testing`; see
+/// [`unistream_core::testing`]).
+#[cfg(feature = "testing")]
+pub use unistream_core::testing;
 
 #[cfg(feature = "kinesis")]
 pub use unistream_kinesis as kinesis;
