@@ -345,7 +345,8 @@ where
         if report.closed || report.interrupted || (report.caught_up && until_end) {
             break;
         }
-        if report.caught_up {
+        // A zero-length sleep still waits for the timer's next tick (1 ms).
+        if report.caught_up && !delay.is_zero() {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = token.cancelled() => {}

@@ -81,9 +81,9 @@ async fn run(args: Args) -> unistream::Result<()> {
         args.fail_rate,
         args.seed,
     );
-    let mut config = ProducerConfig::default();
-    config.retry = RetryPolicy::waits(ms(&[100, 200, 400])).with_max_attempts(u32::MAX);
-    config.linger = None;
+    let config = ProducerConfig::default()
+        .retry(RetryPolicy::waits(ms(&[100, 200, 400])).with_max_attempts(u32::MAX))
+        .linger(None);
     let producer = Producer::new(config, wal, sink);
     let mut rng = rand::rngs::SmallRng::seed_from_u64(args.seed);
     for id in 1..=args.count {
@@ -107,11 +107,11 @@ async fn run(args: Args) -> unistream::Result<()> {
         "=== consumer: batches of 3, {:.0}% of attempts fail, 3 attempts per record ===",
         args.fail_rate * 100.0
     );
-    let mut config = ConsumerConfig::new("quickstart");
-    config.limit = 3;
-    config.retry = RetryPolicy::waits(ms(&[100, 200])).with_max_attempts(3);
-    config.dlq_retry = RetryPolicy::waits(ms(&[100])).with_max_attempts(3);
-    config.stop_at_end = true;
+    let config = ConsumerConfig::new("quickstart")
+        .limit(3)
+        .retry(RetryPolicy::waits(ms(&[100, 200])).with_max_attempts(3))
+        .dlq_retry(RetryPolicy::waits(ms(&[100])).with_max_attempts(3))
+        .stop_at_end(true);
     let processor = DemoProcessor {
         target: AppendFile::open(dir.join("target.jsonl"), Durability::Process)?,
         attempt_log: None,

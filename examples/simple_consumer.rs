@@ -118,20 +118,24 @@ async fn run(args: Args) -> unistream::Result<()> {
         Durability::Process
     };
 
-    let mut config = ConsumerConfig::new(&args.consumer_id);
-    config.limit = args.limit;
-    config.concurrency = args.concurrency;
-    config.retry = RetryPolicy::waits(args.backoff_ms.iter().map(|ms| Duration::from_millis(*ms)))
-        .with_max_attempts(args.max_attempts);
-    config.dlq_retry = RetryPolicy::waits([Duration::from_millis(100), Duration::from_millis(500)])
-        .with_max_attempts(5);
-    config.delay = Duration::from_millis(args.delay_ms);
-    config.on_exhausted = if args.halt {
-        OnExhausted::Halt
-    } else {
-        OnExhausted::Continue
-    };
-    config.stop_at_end = args.until_end;
+    let config = ConsumerConfig::new(&args.consumer_id)
+        .limit(args.limit)
+        .concurrency(args.concurrency)
+        .retry(
+            RetryPolicy::waits(args.backoff_ms.iter().map(|ms| Duration::from_millis(*ms)))
+                .with_max_attempts(args.max_attempts),
+        )
+        .dlq_retry(
+            RetryPolicy::waits([Duration::from_millis(100), Duration::from_millis(500)])
+                .with_max_attempts(5),
+        )
+        .delay(Duration::from_millis(args.delay_ms))
+        .on_exhausted(if args.halt {
+            OnExhausted::Halt
+        } else {
+            OnExhausted::Continue
+        })
+        .stop_at_end(args.until_end);
 
     let processor = DemoProcessor {
         target: AppendFile::open(dir.join("target.jsonl"), durability)?,

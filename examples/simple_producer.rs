@@ -98,10 +98,12 @@ async fn run(args: Args) -> unistream::Result<()> {
         args.fail_rate,
         args.seed,
     );
-    let mut config = ProducerConfig::default();
-    config.retry = RetryPolicy::waits(args.backoff_ms.iter().map(|ms| Duration::from_millis(*ms)))
-        .with_max_attempts(u32::MAX);
-    config.linger = Some(Duration::from_millis(args.linger_ms));
+    let config = ProducerConfig::default()
+        .retry(
+            RetryPolicy::waits(args.backoff_ms.iter().map(|ms| Duration::from_millis(*ms)))
+                .with_max_attempts(u32::MAX),
+        )
+        .linger(Duration::from_millis(args.linger_ms));
     let producer = Producer::new(config, wal, sink);
 
     let leftover = producer.buffer().stats().records;

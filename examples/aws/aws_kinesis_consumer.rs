@@ -105,13 +105,15 @@ async fn run(args: Args) -> unistream::Result<()> {
         Start::TrimHorizon => StartingPosition::TrimHorizon,
         Start::Latest => StartingPosition::Latest,
     };
-    let mut config = ConsumerConfig::new(&consumer_id);
-    config.limit = args.limit;
-    config.concurrency = args.concurrency;
-    config.retry = RetryPolicy::waits(args.backoff_ms.iter().map(|ms| Duration::from_millis(*ms)))
-        .with_max_attempts(args.max_attempts);
-    config.delay = Duration::from_millis(args.delay_ms);
-    config.stop_at_end = args.until_end;
+    let config = ConsumerConfig::new(&consumer_id)
+        .limit(args.limit)
+        .concurrency(args.concurrency)
+        .retry(
+            RetryPolicy::waits(args.backoff_ms.iter().map(|ms| Duration::from_millis(*ms)))
+                .with_max_attempts(args.max_attempts),
+        )
+        .delay(Duration::from_millis(args.delay_ms))
+        .stop_at_end(args.until_end);
     let dir = &args.dir;
     let processor = DemoProcessor {
         target: AppendFile::open(

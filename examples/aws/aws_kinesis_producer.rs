@@ -61,7 +61,7 @@ struct Args {
     /// Waits after failed sends, in milliseconds (the seed's 1, 2, 4 s).
     #[arg(long, value_delimiter = ',', default_value = "1000,2000,4000")]
     backoff_ms: Vec<u64>,
-    /// Milliseconds between puts (the seed sleeps 1 s).
+    /// Milliseconds between puts (the seed sleeps 1 s); 0 puts without a pause.
     #[arg(long, default_value_t = 1000)]
     interval_ms: u64,
     /// Seed of the failures and values.
@@ -128,10 +128,12 @@ async fn run(args: Args) -> unistream::Result<()> {
         kinesis = kinesis.with_rate_limit(limit);
     }
     let sink = RandomFailSink::new(kinesis, args.fail_rate, args.seed);
-    let mut config = ProducerConfig::default();
-    config.retry = RetryPolicy::waits(args.backoff_ms.iter().map(|ms| Duration::from_millis(*ms)))
-        .with_max_attempts(u32::MAX);
-    config.linger = None;
+    let config = ProducerConfig::default()
+        .retry(
+            RetryPolicy::waits(args.backoff_ms.iter().map(|ms| Duration::from_millis(*ms)))
+                .with_max_attempts(u32::MAX),
+        )
+        .linger(None);
     let producer = Producer::new(config, wal, sink);
     let mut rng = rand::rngs::SmallRng::seed_from_u64(args.seed ^ args.start_id);
     for id in args.start_id..args.start_id + args.count {
@@ -141,7 +143,11 @@ async fn run(args: Args) -> unistream::Result<()> {
             value: rng.random_range(1..=100),
         };
         put_verbose(&producer, &record, args.verbose, || {}).await?;
-        tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
+        // A zero-length sleep still waits for the timer's next tick (1 ms):
+        // `--interval-ms 0` means no wait at all.
+        if args.interval_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
+        }
     }
     producer.flush().await?;
     eprintln!("done: {} records put to {}", args.count, args.stream);

@@ -125,13 +125,15 @@ async fn run(args: Args) -> unistream::Result<()> {
     let shard = first_shard(&kinesis, &args.stream).await?;
     let consumer_id = format!("{}-{shard}", args.stream);
 
-    let mut cfg = ConsumerConfig::new(&consumer_id);
-    cfg.limit = args.limit;
-    cfg.concurrency = args.concurrency;
-    cfg.retry = RetryPolicy::waits(args.backoff_ms.iter().map(|ms| Duration::from_millis(*ms)))
-        .with_max_attempts(args.max_attempts);
-    cfg.lock_expire = Duration::from_secs(args.lock_expire_s);
-    cfg.stop_at_end = args.until_end;
+    let cfg = ConsumerConfig::new(&consumer_id)
+        .limit(args.limit)
+        .concurrency(args.concurrency)
+        .retry(
+            RetryPolicy::waits(args.backoff_ms.iter().map(|ms| Duration::from_millis(*ms)))
+                .with_max_attempts(args.max_attempts),
+        )
+        .lock_expire(Duration::from_secs(args.lock_expire_s))
+        .stop_at_end(args.until_end);
     let store = DynamoDbS3CheckpointStore::builder(ddb, s3)
         .table(&args.table)
         .key(&consumer_id)

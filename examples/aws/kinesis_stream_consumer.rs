@@ -160,11 +160,11 @@ async fn run(args: Args) -> unistream::Result<()> {
     }
     std::fs::create_dir_all(&args.dir).map_err(|e| unistream::Error::io(&args.dir, e))?;
     let app = args.app.clone().unwrap_or_else(|| args.stream.clone());
-    let mut consumer = ConsumerConfig::new(&app);
-    consumer.limit = args.limit;
-    consumer.concurrency = args.concurrency;
-    consumer.retry = RetryPolicy::waits([Duration::ZERO]).with_max_attempts(args.max_attempts);
-    consumer.delay = Duration::from_millis(args.delay_ms);
+    let consumer = ConsumerConfig::new(&app)
+        .limit(args.limit)
+        .concurrency(args.concurrency)
+        .retry(RetryPolicy::waits([Duration::ZERO]).with_max_attempts(args.max_attempts))
+        .delay(Duration::from_millis(args.delay_ms));
     let (table, bucket) = (args.checkpoint_table.clone(), args.bucket.clone());
     let leases = DynamoDbLeaseTable::new(ddb.clone(), &args.lease_table);
     let worker_setup = Worker {

@@ -180,17 +180,25 @@ impl DeadLetter {
     ///
     /// # Errors
     ///
-    /// Why the line is not a letter (not JSON, a field missing or of the
-    /// wrong type, `record_base64` not base64).
-    pub fn from_json(line: &[u8]) -> std::result::Result<DeadLetter, String> {
+    /// [`DeadLetterParseError`]: why the line is not a letter (not JSON, a
+    /// field missing or of the wrong type, `record_base64` not base64, no
+    /// record at all).
+    pub fn from_json(line: &[u8]) -> std::result::Result<DeadLetter, DeadLetterParseError> {
         let l: ParsedLine<'_> =
-            serde_json::from_slice(line).map_err(|e| format!("not a dead letter: {e}"))?;
+            serde_json::from_slice(line).map_err(DeadLetterParseError::NotALetter)?;
         let data = match (&l.record_base64, l.record) {
             (Some(b64), _) => base64::engine::general_purpose::STANDARD
                 .decode(b64)
-                .map_err(|e| format!("record_base64 is not base64: {e}"))?,
+                .map_err(|source| DeadLetterParseError::Base64 {
+                    record_id: l.record_id.clone(),
+                    source,
+                })?,
             (None, Some(raw)) => raw.get().as_bytes().to_vec(),
-            (None, None) => return Err("no record and no record_base64".into()),
+            (None, None) => {
+                return Err(DeadLetterParseError::NoRecord {
+                    record_id: l.record_id,
+                });
+            }
         };
         let error = l.errors.or_else(|| l.error.map(ErrorInfo::new));
         Ok(DeadLetter {
@@ -205,6 +213,41 @@ impl DeadLetter {
             last_attempt_time: l.last_attempt_time,
             dead_letter_time: l.dead_letter_time,
         })
+    }
+}
+
+/// Why a line is not a dead letter ([`DeadLetter::from_json`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeadLetterParseError {
+    /// The line is not JSON, or a field is missing or of the wrong type.
+    #[error("not a dead letter: {0}")]
+    NotALetter(#[source] serde_json::Error),
+    /// `record_base64` is there but is not base64.
+    #[error("the dead letter of record {record_id:?}: record_base64 is not base64: {source}")]
+    Base64 {
+        /// The letter's record id.
+        record_id: String,
+        /// The decoder's error.
+        #[source]
+        source: base64::DecodeError,
+    },
+    /// The letter has neither `record` nor `record_base64`.
+    #[error("the dead letter of record {record_id:?} has no record and no record_base64")]
+    NoRecord {
+        /// The letter's record id.
+        record_id: String,
+    },
+}
+
+impl DeadLetterParseError {
+    /// The record id of the letter, when the line got far enough to tell.
+    pub fn record_id(&self) -> Option<&str> {
+        match self {
+            DeadLetterParseError::NotALetter(_) => None,
+            DeadLetterParseError::Base64 { record_id, .. }
+            | DeadLetterParseError::NoRecord { record_id } => Some(record_id),
+        }
     }
 }
 

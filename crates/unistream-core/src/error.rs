@@ -1,4 +1,7 @@
-//! The error type of `unistream-core`.
+//! The error types of `unistream-core`: [`Error`], and the errors the
+//! other modules return and re-export at their own paths
+//! ([`CodecError`] as `record::CodecError`, [`Refusal`] as `sink::Refusal`).
+//! This module depends on no other module of the crate.
 //!
 //! Every variant carries the context a user needs to act on it: which file and
 //! byte offset, which checkpoint store and key, which record id.
@@ -12,6 +15,65 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Whether a [`CodecError`] happened while encoding or decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodecDirection {
+    /// Record to bytes.
+    Encode,
+    /// Bytes to record.
+    Decode,
+}
+
+/// A record could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {} record: {source}", match direction { CodecDirection::Encode => "encode", CodecDirection::Decode => "decode" })]
+pub struct CodecError {
+    /// Which way.
+    pub direction: CodecDirection,
+    /// The codec's error.
+    #[source]
+    pub source: BoxError,
+}
+
+impl CodecError {
+    /// A decode error.
+    pub fn decode(source: impl Into<BoxError>) -> Self {
+        CodecError {
+            direction: CodecDirection::Decode,
+            source: source.into(),
+        }
+    }
+    /// An encode error.
+    pub fn encode(source: impl Into<BoxError>) -> Self {
+        CodecError {
+            direction: CodecDirection::Encode,
+            source: source.into(),
+        }
+    }
+}
+
+/// Why a sink (or the buffer) refuses a record before the producer accepts
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The record (data and partition key) is larger than the sink takes.
+    #[error("the record is {bytes} bytes (data and partition key); the sink takes at most {max}")]
+    TooLarge {
+        /// The record's size.
+        bytes: usize,
+        /// The most the sink takes.
+        max: usize,
+    },
+    /// The partition key is not one the sink accepts.
+    #[error("bad partition key: {0}")]
+    PartitionKey(String),
+    /// The record holds what the sink's (or the buffer's) format cannot
+    /// carry, e.g. a newline in a JSON-lines file.
+    #[error("{0}")]
+    Unrepresentable(String),
+}
 
 /// Everything that can go wrong in the engines and the local backends.
 #[derive(Debug, thiserror::Error)]
@@ -167,12 +229,12 @@ pub enum Error {
         /// The record.
         record_id: String,
         /// Why.
-        reason: crate::sink::Refusal,
+        reason: Refusal,
     },
 
     /// A record could not be encoded or decoded.
     #[error(transparent)]
-    Codec(#[from] crate::record::CodecError),
+    Codec(#[from] CodecError),
 
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]

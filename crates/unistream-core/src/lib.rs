@@ -18,6 +18,7 @@
 //! | [`consumer`] | the [`Consumer`](consumer::Consumer) engine and the [`Processor`](consumer::Processor) trait |
 //! | [`raw`] | [`RawRecord`](raw::RawRecord): any stream's records as they are, with the source's metadata |
 //! | [`memory`] | in-memory variants for tests |
+//! | `testing` | (feature `testing`) the contract suite to check your own [`CheckpointStore`](checkpoint::CheckpointStore) with |
 
 #![warn(missing_docs)]
 
@@ -34,6 +35,8 @@ pub mod record;
 pub mod retry;
 pub mod sink;
 pub mod source;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod timefmt;
 
 pub use error::{BoxError, Error, ErrorInfo, Result};

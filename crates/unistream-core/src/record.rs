@@ -9,7 +9,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::error::BoxError;
+// The codec error lives with the crate's other errors (`error.rs`), so that
+// `error` depends on nothing here; it stays public at this path.
+pub use crate::error::{CodecDirection, CodecError};
 
 /// A record of a stream.
 ///
@@ -51,43 +53,6 @@ pub trait Record: Send + Sync + 'static {
     /// (Kinesis `ExplicitHashKey`, a decimal 128-bit number). None by default.
     fn explicit_hash_key(&self) -> Option<&str> {
         None
-    }
-}
-
-/// Whether a [`CodecError`] happened while encoding or decoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CodecDirection {
-    /// Record to bytes.
-    Encode,
-    /// Bytes to record.
-    Decode,
-}
-
-/// A record could not be encoded or decoded.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot {} record: {source}", match direction { CodecDirection::Encode => "encode", CodecDirection::Decode => "decode" })]
-pub struct CodecError {
-    /// Which way.
-    pub direction: CodecDirection,
-    /// The codec's error.
-    #[source]
-    pub source: BoxError,
-}
-
-impl CodecError {
-    /// A decode error.
-    pub fn decode(source: impl Into<BoxError>) -> Self {
-        CodecError {
-            direction: CodecDirection::Decode,
-            source: source.into(),
-        }
-    }
-    /// An encode error.
-    pub fn encode(source: impl Into<BoxError>) -> Self {
-        CodecError {
-            direction: CodecDirection::Encode,
-            source: source.into(),
-        }
     }
 }
 

@@ -45,8 +45,8 @@ pub enum Schedule {
 /// use std::time::Duration;
 /// use unistream_core::retry::RetryPolicy;
 ///
-/// // The seed's producer schedule: 1, 2, 4, 8, 15, 30, 60 s, then 60 s forever.
-/// let p = RetryPolicy::seed_producer();
+/// // The producer's default: 1, 2, 4, 8, 15, 30, 60 s, then 60 s forever.
+/// let p = RetryPolicy::unbounded_backoff_to_a_minute();
 /// assert_eq!(p.delay_before(2), Duration::from_secs(1));
 /// assert_eq!(p.delay_before(9), Duration::from_secs(60));
 /// assert_eq!(p.delay_before(100), Duration::from_secs(60));
@@ -87,9 +87,12 @@ impl RetryPolicy {
         }
     }
 
-    /// The seed's producer default: waits of 1, 2, 4, 8, 15, 30, 60 seconds,
-    /// then 60 s, with no attempt limit (a producer never drops a record).
-    pub fn seed_producer() -> Self {
+    /// Waits of 1, 2, 4, 8, 15, 30, 60 seconds, then 60 s for every attempt
+    /// after, with no attempt limit: the [`ProducerConfig`] default (a
+    /// producer never drops a record; the seed's producer schedule).
+    ///
+    /// [`ProducerConfig`]: crate::producer::ProducerConfig
+    pub fn unbounded_backoff_to_a_minute() -> Self {
         RetryPolicy::waits([1, 2, 4, 8, 15, 30, 60].map(Duration::from_secs))
             .with_max_attempts(u32::MAX)
     }

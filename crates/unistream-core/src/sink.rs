@@ -5,6 +5,9 @@ use std::future::Future;
 use crate::clock::Clock;
 use crate::error::BoxError;
 use crate::error::ErrorInfo;
+// The refusal lives with the crate's other errors (`error.rs`), so that
+// `error` depends on nothing here; it stays public at this path.
+pub use crate::error::Refusal;
 use crate::retry::RetryPolicy;
 
 /// A record ready to send: its id, its partition key and its encoded bytes.
@@ -37,28 +40,6 @@ impl EncodedRecord {
         self.explicit_hash_key = key;
         self
     }
-}
-
-/// Why a sink (or the buffer) refuses a record before the producer accepts
-/// it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Refusal {
-    /// The record (data and partition key) is larger than the sink takes.
-    #[error("the record is {bytes} bytes (data and partition key); the sink takes at most {max}")]
-    TooLarge {
-        /// The record's size.
-        bytes: usize,
-        /// The most the sink takes.
-        max: usize,
-    },
-    /// The partition key is not one the sink accepts.
-    #[error("bad partition key: {0}")]
-    PartitionKey(String),
-    /// The record holds what the sink's (or the buffer's) format cannot
-    /// carry, e.g. a newline in a JSON-lines file.
-    #[error("{0}")]
-    Unrepresentable(String),
 }
 
 /// What a sink accepted of a batch.

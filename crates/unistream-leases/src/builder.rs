@@ -1,4 +1,6 @@
-//! [`StreamConsumerBuilder`]: how a [`StreamConsumer`] is put together.
+//! [`StreamConsumerBuilder`]: how a [`StreamConsumer`] is put together
+//! (and [`StreamConsumer::builder`], which starts one). This module knows
+//! the stream consumer; `stream.rs` does not know it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,12 +18,13 @@ use crate::coordinator::{Coordinator, LeaseConfig};
 use crate::lease::LeaseTable;
 use crate::stream::{OnChange, StreamConsumer};
 
-/// Builds a [`StreamConsumer`]; from [`StreamConsumer::builder`].
+/// Builds a [`StreamConsumer`]; from [`StreamConsumer::builder`]. `C` is
+/// the records' codec, JSON unless [`codec`](Self::codec) gives another.
 ///
 /// Required, checked by [`build`](Self::build): [`stream`](Self::stream),
 /// [`worker`](Self::worker) and [`consumer`](Self::consumer). Everything
 /// else has a default, named on its setter.
-pub struct StreamConsumerBuilder<T> {
+pub struct StreamConsumerBuilder<T, C = JsonCodec> {
     kinesis: aws_sdk_kinesis::Client,
     leases: T,
     stream: Option<String>,
@@ -34,9 +37,10 @@ pub struct StreamConsumerBuilder<T> {
     get_records_interval: Option<Duration>,
     deaggregate: bool,
     on_change: Option<OnChange>,
+    codec: C,
 }
 
-impl<T> std::fmt::Debug for StreamConsumerBuilder<T> {
+impl<T, C> std::fmt::Debug for StreamConsumerBuilder<T, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
@@ -46,8 +50,20 @@ impl<T> std::fmt::Debug for StreamConsumerBuilder<T> {
     }
 }
 
+impl StreamConsumer<(), (), (), ()> {
+    /// A builder of a worker consuming a stream through `kinesis`, sharing
+    /// its shards through `leases` (see [`StreamConsumerBuilder`] for what is
+    /// required and the defaults).
+    pub fn builder<T: LeaseTable>(
+        kinesis: aws_sdk_kinesis::Client,
+        leases: T,
+    ) -> StreamConsumerBuilder<T> {
+        StreamConsumerBuilder::new(kinesis, leases)
+    }
+}
+
 impl<T: LeaseTable> StreamConsumerBuilder<T> {
-    pub(crate) fn new(kinesis: aws_sdk_kinesis::Client, leases: T) -> Self {
+    fn new(kinesis: aws_sdk_kinesis::Client, leases: T) -> Self {
         StreamConsumerBuilder {
             kinesis,
             leases,
@@ -61,9 +77,12 @@ impl<T: LeaseTable> StreamConsumerBuilder<T> {
             get_records_interval: None,
             deaggregate: true,
             on_change: None,
+            codec: JsonCodec::default(),
         }
     }
+}
 
+impl<T: LeaseTable, C> StreamConsumerBuilder<T, C> {
     /// The stream to consume (a name). Required.
     pub fn stream(mut self, stream: impl Into<String>) -> Self {
         self.stream = Some(stream.into());
@@ -131,6 +150,69 @@ impl<T: LeaseTable> StreamConsumerBuilder<T> {
         self
     }
 
+    /// The codec of the records, cloned into each shard's consumer (as
+    /// [`Consumer::with_codec`](unistream_core::consumer::Consumer::with_codec)).
+    /// Default: [`JsonCodec`].
+    ///
+    /// ```no_run
+    /// # fn demo(kinesis: aws_sdk_kinesis::Client, ddb: aws_sdk_dynamodb::Client) -> unistream_core::Result<()> {
+    /// use chrono::{DateTime, Utc};
+    /// use unistream_core::consumer::{Attempt, ConsumerConfig, Outcome, Processor};
+    /// use unistream_core::memory::{MemoryCheckpointStore, MemoryDeadLetterQueue};
+    /// use unistream_core::record::{Codec, CodecError, Record};
+    /// use unistream_leases::{DynamoDbLeaseTable, StreamConsumer};
+    ///
+    /// #[derive(Clone)]
+    /// struct Text; // a record's bytes are its id, as text
+    /// struct Tick(String);
+    /// impl Record for Tick {
+    ///     fn id(&self) -> &str { &self.0 }
+    ///     fn create_at(&self) -> DateTime<Utc> { DateTime::UNIX_EPOCH }
+    /// }
+    /// impl Codec<Tick> for Text {
+    ///     fn encode(&self, t: &Tick) -> Result<Vec<u8>, CodecError> { Ok(t.0.clone().into_bytes()) }
+    ///     fn decode(&self, b: &[u8]) -> Result<Tick, CodecError> {
+    ///         String::from_utf8(b.to_vec()).map(Tick).map_err(CodecError::decode)
+    ///     }
+    /// }
+    /// struct Count;
+    /// impl Processor for Count {
+    ///     type Record = Tick;
+    ///     async fn process(&self, _: &Tick, _: &Attempt<'_>) -> Result<Outcome, unistream_core::BoxError> {
+    ///         Ok(Outcome::Succeeded)
+    ///     }
+    /// }
+    ///
+    /// let worker = StreamConsumer::builder(kinesis, DynamoDbLeaseTable::new(ddb, "ticks-leases"))
+    ///     .stream("ticks")
+    ///     .worker("worker-1")
+    ///     .consumer(ConsumerConfig::new("ticks-app"))
+    ///     .codec(Text)
+    ///     .build(
+    ///         |_shard| Ok(Count),
+    ///         |_consumer_id| Ok(MemoryCheckpointStore::default()),
+    ///         |_shard| Ok(MemoryDeadLetterQueue::default()),
+    ///     )?;
+    /// # let _ = worker; Ok(()) }
+    /// ```
+    pub fn codec<C2>(self, codec: C2) -> StreamConsumerBuilder<T, C2> {
+        StreamConsumerBuilder {
+            kinesis: self.kinesis,
+            leases: self.leases,
+            stream: self.stream,
+            worker: self.worker,
+            consumer: self.consumer,
+            lease_config: self.lease_config,
+            start: self.start,
+            shutdown: self.shutdown,
+            clock: self.clock,
+            get_records_interval: self.get_records_interval,
+            deaggregate: self.deaggregate,
+            on_change: self.on_change,
+            codec,
+        }
+    }
+
     /// The worker, making each shard's processor, checkpoint store and
     /// dead-letter queue with these (given the shard id, the shard
     /// consumer's id, and the shard id).
@@ -144,12 +226,12 @@ impl<T: LeaseTable> StreamConsumerBuilder<T> {
         make_processor: impl FnMut(&str) -> Result<P> + Send + 'static,
         make_store: impl FnMut(&str) -> Result<K> + Send + 'static,
         make_dlq: impl FnMut(&str) -> Result<D> + Send + 'static,
-    ) -> Result<StreamConsumer<T, P, K, D>>
+    ) -> Result<StreamConsumer<T, P, K, D, C>>
     where
         P: Processor + 'static,
         K: CheckpointStore + 'static,
         D: DeadLetterQueue + 'static,
-        JsonCodec: Codec<P::Record>,
+        C: Codec<P::Record> + Clone,
     {
         let stream = Error::required(self.stream, "StreamConsumerBuilder::stream")?;
         let worker = Error::required(self.worker, "StreamConsumerBuilder::worker")?;
@@ -167,6 +249,7 @@ impl<T: LeaseTable> StreamConsumerBuilder<T> {
             make_processor: Box::new(make_processor),
             make_store: Box::new(make_store),
             make_dlq: Box::new(make_dlq),
+            codec: self.codec,
             shutdown: self.shutdown,
             clock: self.clock,
             get_records_interval: self.get_records_interval,

@@ -20,7 +20,6 @@ use unistream_core::record::{Codec, JsonCodec};
 use unistream_core::{Error, Result};
 use unistream_kinesis::{KinesisSource, StartingPosition};
 
-use crate::builder::StreamConsumerBuilder;
 use crate::coordinator::{Coordinator, chrono_duration};
 use crate::error::LeaseError;
 use crate::lease::{Lease, LeaseTable};
@@ -67,6 +66,11 @@ pub(crate) type OnChange = Box<dyn FnMut(&[String]) + Send>;
 /// store, build it with `exclusive_by_lease()` so a new owner retries a
 /// record left in progress at once.
 ///
+/// Each shard's records are decoded with the codec `C`: JSON by default,
+/// another one given to the builder's
+/// [`codec`](crate::StreamConsumerBuilder::codec), as the single-shard
+/// [`Consumer::with_codec`] takes it.
+///
 /// Built with [`StreamConsumer::builder`]:
 ///
 /// ```no_run
@@ -108,7 +112,7 @@ pub(crate) type OnChange = Box<dyn FnMut(&[String]) + Send>;
 /// worker.run().await?;
 /// # Ok(()) }
 /// ```
-pub struct StreamConsumer<T, P, K, D> {
+pub struct StreamConsumer<T, P, K, D, C = JsonCodec> {
     pub(crate) kinesis: aws_sdk_kinesis::Client,
     pub(crate) stream: String,
     pub(crate) coordinator: Coordinator<T>,
@@ -117,6 +121,8 @@ pub struct StreamConsumer<T, P, K, D> {
     pub(crate) make_processor: Make<P>,
     pub(crate) make_store: Make<K>,
     pub(crate) make_dlq: Make<D>,
+    /// Cloned into each shard's consumer.
+    pub(crate) codec: C,
     pub(crate) shutdown: CancellationToken,
     pub(crate) clock: SharedClock,
     pub(crate) get_records_interval: Option<Duration>,
@@ -124,7 +130,7 @@ pub struct StreamConsumer<T, P, K, D> {
     pub(crate) on_change: Option<OnChange>,
 }
 
-impl<T, P, K, D> std::fmt::Debug for StreamConsumer<T, P, K, D> {
+impl<T, P, K, D, C> std::fmt::Debug for StreamConsumer<T, P, K, D, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StreamConsumer")
             .field("stream", &self.stream)
@@ -153,25 +159,13 @@ enum Stop {
     Shutdown,
 }
 
-impl StreamConsumer<(), (), (), ()> {
-    /// A builder of a worker consuming a stream through `kinesis`, sharing
-    /// its shards through `leases` (see [`StreamConsumerBuilder`] for what is
-    /// required and the defaults).
-    pub fn builder<T: LeaseTable>(
-        kinesis: aws_sdk_kinesis::Client,
-        leases: T,
-    ) -> StreamConsumerBuilder<T> {
-        StreamConsumerBuilder::new(kinesis, leases)
-    }
-}
-
-impl<T, P, K, D> StreamConsumer<T, P, K, D>
+impl<T, P, K, D, C> StreamConsumer<T, P, K, D, C>
 where
     T: LeaseTable,
     P: Processor + 'static,
     K: CheckpointStore + 'static,
     D: DeadLetterQueue + 'static,
-    JsonCodec: Codec<P::Record>,
+    C: Codec<P::Record> + Clone,
 {
     /// The lease coordinator (e.g. for the shards held).
     pub fn coordinator(&self) -> &Coordinator<T> {
@@ -227,6 +221,7 @@ where
             (self.make_store)(&consumer_id)?,
             (self.make_dlq)(shard)?,
         )?
+        .with_codec(self.codec.clone())
         .with_clock(self.clock.clone())
         .with_shutdown(token.clone());
         let name = shard.to_owned();

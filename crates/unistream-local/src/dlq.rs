@@ -132,7 +132,11 @@ pub async fn redrive_file<S: Sink>(
                 let id = serde_json::from_slice::<serde_json::Value>(text)
                     .ok()
                     .and_then(|v| v.get("record_id")?.as_str().map(str::to_owned));
-                report.leave(LeftLetter::new(format!("line {}", i + 1), id, why));
+                report.leave(LeftLetter::new(
+                    format!("line {}", i + 1),
+                    id,
+                    why.to_string(),
+                ));
                 on_progress(&report);
             }
         }

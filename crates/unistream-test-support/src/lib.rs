@@ -24,12 +24,15 @@
 //! # }
 //! ```
 
-pub mod checkpoint_contract;
 mod latency;
 mod python;
 
 pub use latency::LatencyHttpClient;
 pub use python::{interop_python, run_python};
+/// The checkpoint store contract suite, published as
+/// [`unistream_core::testing`] (feature `testing`); kept at this path for
+/// the tests that use it.
+pub use unistream_core::testing as checkpoint_contract;
 
 use std::time::{Duration, Instant};
 

@@ -77,6 +77,7 @@
 //! | `dynamodb-s3` | no | `dynamodb_s3`: checkpoints in DynamoDB + S3 (`unistream-dynamodb-s3`) |
 //! | `sqs-dlq` | no | `sqs_dlq`: SQS dead-letter queues and redrive (`unistream-sqs-dlq`) |
 //! | `leases` | no | `leases`: every shard of a stream, shared by workers through DynamoDB leases (`unistream-leases`) |
+//! | `testing` | no | `testing`: the contract suite to check your own checkpoint store with (`unistream-core`'s `testing`) |
 //!
 //! Any AWS feature adds `aws` (`unistream-aws`): the SDK configuration
 //! for AWS or emulators (`aws::AwsSetup`, per-service endpoints) and the
@@ -135,6 +136,12 @@ pub mod local {
 
 #[cfg(any(feature = "kinesis", feature = "dynamodb-s3", feature = "sqs-dlq"))]
 pub use unistream_aws as aws;
+
+/// Check your own [`CheckpointStore`](checkpoint::CheckpointStore) against
+/// the contract every store passes (feature `testing`; see
+/// [`unistream_core::testing`]).
+#[cfg(feature = "testing")]
+pub use unistream_core::testing;
 
 #[cfg(feature = "kinesis")]
 pub use unistream_kinesis as kinesis;

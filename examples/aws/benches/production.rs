@@ -209,8 +209,13 @@ impl Setup {
         let mut read = 0u64;
         let mut last: Option<Instant> = None;
         while read < n {
-            if let Some(last) = last {
-                tokio::time::sleep(Duration::from_millis(200).saturating_sub(last.elapsed())).await;
+            // At most 5 calls per second per shard; no sleep once 200 ms have
+            // passed (a zero-length sleep still waits for the timer's next tick).
+            let wait = last.map_or(Duration::ZERO, |last| {
+                Duration::from_millis(200).saturating_sub(last.elapsed())
+            });
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
             }
             last = Some(Instant::now());
             let out = k
@@ -239,9 +244,9 @@ impl Setup {
         H: Handler<Record = Rec>,
     {
         let consumer_id = unique_name("bench");
-        let mut config = ConsumerConfig::new(&consumer_id);
-        config.limit = limit;
-        config.concurrency = concurrency;
+        let config = ConsumerConfig::new(&consumer_id)
+            .limit(limit)
+            .concurrency(concurrency);
         let store = DynamoDbS3CheckpointStore::builder(self.slow.dynamodb(), self.slow.s3())
             .table(&self.table)
             .key(&consumer_id)

@@ -17,7 +17,21 @@ pub enum Recovery {
     SetAsideDamaged,
 }
 
-/// How to open a [`FileBuffer`](super::FileBuffer).
+/// How to open a [`FileBuffer`](super::FileBuffer): [`new`](Self::new) with
+/// the limits and durability (or [`default`](Self::default)), then a setter
+/// per field to change (the fields are public too).
+///
+/// ```
+/// use unistream_buffer::{FileBufferConfig, Recovery};
+/// use unistream_core::buffer::BufferLimits;
+/// use unistream_local::Durability;
+///
+/// let config = FileBufferConfig::new(BufferLimits::records(500), Durability::PowerLoss)
+///     .recovery(Recovery::SetAsideDamaged)
+///     .segment_bytes(64 * 1024 * 1024);
+/// assert_eq!(config.recovery, Recovery::SetAsideDamaged);
+/// assert_eq!(config.segment_bytes, 64 * 1024 * 1024);
+/// ```
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct FileBufferConfig {
@@ -40,8 +54,8 @@ impl Default for FileBufferConfig {
 
 impl FileBufferConfig {
     /// These limits and durability, strict recovery, segment files of 8 MiB
-    /// (recovery reads one file at a time into memory); set the other fields
-    /// after.
+    /// (recovery reads one file at a time into memory); change the others
+    /// with their setters.
     pub fn new(limits: BufferLimits, durability: Durability) -> Self {
         FileBufferConfig {
             limits,
@@ -49,5 +63,33 @@ impl FileBufferConfig {
             recovery: Recovery::Strict,
             segment_bytes: 8 * 1024 * 1024,
         }
+    }
+
+    /// Sets [`limits`](Self::limits): batch and total size limits.
+    #[must_use]
+    pub fn limits(mut self, limits: BufferLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets [`durability`](Self::durability): what a `put` survives once it returned.
+    #[must_use]
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Sets [`recovery`](Self::recovery): what to do with damaged segments (default [`Recovery::Strict`]).
+    #[must_use]
+    pub fn recovery(mut self, recovery: Recovery) -> Self {
+        self.recovery = recovery;
+        self
+    }
+
+    /// Sets [`segment_bytes`](Self::segment_bytes): the size at which a new segment file starts (default 8 MiB).
+    #[must_use]
+    pub fn segment_bytes(mut self, segment_bytes: u64) -> Self {
+        self.segment_bytes = segment_bytes;
+        self
     }
 }

@@ -20,7 +20,22 @@ pub enum OnExhausted {
     Halt,
 }
 
-/// Settings of a [`Consumer`].
+/// Settings of a [`Consumer`]: [`new`](Self::new) with the consumer's id,
+/// then a setter per field to change (the fields are public too).
+///
+/// ```
+/// use std::time::Duration;
+/// use unistream_core::consumer::{ConsumerConfig, OnExhausted};
+/// use unistream_core::retry::RetryPolicy;
+///
+/// let config = ConsumerConfig::new("orders")
+///     .limit(500)
+///     .concurrency(64)
+///     .retry(RetryPolicy::waits([1, 2, 4].map(Duration::from_secs)))
+///     .on_exhausted(OnExhausted::Halt);
+/// assert_eq!((config.limit, config.concurrency), (500, 64));
+/// assert_eq!(config.retry.max_attempts(), 4);
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ConsumerConfig {
@@ -118,6 +133,93 @@ impl ConsumerConfig {
             checkpoint_interval: None,
             shutdown_grace: Duration::from_secs(30),
         }
+    }
+
+    /// Sets [`consumer_id`](Self::consumer_id): the name in checkpoints, locks and dead letters.
+    #[must_use]
+    pub fn consumer_id(mut self, consumer_id: impl Into<String>) -> Self {
+        self.consumer_id = consumer_id.into();
+        self
+    }
+
+    /// Sets [`limit`](Self::limit): most records per batch (default 100).
+    #[must_use]
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Sets [`retry`](Self::retry): attempts and waits per record (default 3 attempts, 1 s then 2 s).
+    #[must_use]
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets [`dlq_retry`](Self::dlq_retry): attempts and waits for the dead-letter queue (default 1, 2, 4, 8 s).
+    #[must_use]
+    pub fn dlq_retry(mut self, dlq_retry: RetryPolicy) -> Self {
+        self.dlq_retry = dlq_retry;
+        self
+    }
+
+    /// Sets [`lock_expire`](Self::lock_expire): how long a record's lock lives (default 15 minutes).
+    #[must_use]
+    pub fn lock_expire(mut self, lock_expire: Duration) -> Self {
+        self.lock_expire = lock_expire;
+        self
+    }
+
+    /// Sets [`delay`](Self::delay): the wait after a pull that found nothing new (default 1 s).
+    #[must_use]
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Sets [`on_exhausted`](Self::on_exhausted): continue or halt after an exhausted record (default continue).
+    #[must_use]
+    pub fn on_exhausted(mut self, on_exhausted: OnExhausted) -> Self {
+        self.on_exhausted = on_exhausted;
+        self
+    }
+
+    /// Sets [`stop_at_end`](Self::stop_at_end): whether `run` returns once caught up (default false).
+    #[must_use]
+    pub fn stop_at_end(mut self, stop_at_end: bool) -> Self {
+        self.stop_at_end = stop_at_end;
+        self
+    }
+
+    /// Sets [`concurrency`](Self::concurrency): most records in flight at once (default 1).
+    #[must_use]
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// Sets [`slice_size`](Self::slice_size): records per call of a slice processor (default 100).
+    #[must_use]
+    pub fn slice_size(mut self, slice_size: usize) -> Self {
+        self.slice_size = slice_size;
+        self
+    }
+
+    /// Sets [`checkpoint_interval`](Self::checkpoint_interval): an interval, or `None` (the default).
+    #[must_use]
+    pub fn checkpoint_interval(
+        mut self,
+        checkpoint_interval: impl Into<Option<CheckpointInterval>>,
+    ) -> Self {
+        self.checkpoint_interval = checkpoint_interval.into();
+        self
+    }
+
+    /// Sets [`shutdown_grace`](Self::shutdown_grace): how long records in flight may finish after a shutdown request (default 30 s).
+    #[must_use]
+    pub fn shutdown_grace(mut self, shutdown_grace: Duration) -> Self {
+        self.shutdown_grace = shutdown_grace;
+        self
     }
 
     pub(super) fn validate(&self) -> Result<()> {

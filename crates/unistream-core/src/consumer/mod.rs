@@ -59,8 +59,7 @@ pub use processor::{
     Attempt, Handler, Outcome, Processor, SliceItem, SliceProcessor, SliceResult, Slices,
 };
 pub use report::{BatchReport, RunSummary};
-#[allow(deprecated)]
-pub use signal::{cancel_on_ctrl_c, cancel_on_signals};
+pub use signal::cancel_on_signals;
 
 struct BatchState<R> {
     checkpoint: Checkpoint,
@@ -143,8 +142,9 @@ where
     K: CheckpointStore,
     D: DeadLetterQueue,
 {
-    /// A consumer decoding JSON records, on the system clock (another codec:
-    /// [`with_codec`](Self::with_codec)).
+    /// A consumer decoding JSON records, on the system clock. For records
+    /// that are not JSON (or not `serde` types), follow with
+    /// [`with_codec`](Self::with_codec).
     ///
     /// # Errors
     ///
@@ -171,7 +171,47 @@ where
 }
 
 impl<S, P: Handler, K, D, C> Consumer<S, P, K, D, C> {
-    /// Uses another codec.
+    /// Uses another codec: the records need not be `serde` types.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> unistream_core::Result<()> {
+    /// use chrono::{DateTime, Utc};
+    /// use unistream_core::consumer::{Attempt, Consumer, ConsumerConfig, Outcome, Processor};
+    /// use unistream_core::memory::{MemoryCheckpointStore, MemoryDeadLetterQueue, MemorySource};
+    /// use unistream_core::record::{Codec, CodecError, Record};
+    /// use unistream_core::BoxError;
+    ///
+    /// struct Tick(String); // its bytes are its id, as text
+    /// impl Record for Tick {
+    ///     fn id(&self) -> &str { &self.0 }
+    ///     fn create_at(&self) -> DateTime<Utc> { DateTime::UNIX_EPOCH }
+    /// }
+    /// struct Text;
+    /// impl Codec<Tick> for Text {
+    ///     fn encode(&self, t: &Tick) -> Result<Vec<u8>, CodecError> { Ok(t.0.clone().into_bytes()) }
+    ///     fn decode(&self, b: &[u8]) -> Result<Tick, CodecError> {
+    ///         String::from_utf8(b.to_vec()).map(Tick).map_err(CodecError::decode)
+    ///     }
+    /// }
+    /// struct Count;
+    /// impl Processor for Count {
+    ///     type Record = Tick;
+    ///     async fn process(&self, _: &Tick, _: &Attempt<'_>) -> Result<Outcome, BoxError> {
+    ///         Ok(Outcome::Succeeded)
+    ///     }
+    /// }
+    ///
+    /// let source = MemorySource::new(vec![b"t1".to_vec(), vec![0xff]]);
+    /// source.close();
+    /// let dlq = MemoryDeadLetterQueue::default();
+    /// let mut consumer = Consumer::new(
+    ///     ConsumerConfig::new("ticks"), source, Count, MemoryCheckpointStore::default(), dlq.clone(),
+    /// )?
+    /// .with_codec(Text);
+    /// let summary = consumer.run().await?;
+    /// assert_eq!((summary.succeeded, summary.dead_lettered), (1, 1));
+    /// # Ok(()) }
+    /// ```
     pub fn with_codec<C2: Codec<P::Record>>(self, codec: C2) -> Consumer<S, P, K, D, C2> {
         Consumer {
             config: self.config,
@@ -188,7 +228,6 @@ impl<S, P: Handler, K, D, C> Consumer<S, P, K, D, C> {
             metrics: self.metrics,
         }
     }
-
 }
 
 impl<S, P, K, D, C> Consumer<S, P, K, D, C>

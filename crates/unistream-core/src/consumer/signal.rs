@@ -30,13 +30,6 @@ pub fn cancel_on_signals(token: CancellationToken) {
     });
 }
 
-/// Cancels `token` on SIGTERM or SIGINT: the former name of
-/// [`cancel_on_signals`], which it calls.
-#[deprecated(note = "use cancel_on_signals (it handles SIGTERM too)")]
-pub fn cancel_on_ctrl_c(token: CancellationToken) {
-    cancel_on_signals(token);
-}
-
 /// Waits for SIGTERM or SIGINT; returns its name.
 #[cfg(unix)]
 async fn next_signal() -> &'static str {

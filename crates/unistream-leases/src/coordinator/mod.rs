@@ -11,7 +11,20 @@ use unistream_core::clock::{Clock, SharedClock, SystemClock};
 
 use crate::lease::{Lease, LeaseTable};
 
-/// Timing of lease coordination.
+/// Timing of lease coordination: [`new`](Self::new) with the failover time
+/// (or [`default`](Self::default)), then a setter per field to change (the
+/// fields are public too).
+///
+/// ```
+/// use std::time::Duration;
+/// use unistream_leases::LeaseConfig;
+///
+/// let config = LeaseConfig::new(Duration::from_secs(20))
+///     .discover_every(Duration::from_secs(30))
+///     .max_leases(8);
+/// assert_eq!(config.renew_every, Duration::from_secs(5));
+/// assert_eq!(config.max_leases, 8);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LeaseConfig {
@@ -51,6 +64,41 @@ impl LeaseConfig {
             discover_every: Duration::from_secs(60),
             max_leases: usize::MAX,
         }
+    }
+
+    /// Sets [`failover`](Self::failover) alone (the other timings derived from it in [`new`](Self::new) stay as they are).
+    #[must_use]
+    pub fn failover(mut self, failover: Duration) -> Self {
+        self.failover = failover;
+        self
+    }
+
+    /// Sets [`renew_every`](Self::renew_every): how often held leases are renewed (default a quarter of `failover`).
+    #[must_use]
+    pub fn renew_every(mut self, renew_every: Duration) -> Self {
+        self.renew_every = renew_every;
+        self
+    }
+
+    /// Sets [`balance_every`](Self::balance_every): how often the table is read to take and balance (default a quarter of `failover`).
+    #[must_use]
+    pub fn balance_every(mut self, balance_every: Duration) -> Self {
+        self.balance_every = balance_every;
+        self
+    }
+
+    /// Sets [`discover_every`](Self::discover_every): how often the stream's shards are listed (default 60 s).
+    #[must_use]
+    pub fn discover_every(mut self, discover_every: Duration) -> Self {
+        self.discover_every = discover_every;
+        self
+    }
+
+    /// Sets [`max_leases`](Self::max_leases): the most leases one worker holds (default no limit).
+    #[must_use]
+    pub fn max_leases(mut self, max_leases: usize) -> Self {
+        self.max_leases = max_leases;
+        self
     }
 }
 

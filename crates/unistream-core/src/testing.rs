@@ -1,6 +1,6 @@
-//! One contract suite for every [`CheckpointStore`]: the same checks run
-//! against the memory, file and DynamoDB + S3 stores (and any store a user
-//! writes), as the trait's documentation promises:
+//! Check your own [`CheckpointStore`] against the contract (feature
+//! `testing`): one suite for every store, the same checks the memory, file
+//! and DynamoDB + S3 stores pass, as the trait's documentation promises:
 //!
 //! - [`round_trip`]: a batch, its records (binary, and under hostile ids)
 //!   and every kind of transition load back exactly (done records up to
@@ -16,14 +16,49 @@
 //!
 //! A check that does not apply to a store says so on stderr and in its
 //! return value ([`Checked::Skipped`]); the caller asserts what it expects.
+//! A check that fails panics, saying what broke: run the suite from a test.
+//!
+//! Describe how to open your store (and, if it can, how to put foreign data
+//! in it) with [`StoreUnderTest`], then run [`check_all`] on fresh
+//! checkpoints. With the in-memory store:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use unistream_core::Result;
+//! use unistream_core::memory::MemoryCheckpointStore;
+//! use unistream_core::testing::{Checked, StoreUnderTest, check_all};
+//!
+//! /// One checkpoint: every `open` is a new handle on it, as after a restart.
+//! struct Memory(MemoryCheckpointStore);
+//!
+//! impl StoreUnderTest for Memory {
+//!     type Store = MemoryCheckpointStore;
+//!     async fn open(&mut self) -> Result<MemoryCheckpointStore> {
+//!         Ok(self.0.clone())
+//!     }
+//!     fn excludes_owners(&self) -> bool {
+//!         false // record locks stand in for owner exclusion
+//!     }
+//! }
+//!
+//! let checked = check_all(|| Memory(MemoryCheckpointStore::default())).await;
+//! // Memory cannot hold foreign data and does not exclude owners: those two
+//! // checks do not apply.
+//! assert_eq!(checked, [Checked::Passed, Checked::Passed, Checked::Skipped, Checked::Skipped]);
+//! # }
+//! ```
+//!
+//! The suite is compiled only with the `testing` feature, which adds no
+//! dependency: `unistream-core = { version = "…", features = ["testing"] }`
+//! in your `[dev-dependencies]`.
 
 use std::future::Future;
 use std::time::Duration;
 
+use crate::checkpoint::{Checkpoint, CheckpointStore, Status};
+use crate::error::{Error, ErrorInfo, Result};
+use crate::source::{Pointer, SourceRecord};
 use chrono::{DateTime, Utc};
-use unistream_core::checkpoint::{Checkpoint, CheckpointStore, Status};
-use unistream_core::source::{Pointer, SourceRecord};
-use unistream_core::{Error, ErrorInfo, Result};
 
 /// Record ids that break naive encodings (path separators, quotes, the
 /// DynamoDB store's `|`, expression characters, non-ASCII, a long one).
@@ -60,7 +95,7 @@ pub trait StoreUnderTest {
     fn excludes_owners(&self) -> bool;
 
     /// Whether the store keeps done records as their
-    /// [`Tracker::summary`](unistream_core::checkpoint::Tracker::summary)
+    /// [`Tracker::summary`](crate::checkpoint::Tracker::summary)
     /// (e.g. the DynamoDB + S3 store, whose item must not grow with the
     /// batch): the round trip is then checked up to that summary, and
     /// exactly for every other tracker. Default: no, every tracker round-trips
@@ -71,13 +106,13 @@ pub trait StoreUnderTest {
 }
 
 /// `cp` with every done record as its
-/// [`Tracker::summary`](unistream_core::checkpoint::Tracker::summary): what a
+/// [`Tracker::summary`](crate::checkpoint::Tracker::summary): what a
 /// store that summarizes done records loads back.
 pub fn summarized(cp: &Checkpoint) -> Checkpoint {
     cp.clone().with_trackers(
         cp.trackers()
             .iter()
-            .map(unistream_core::checkpoint::Tracker::summary)
+            .map(crate::checkpoint::Tracker::summary)
             .collect(),
     )
 }
