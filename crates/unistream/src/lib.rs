@@ -94,6 +94,14 @@ pub use unistream_core::{
     memory, producer, raw, record, retry, sink, source,
 };
 
+/// The `chrono` a [`Record`]'s time is of (so a program needs no
+/// dependency of its own for it).
+pub use chrono;
+/// The `serde` (with `derive`) [`JsonCodec`] works with; derive with
+/// `#[serde(crate = "unistream::serde")]` when it is not a dependency of
+/// your own.
+pub use serde;
+
 pub use unistream_core::consumer::{
     Attempt, Consumer, ConsumerConfig, OnExhausted, Outcome, Processor, RunSummary,
 };
