@@ -26,44 +26,52 @@ pub(super) struct Letters {
 
 impl Letters {
     /// Record `i` is exhausted, and the store does not know it yet.
+    #[inline]
     pub(super) fn unsaved(&mut self, i: usize) {
         self.unsaved.push(i);
     }
 
     /// Record `i` is exhausted, and the store already says so (a restart).
+    #[inline]
     pub(super) fn ready(&mut self, i: usize) {
         self.ready.push(i);
     }
 
     /// A write that carries every unsaved exhaustion started (and runs
     /// while the engine goes on).
+    #[inline]
     pub(super) fn write_started(&mut self) {
         self.in_write.append(&mut self.unsaved);
     }
 
     /// The write in flight returned: what it carried is durable.
+    #[inline]
     pub(super) fn write_done(&mut self) {
         self.ready.append(&mut self.in_write);
     }
 
     /// A write awaited in place (no write was in flight) returned: every
     /// unsaved exhaustion is durable.
+    #[inline]
     pub(super) fn saved_in_place(&mut self) {
         debug_assert!(self.in_write.is_empty());
         self.ready.append(&mut self.unsaved);
     }
 
     /// Whether an exhaustion waits for a write.
+    #[inline]
     pub(super) fn any_unsaved(&self) -> bool {
         !self.unsaved.is_empty()
     }
 
     /// Whether a letter may be sent.
+    #[inline]
     pub(super) fn any_ready(&self) -> bool {
         !self.ready.is_empty()
     }
 
     /// The letters that may be sent, taken (oldest first).
+    #[inline]
     pub(super) fn take_ready(&mut self) -> std::vec::Drain<'_, usize> {
         self.ready.drain(..)
     }

@@ -409,7 +409,6 @@ where
         let parts = engine::Parts {
             config,
             handler: processor,
-            store,
             dlq,
             clock,
             shutdown,
@@ -417,8 +416,16 @@ where
             lock_counter,
             metrics: m,
         };
-        let finish =
-            engine::run_records(parts, cp, &st.records, &st.decoded, new_batch, report).await;
+        let finish = engine::run_records(
+            parts,
+            store,
+            cp,
+            &st.records,
+            &st.decoded,
+            new_batch,
+            report,
+        )
+        .await;
         match finish {
             Ok(engine::Finish::Committed) => {
                 report.closed = cp.is_closed();

@@ -53,11 +53,11 @@ use crate::error::{Error, ErrorInfo, Result};
 use crate::record::Record;
 use crate::source::SourceRecord;
 
-/// What the engine borrows from the consumer for one batch.
-pub(super) struct Parts<'a, H, K, D> {
+/// What the engine borrows from the consumer for one batch (the store
+/// apart: it is lent to each write).
+pub(super) struct Parts<'a, H, D> {
     pub(super) config: &'a ConsumerConfig,
     pub(super) handler: &'a H,
-    pub(super) store: &'a mut K,
     pub(super) dlq: &'a D,
     pub(super) clock: &'a SharedClock,
     pub(super) shutdown: &'a CancellationToken,
@@ -110,7 +110,8 @@ fn remaining(now: DateTime<Utc>, at: DateTime<Utc>) -> Duration {
 /// batch was just started in memory and is not saved yet (its first write is
 /// `save_batch`).
 pub(super) async fn run_records<'a, H, K, D>(
-    parts: Parts<'a, H, K, D>,
+    parts: Parts<'a, H, D>,
+    store: &'a mut K,
     cp: &mut Checkpoint,
     records: &'a [SourceRecord],
     decoded: &'a [std::result::Result<H::Record, ErrorInfo>],
@@ -122,7 +123,7 @@ where
     K: CheckpointStore,
     D: DeadLetterQueue,
 {
-    BatchRun::new(parts, cp, records, decoded, new_batch, report)
+    BatchRun::new(parts, store, cp, records, decoded, new_batch, report)
         .run()
         .await
 }
@@ -137,14 +138,7 @@ where
 ///   returned (`Schedule::made_durable`);
 /// - a letter is sent only from `letters`' ready list.
 struct BatchRun<'a, 'c, H: Handler, K, D> {
-    config: &'a ConsumerConfig,
-    handler: &'a H,
-    dlq: &'a D,
-    clock: &'a SharedClock,
-    shutdown: &'a CancellationToken,
-    instance: &'a str,
-    lock_counter: &'a mut u64,
-    metrics: &'a EngineMetrics,
+    parts: Parts<'a, H, D>,
     cp: &'c mut Checkpoint,
     records: &'a [SourceRecord],
     decoded: &'a [std::result::Result<H::Record, ErrorInfo>],
@@ -195,24 +189,16 @@ where
     /// a letter (undecodable or exhausted), waiting for another owner's
     /// lock or for its retry delay, or ready.
     fn new(
-        parts: Parts<'a, H, K, D>,
+        parts: Parts<'a, H, D>,
+        store: &'a mut K,
         cp: &'c mut Checkpoint,
         records: &'a [SourceRecord],
         decoded: &'a [std::result::Result<H::Record, ErrorInfo>],
         new_batch: bool,
         report: &'c mut BatchReport,
     ) -> Self {
-        let Parts {
-            config,
-            handler,
-            store,
-            dlq,
-            clock,
-            shutdown,
-            instance,
-            lock_counter,
-            metrics,
-        } = parts;
+        let (config, handler, clock, instance) =
+            (parts.config, parts.handler, parts.clock, parts.instance);
         let n = records.len();
         let max_slice = handler.max_slice(config.slice_size);
         let in_flight_limit = config.concurrency.max(max_slice);
@@ -257,14 +243,7 @@ where
         }
 
         BatchRun {
-            config,
-            handler,
-            dlq,
-            clock,
-            shutdown,
-            instance,
-            lock_counter,
-            metrics,
+            parts,
             cp,
             records,
             decoded,
@@ -293,8 +272,8 @@ where
     async fn run(mut self) -> Result<Finish> {
         let mut now_hint: Option<DateTime<Utc>> = None;
         loop {
-            let now = now_hint.take().unwrap_or_else(|| self.clock.now());
-            if !self.stopping && self.shutdown.is_cancelled() {
+            let now = now_hint.take().unwrap_or_else(|| self.parts.clock.now());
+            if !self.stopping && self.parts.shutdown.is_cancelled() {
                 self.stop(now);
             }
             self.sched.fire(now);
@@ -317,7 +296,7 @@ where
                 self.start_ready();
             }
             // 2. Letters whose exhaustion is durable.
-            if !self.stopping {
+            if !self.stopping && self.letters.any_ready() {
                 self.send_letters(now);
             }
             // 3. A write, if one is needed.
@@ -346,7 +325,7 @@ where
     /// flight have `shutdown_grace` to end.
     fn stop(&mut self, now: DateTime<Utc>) {
         self.stopping = true;
-        self.grace_until = Some(until(now, self.config.shutdown_grace));
+        self.grace_until = Some(until(now, self.parts.config.shutdown_grace));
     }
 
     /// Runs record `i` right here, for a sequential consumer with nothing
@@ -360,9 +339,13 @@ where
                 "record {i} was started but is not decoded"
             )));
         };
-        let (clock, shutdown, grace) = (self.clock, self.shutdown, self.config.shutdown_grace);
-        self.metrics.in_flight(self.sched.in_flight());
-        let attempt = self.handler.handle_one(item);
+        let (clock, shutdown, grace) = (
+            self.parts.clock,
+            self.parts.shutdown,
+            self.parts.config.shutdown_grace,
+        );
+        self.parts.metrics.in_flight(self.sched.in_flight());
+        let attempt = self.parts.handler.handle_one(item);
         tokio::pin!(attempt);
         // A processor that is ready at once costs no waiting machinery.
         let mut result = match (&mut attempt).now_or_never() {
@@ -382,8 +365,8 @@ where
             };
         }
         let Some(result) = result else {
-            self.metrics.in_flight(0);
-            warn!(consumer = %self.config.consumer_id, records = 1, grace = ?grace, "records still in flight after the shutdown grace: dropped (retried after a restart)");
+            self.parts.metrics.in_flight(0);
+            warn!(consumer = %self.parts.config.consumer_id, records = 1, grace = ?grace, "records still in flight after the shutdown grace: dropped (retried after a restart)");
             return Ok(None);
         };
         let done_at = clock.now();
@@ -397,7 +380,7 @@ where
         self.settle(i, &held, result, done_at)?;
         drop(held);
         self.lock = lock;
-        self.metrics.in_flight(self.sched.in_flight());
+        self.parts.metrics.in_flight(self.sched.in_flight());
         Ok(Some(done_at))
     }
 
@@ -405,7 +388,7 @@ where
     /// per record, or per slice of up to `max_slice` first attempts (a
     /// retried record runs alone).
     fn start_ready(&mut self) {
-        let (handler, records, decoded) = (self.handler, self.records, self.decoded);
+        let (handler, records, decoded) = (self.parts.handler, self.records, self.decoded);
         let mut unit: Vec<usize> = Vec::new();
         while self.sched.in_flight() < self.in_flight_limit {
             let Some(i) = self.sched.take_startable() else {
@@ -427,14 +410,14 @@ where
             self.running
                 .push(launch(handler, self.cp, records, decoded, unit));
         }
-        self.metrics.in_flight(self.sched.in_flight());
+        self.parts.metrics.in_flight(self.sched.in_flight());
     }
 
     /// Sends every letter whose exhaustion is durable, each a future in
     /// flight (retried with `dlq_retry`); its record is done once it
     /// returns ([`on_done`](Self::on_done)).
     fn send_letters(&mut self, now: DateTime<Utc>) {
-        let (config, clock, dlq) = (self.config, self.clock, self.dlq);
+        let (config, clock, dlq) = (self.parts.config, self.parts.clock, self.parts.dlq);
         for i in self.letters.take_ready() {
             let key = self.decoded[i]
                 .as_ref()
@@ -451,7 +434,7 @@ where
     /// to the processor; with `OnExhausted::Halt`, nothing more starts.
     fn exhausted(&mut self, i: usize) {
         self.sched.dead_letter(i);
-        self.halting |= self.config.on_exhausted == OnExhausted::Halt;
+        self.halting |= self.parts.config.on_exhausted == OnExhausted::Halt;
     }
 
     /// Whether the loop ends: nothing in hand (no write, nothing in flight,

@@ -27,7 +27,7 @@ where
     /// write in flight returning, a shutdown, the next retry or lock timer
     /// (when `starting`), or the shutdown grace running out.
     pub(super) async fn wait(&mut self, starting: bool, now: DateTime<Utc>) -> Result<()> {
-        let clock = self.clock;
+        let clock = self.parts.clock;
         let timer = if starting {
             self.sched.next_timer()
         } else {
@@ -47,7 +47,7 @@ where
                 biased;
                 Some(done) = self.running.next(), if !self.running.is_empty() => Event::Done(done),
                 (s, r) = written, if writing => Event::Written(s, r),
-                _ = self.shutdown.cancelled(), if !self.stopping => Event::Shutdown,
+                _ = self.parts.shutdown.cancelled(), if !self.stopping => Event::Shutdown,
                 // Lazy: a disabled branch's expression is still evaluated.
                 () = async { clock.sleep(remaining(now, timer.unwrap_or(now))).await }, if timer.is_some() => Event::Timer,
                 () = async { clock.sleep(remaining(now, grace_until.unwrap_or(now))).await }, if grace_until.is_some() && !self.running.is_empty() => Event::GraceOver,
@@ -64,9 +64,9 @@ where
             Event::Shutdown => self.stop(clock.now()),
             Event::Timer => {}
             Event::GraceOver => {
-                warn!(consumer = %self.config.consumer_id, records = self.sched.in_flight(), grace = ?self.config.shutdown_grace, "records still in flight after the shutdown grace: dropped (retried after a restart)");
+                warn!(consumer = %self.parts.config.consumer_id, records = self.sched.in_flight(), grace = ?self.parts.config.shutdown_grace, "records still in flight after the shutdown grace: dropped (retried after a restart)");
                 self.running = FuturesUnordered::new();
-                self.metrics.in_flight(0);
+                self.parts.metrics.in_flight(0);
             }
             Event::Done(done) => {
                 self.on_done(done)?;
@@ -76,7 +76,7 @@ where
                 while let Some(Some(done)) = self.running.next().now_or_never() {
                     self.on_done(done)?;
                 }
-                self.metrics.in_flight(self.sched.in_flight());
+                self.parts.metrics.in_flight(self.sched.in_flight());
             }
         }
         Ok(())
@@ -91,13 +91,13 @@ where
                 index,
                 lock,
                 result,
-            } => self.settle(index, &lock, result, self.clock.now()),
+            } => self.settle(index, &lock, result, self.parts.clock.now()),
             Done::Unit {
                 indices,
                 locks,
                 results,
             } => {
-                let now = self.clock.now();
+                let now = self.parts.clock.now();
                 for ((i, lock), result) in indices.into_iter().zip(locks).zip(results) {
                     self.settle(i, &lock, result, now)?;
                 }
@@ -114,13 +114,13 @@ where
                         source: Box::new(e),
                     });
                 }
-                self.cp.mark_dead_lettered(index, self.clock.now())?;
+                self.cp.mark_dead_lettered(index, self.parts.clock.now())?;
                 self.dirty.add(index);
                 self.sched.done(index);
                 self.report.dead_lettered += 1;
-                info!(consumer = %self.config.consumer_id, record_id = %letter.record_id, attempts = letter.attempts, "record sent to the dead-letter queue");
-                self.handler.on_dead_letter(&letter);
-                if self.config.on_exhausted == OnExhausted::Halt {
+                info!(consumer = %self.parts.config.consumer_id, record_id = %letter.record_id, attempts = letter.attempts, "record sent to the dead-letter queue");
+                self.parts.handler.on_dead_letter(&letter);
+                if self.parts.config.on_exhausted == OnExhausted::Halt {
                     self.halting = true;
                     self.halted
                         .get_or_insert((letter.record_id, letter.attempts));
@@ -161,12 +161,12 @@ where
             Err(e) => {
                 self.report.failures += 1;
                 let t = self.cp.fail(i, lock, ErrorInfo::from_error(&*e), now)?;
-                debug!(consumer = %self.config.consumer_id, record_id = %t.record_id, attempt = t.attempts, status = ?t.status, error = %e, "attempt failed");
+                debug!(consumer = %self.parts.config.consumer_id, record_id = %t.record_id, attempt = t.attempts, status = ?t.status, error = %e, "attempt failed");
                 if t.status == Status::Exhausted {
                     self.letters.unsaved(i);
                     self.exhausted(i);
                 } else {
-                    let wait = self.config.retry.delay_before(t.attempts + 1);
+                    let wait = self.parts.config.retry.delay_before(t.attempts + 1);
                     self.sched.failed(i, until(now, wait));
                 }
             }

@@ -35,6 +35,7 @@ where
     pub(super) fn write_due(&self, mark: bool, now: DateTime<Utc>) -> bool {
         let idle = self.running.is_empty() && !self.sched.has_startable() && !mark;
         let timed = self
+            .parts
             .config
             .checkpoint_interval
             .and_then(|i| i.time)
@@ -53,14 +54,14 @@ where
     /// expired has that attempt counted first (and may be exhausted by it);
     /// one still locked by another owner waits again.
     pub(super) fn mark(&mut self, now: DateTime<Utc>) -> Result<()> {
-        *self.lock_counter += 1;
+        *self.parts.lock_counter += 1;
         // Hot path (once per write): no `format!` machinery, and one buffer
         // for the batch (`begin_attempt` copies it).
         self.lock.clear();
-        self.lock.push_str(self.instance);
+        self.lock.push_str(self.parts.instance);
         self.lock.push('-');
         self.lock
-            .push_str(itoa::Buffer::new().format(*self.lock_counter));
+            .push_str(itoa::Buffer::new().format(*self.parts.lock_counter));
         while self.sched.marked() + self.sched.in_flight() < self.lookahead {
             let Some(i) = self.sched.take_candidate() else {
                 break;
@@ -95,7 +96,7 @@ where
                 Err(Error::RecordLocked {
                     record_id, until, ..
                 }) => {
-                    info!(consumer = %self.config.consumer_id, %record_id, %until, "record locked by another owner; waiting for the lock to expire");
+                    info!(consumer = %self.parts.config.consumer_id, %record_id, %until, "record locked by another owner; waiting for the lock to expire");
                     self.sched
                         .unmark(i, until.max(now + chrono::Duration::milliseconds(1)));
                 }
@@ -118,7 +119,7 @@ where
                 "checkpoint write already in flight".into(),
             ));
         };
-        let metrics = self.metrics;
+        let metrics = self.parts.metrics;
         self.last_write = now;
         if self.first_write {
             self.first_write = false;
@@ -172,7 +173,7 @@ where
                 "checkpoint write still in flight".into(),
             ));
         };
-        let metrics = self.metrics;
+        let metrics = self.parts.metrics;
         if self.sched.unfinished() == 0 && self.halted.is_none() {
             self.cp.commit()?;
             let since = self
@@ -185,7 +186,7 @@ where
             return Ok(Finish::Committed);
         }
         // Marked records that never started: their attempt is taken back.
-        let now = self.clock.now();
+        let now = self.parts.clock.now();
         for i in self.sched.marked_records() {
             if let Some(lock) = self.cp.trackers()[i].lock.clone() {
                 self.cp.release(i, &lock, now)?;
