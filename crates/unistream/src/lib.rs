@@ -129,9 +129,9 @@ pub mod buffer {
 }
 
 /// The local-file backends, the embedded default: a JSON-lines stream
-/// ([`FileSource`](local::FileSource), [`FileSink`](local::FileSink)), the
+/// ([`FileSource`], [`FileSink`]), the
 /// journaled checkpoint store, the dead-letter file, crash-safe line appends
-/// and [`Durability`](local::Durability). The plumbing they share with the
+/// and [`Durability`]. The plumbing they share with the
 /// file buffer (frames, memory-mapped appends, locks) is in the
 /// `unistream-local` crate itself.
 #[cfg(feature = "local")]
