@@ -138,14 +138,22 @@ fn checkpoint_and_dlq_of_a_consumer_and_a_checkpoint_it_holds() {
     assert_eq!(ids, ["3", "7"]);
 
     // A consumer running on the checkpoint: `show` is refused, clearly.
-    let mut running = Command::new(example_bin("simple_consumer"))
-        .args(["--dir", d, "--delay-ms", "50"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let consumer = || {
+        Command::new(example_bin("simple_consumer"))
+            .args(["--dir", d, "--delay-ms", "50"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut running = consumer();
     let start = Instant::now();
     let refused = loop {
+        // A consumer that started while a `show` held the lock was refused
+        // itself (and exited): start another.
+        if running.try_wait().unwrap().is_some() {
+            running = consumer();
+        }
         let out = unistream(&show);
         if out.status.code() == Some(1) {
             break text(&out);
