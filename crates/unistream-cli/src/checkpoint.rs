@@ -20,8 +20,8 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use chrono::Utc;
-use serde_json::json;
-use unistream_core::checkpoint::{Checkpoint, CheckpointStore, Status, Tracker};
+use serde_json::{Value, json};
+use unistream_core::checkpoint::{Checkpoint, CheckpointStore, Status};
 use unistream_core::source::{Pointer, SourceRecord};
 use unistream_core::{Error, Result};
 use unistream_dynamodb_s3::DynamoDbS3CheckpointStore;
@@ -341,69 +341,64 @@ async fn repair(
             })?;
     }
     let mut store = args.open(aws).await?;
-    let change = |cp: &mut Checkpoint, records: &mut Vec<SourceRecord>| -> Result<Change> {
+    let name = match &store {
+        Store::File(_, name) | Store::Dynamo(_, name) => name.clone(),
+    };
+    // The change, and what it did in words and JSON (read before it is made).
+    let change = |cp: &mut Checkpoint,
+                  records: &mut Vec<SourceRecord>|
+     -> Result<(String, Value)> {
         match &what {
             Repair::Reset(to) => {
                 check_pointer(to, cp)?;
+                let (batch, len) = (cp.batch_sequence(), cp.trackers().len());
+                let was = cp.next_pointer().map(|p| p.as_str().to_owned());
                 records.clear();
-                Ok(Change::Reset(cp.reset_to(to.clone())))
+                let dropped = cp.reset_to(to.clone());
+                Ok((
+                    format!(
+                        "checkpoint of {name}: batch {batch} dropped ({dropped} of its {len} records not done); the next batch starts at {to} (was {})\n",
+                        was.as_deref().unwrap_or("nothing: the stream was closed")
+                    ),
+                    json!({"reset_to": to.as_str(), "dropped_not_done": dropped,
+                           "batch_sequence": batch, "was_next_pointer": was}),
+                ))
             }
-            Repair::Retry(id) => Ok(Change::Retry(Box::new(cp.retry_record(id, Utc::now())?))),
+            Repair::Retry(id) => {
+                let t = cp.retry_record(id, Utc::now())?;
+                let letter = if t.dead_lettered {
+                    "; its letter stays in the dead-letter queue: delete it, or the record is processed again if it is redriven"
+                } else {
+                    ""
+                };
+                Ok((
+                    format!(
+                        "checkpoint of {name}: record {id:?} of batch {} was {} after {} attempts ({}); it gets {} attempts again{letter}\n",
+                        cp.batch_sequence(),
+                        status_name(t.status),
+                        t.attempts,
+                        t.errors
+                            .as_ref()
+                            .map_or("no error".into(), ToString::to_string),
+                        cp.max_attempts(),
+                    ),
+                    json!({"retried": id, "was": status_name(t.status), "attempts": t.attempts,
+                           "dead_lettered": t.dead_lettered}),
+                ))
+            }
         }
     };
     // The file store holds its lock from `open`; the DynamoDB one reads
     // without taking over, refuses while a record is locked, and writes only
     // at the version it read (`DynamoDbS3CheckpointStore::repair`).
-    let (name, repaired) = match &mut store {
-        Store::File(s, name) => (name.clone(), s.repair(yes, change).await?),
-        Store::Dynamo(s, name) => (name.clone(), s.repair(yes, change).await?),
+    let repaired = match &mut store {
+        Store::File(s, _) => s.repair(yes, change).await?,
+        Store::Dynamo(s, _) => s.repair(yes, change).await?,
     };
     let Some(repaired) = repaired else {
         return Err(no_checkpoint(&name));
     };
-    let before = &repaired.before;
-    let (text, json) = match (&what, &repaired.outcome) {
-        (Repair::Reset(to), Change::Reset(dropped)) => (
-            format!(
-                "checkpoint of {name}: batch {} dropped ({dropped} of its {} records not done); the next batch starts at {to} (was {})\n",
-                before.batch_sequence(),
-                before.trackers().len(),
-                before
-                    .next_pointer()
-                    .map_or("nothing: the stream was closed".into(), ToString::to_string)
-            ),
-            json!({"reset_to": to.as_str(), "dropped_not_done": dropped,
-                   "batch_sequence": before.batch_sequence(),
-                   "was_next_pointer": before.next_pointer().map(|p| p.as_str().to_owned())}),
-        ),
-        (Repair::Retry(id), Change::Retry(t)) => {
-            let letter = if t.dead_lettered {
-                "; its letter stays in the dead-letter queue: delete it, or the record is processed again if it is redriven"
-            } else {
-                ""
-            };
-            (
-                format!(
-                    "checkpoint of {name}: record {id:?} of batch {} was {} after {} attempts ({}); it gets {} attempts again{letter}\n",
-                    before.batch_sequence(),
-                    status_name(t.status),
-                    t.attempts,
-                    t.errors
-                        .as_ref()
-                        .map_or("no error".into(), ToString::to_string),
-                    before.max_attempts(),
-                ),
-                json!({"retried": id, "was": status_name(t.status), "attempts": t.attempts,
-                       "dead_lettered": t.dead_lettered}),
-            )
-        }
-        _ => {
-            return Err(Error::InvalidTransition(
-                "repair outcome of another kind".into(),
-            ));
-        }
-    };
-    let mut json = json;
+    let (text, mut json) = repaired.outcome;
     json["applied"] = json!(repaired.applied);
     if !repaired.applied {
         return Ok(Output {
@@ -417,14 +412,6 @@ async fn repair(
         json,
         ..Default::default()
     })
-}
-
-/// What a repair did.
-enum Change {
-    /// Records of the dropped batch not done.
-    Reset(usize),
-    /// The record's tracker before it was retried.
-    Retry(Box<Tracker>),
 }
 
 /// The two pointer shapes of the sources shipped: Kinesis positions

@@ -72,6 +72,22 @@ fn digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// `<sequence>:<sub-sequence>` split, both all digits (the sub-sequence
+/// not range-checked yet).
+fn split_user_record(text: &str) -> Option<(&str, &str)> {
+    text.split_once(':')
+        .filter(|(sequence, sub)| digits(sequence) && digits(sub))
+}
+
+/// The aggregate's sequence number and the user record's index of a
+/// `<sequence>:<sub-sequence>` pointer, borrowed from it (no allocation: the
+/// source asks this of every pointer it reads back); `None` for any other
+/// text.
+pub(crate) fn user_record(text: &str) -> Option<(&str, u64)> {
+    let (sequence, sub) = split_user_record(text)?;
+    Some((sequence, sub.parse().ok()?))
+}
+
 impl FromStr for Position {
     type Err = PositionError;
 
@@ -97,10 +113,7 @@ impl FromStr for Position {
         if digits(text) {
             return Ok(Position::After(text.to_owned()));
         }
-        if let Some((sequence, sub)) = text.split_once(':')
-            && digits(sequence)
-            && digits(sub)
-        {
+        if let Some((sequence, sub)) = split_user_record(text) {
             let sub_sequence = sub
                 .parse()
                 .map_err(|_| error("the sub-sequence number is out of range"))?;

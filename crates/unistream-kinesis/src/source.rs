@@ -16,7 +16,7 @@ use unistream_core::{Error, Result};
 
 use crate::aggregation;
 use crate::error::KinesisError;
-use crate::position::Position;
+use crate::position::{Position, user_record};
 
 /// Where a consumer without a checkpoint starts reading a shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,18 +117,6 @@ impl std::fmt::Debug for KinesisSource {
             "KinesisSource {{ stream: {:?}, shard_id: {:?}, start: {:?}, deaggregate: {}, pointer: {pointer:?}, .. }}",
             self.stream, self.shard_id, self.start, self.deaggregate
         )
-    }
-}
-
-/// A user record's pointer `<sequence number>:<sub-sequence number>`, split.
-fn sub_pointer(p: &str) -> Option<(&str, u64)> {
-    match p.parse::<Position>() {
-        Ok(Position::InAggregate { sub_sequence, .. }) => {
-            // The sequence borrowed from `p` (its text is `p`).
-            let (sequence, _) = p.split_once(':')?;
-            Some((sequence, sub_sequence))
-        }
-        _ => None,
     }
 }
 
@@ -379,7 +367,7 @@ impl Source for KinesisSource {
     fn restore(&self, record: SourceRecord) -> SourceRecord {
         if !self.deaggregate
             || record.error.is_some()
-            || sub_pointer(record.pointer.as_str()).is_some()
+            || user_record(record.pointer.as_str()).is_some()
         {
             return record;
         }
@@ -466,7 +454,7 @@ impl Source for KinesisSource {
             self.stats.millis_behind = millis_behind;
             // A fetch from a user record's pointer starts at its aggregate:
             // the user records up to it were handed out before.
-            let resume = sub_pointer(from.as_str());
+            let resume = user_record(from.as_str());
             let mut records = VecDeque::with_capacity(out.records().len());
             for r in out.records() {
                 let skip_through = resume
