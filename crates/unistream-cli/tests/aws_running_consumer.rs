@@ -166,11 +166,23 @@ async fn the_tool_and_the_metrics_of_a_running_production_consumer() {
         assert!(start.elapsed() < Duration::from_secs(120), "too slow");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let page = scrape(port).expect("the metrics endpoint answers");
-    let fetched = value(&page, "unistream_consumer_records_fetched_total", &key);
-    let succeeded = value(&page, "unistream_consumer_records_succeeded_total", &key);
-    assert_eq!(fetched, Some(RECORDS), "{page}");
-    assert_eq!(succeeded, Some(lines(&target)), "{page}");
+    // The handler writes its line before the consumer counts its success:
+    // the counters catch up with the file a moment later.
+    let start = Instant::now();
+    let page = loop {
+        let page = scrape(port).expect("the metrics endpoint answers");
+        let fetched = value(&page, "unistream_consumer_records_fetched_total", &key);
+        let succeeded = value(&page, "unistream_consumer_records_succeeded_total", &key);
+        if fetched == Some(RECORDS) && succeeded == Some(lines(&target)) {
+            break page;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the counters never matched the target ({} lines): {page}",
+            lines(&target)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(
         page.contains(&format!(
             "unistream_consumer_checkpoint_writes_total{{consumer=\"{key}\",kind=\"batch\"}}"
