@@ -346,6 +346,7 @@ where
             break;
         }
         // A zero-length sleep still waits for the timer's next tick (1 ms).
+        let delay = report.idle_delay.unwrap_or(delay);
         if report.caught_up && !delay.is_zero() {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}

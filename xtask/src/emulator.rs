@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::root;
@@ -22,6 +22,9 @@ const MOTO: &str = "moto[server]==5.2.1";
 const KINESIS_AGG: [&str; 3] = ["aws-kinesis-agg==1.2.3", "six==1.17.0", "protobuf==7.36.2"];
 /// The kinesis-local (kinesis-mock) release the project is tested with.
 const KINESIS_LOCAL: &str = "kinesis-local@0.6.2";
+/// The fast Kinesis emulator: `tools/fast-kinesis`, ferrokinesis (pinned in
+/// its manifest and lock file) served without its server stack.
+const FAST_KINESIS: &str = "tools/fast-kinesis";
 
 /// An emulator the xtask can start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -46,8 +49,14 @@ impl Emulator {
     }
 }
 
-/// The process group of the running emulator, for the Ctrl-C handler.
-static RUNNING: AtomicU32 = AtomicU32::new(0);
+/// The process groups of the running emulators, for the Ctrl-C handler.
+static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn running() -> std::sync::MutexGuard<'static, Vec<u32>> {
+    RUNNING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 fn kill_group(pgid: u32, signal: &str) {
     let _ = Command::new("kill")
@@ -89,7 +98,7 @@ impl Drop for Server {
                 }
                 kill_group(pgid, "-KILL");
                 let _ = child.wait();
-                RUNNING.store(0, Ordering::SeqCst);
+                running().retain(|&p| p != pgid);
                 eprintln!("xtask: stopped the emulator (process group {pgid})");
             }
             Kind::Docker(id) => {
@@ -107,9 +116,8 @@ fn install_ctrl_c_handler() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = ctrlc::set_handler(|| {
-            let pgid = RUNNING.load(Ordering::SeqCst);
-            if pgid != 0 {
-                eprintln!("xtask: interrupted; stopping the emulator");
+            for &pgid in running().iter() {
+                eprintln!("xtask: interrupted; stopping the emulator (process group {pgid})");
                 kill_group(pgid, "-KILL");
             }
             std::process::exit(130);
@@ -171,7 +179,7 @@ fn spawn_and_wait(
         .stderr(err)
         .spawn()
         .map_err(|e| format!("cannot start {what}: {e}"))?;
-    RUNNING.store(child.id(), Ordering::SeqCst);
+    running().push(child.id());
     let mut server = Server {
         url: format!("http://127.0.0.1:{port}"),
         kind: Kind::Process(child),
@@ -303,6 +311,46 @@ fn remove_partial_install(dir: &Path) -> Result<(), String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(format!("cannot remove {}: {e}", dir.display())),
     }
+}
+
+/// The fast Kinesis emulator's binary, built (release, its own lock file,
+/// under `target/fast-kinesis`) if it is missing or out of date — cargo
+/// makes this a no-op once built. The integration tests and benches start
+/// their own instances of it (each with its options, e.g. short
+/// `SubscribeToShard` sessions), from `UNISTREAM_IT_FAST_KINESIS`.
+pub(crate) fn fast_kinesis() -> Result<PathBuf, String> {
+    let dir = target_dir().join("fast-kinesis");
+    let manifest = root().join(FAST_KINESIS).join("Cargo.toml");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let started = Instant::now();
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--locked",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&dir)
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("building {FAST_KINESIS} failed ({status})"));
+    }
+    let exe = dir.join("release").join("fast-kinesis");
+    if !exe.exists() {
+        return Err(format!("{} is missing after its build", exe.display()));
+    }
+    if started.elapsed() > Duration::from_secs(5) {
+        eprintln!(
+            "xtask: built the fast Kinesis emulator in {:.0} s ({})",
+            started.elapsed().as_secs_f64(),
+            exe.display()
+        );
+    }
+    Ok(exe)
 }
 
 fn start_moto() -> Result<Server, String> {

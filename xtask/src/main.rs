@@ -242,6 +242,10 @@ fn it(args: ItArgs) -> Result<(), String> {
     // moto, for the IAM test's own server (IAM enforcement is per server).
     let moto = emulator::moto_server()?;
     let moto = moto.to_string_lossy();
+    // The fast Kinesis emulator, for the tests that need speed or
+    // SubscribeToShard (each starts its own instance).
+    let fast = emulator::fast_kinesis()?;
+    let fast = fast.to_string_lossy();
     // Build first, so that the emulator's readiness is not spent compiling.
     cargo(&["test", "--workspace", "--tests", "--no-run"], &[])?;
     // --show-output: a test that skips (a service the emulator lacks) says so.
@@ -261,6 +265,7 @@ fn it(args: ItArgs) -> Result<(), String> {
             ("UNISTREAM_IT_EMULATOR", emulator.name()),
             ("UNISTREAM_IT_PYTHON", python.as_ref()),
             ("UNISTREAM_IT_MOTO_SERVER", moto.as_ref()),
+            ("UNISTREAM_IT_FAST_KINESIS", fast.as_ref()),
             ("AWS_REGION", "us-east-1"),
             ("AWS_ACCESS_KEY_ID", "test"),
             ("AWS_SECRET_ACCESS_KEY", "test"),

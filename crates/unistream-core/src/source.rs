@@ -132,6 +132,11 @@ pub struct Fetched {
     /// How far behind the tip of the stream the reader is, if the source
     /// knows (Kinesis `MillisBehindLatest`).
     pub millis_behind: Option<u64>,
+    /// After an empty answer, how long the consumer waits before it fetches
+    /// again; `None`: its own idle delay (`ConsumerConfig::delay`). A source
+    /// that already waited for records before answering (e.g. a Kinesis
+    /// source reading ahead) says zero.
+    pub idle_delay: Option<std::time::Duration>,
 }
 
 impl Fetched {
@@ -141,6 +146,7 @@ impl Fetched {
             records,
             next_pointer,
             millis_behind: None,
+            idle_delay: None,
         }
     }
 }

@@ -39,23 +39,28 @@
 pub mod aggregation;
 mod dlq;
 mod error;
+mod fanout;
 mod lag;
 mod position;
 mod python;
 mod rate;
+mod reader;
 pub(crate) mod shards;
 mod sink;
 mod source;
 
 pub use dlq::KinesisDeadLetterQueue;
 pub use error::KinesisError;
+pub use fanout::{StreamConsumerInfo, deregister_consumer, list_consumers, register_consumer};
 pub use lag::{ShardLag, shard_lag};
 pub use position::{Position, PositionError};
 pub use python::PythonCompatCodec;
-pub use rate::{RateLimit, SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND};
+pub use rate::{
+    RateLimit, SHARD_BYTES_PER_SECOND, SHARD_READ_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND,
+};
 pub use shards::list_shards;
 pub use sink::{
     Aggregation, DEFAULT_MAX_AGGREGATE_BYTES, KinesisSink, MAX_RECORD_BYTES, MAX_RECORDS_PER_CALL,
     MAX_REQUEST_BYTES, Ordering,
 };
-pub use source::{KinesisSource, ShardStats, StartingPosition};
+pub use source::{DEFAULT_READ_LIMIT, KinesisSource, ShardStats, StartingPosition};

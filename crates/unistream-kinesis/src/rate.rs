@@ -32,6 +32,10 @@ pub struct RateLimit {
 pub const SHARD_RECORDS_PER_SECOND: u32 = 1_000;
 /// A shard's write quota in bytes per second (1 MiB).
 pub const SHARD_BYTES_PER_SECOND: u32 = 1024 * 1024;
+/// The read quota of a shard: record bytes per second, shared by the
+/// applications that poll it (`GetRecords`), and each enhanced fan-out
+/// consumer's own.
+pub const SHARD_READ_BYTES_PER_SECOND: u32 = 2 * 1024 * 1024;
 
 impl Default for RateLimit {
     fn default() -> Self {

@@ -1,22 +1,26 @@
-//! [`KinesisSource`]: one shard read with `GetRecords`, a sequence number
-//! as the pointer (see `docs/kinesis.md`).
+//! [`KinesisSource`]: one shard read ahead of the consumer — by
+//! `GetRecords` (polling) or by `SubscribeToShard` (enhanced fan-out) — a
+//! sequence number as the pointer (see `docs/kinesis.md`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::operation::get_records::GetRecordsError;
 use chrono::{DateTime, Utc};
-use tracing::{debug, info, warn};
+use tracing::warn;
+use unistream_core::Result;
 use unistream_core::clock::{Clock, SharedClock, SystemClock};
 use unistream_core::retry::RetryPolicy;
 use unistream_core::source::{Fetched, Pointer, Source, SourceRecord};
-use unistream_core::{Error, Result};
 
 use crate::aggregation;
-use crate::error::KinesisError;
+use crate::fanout::{FanOutSettings, Floor, Subscription, SubscriptionStats};
 use crate::position::{Position, user_record};
+use crate::reader::{self, Bound, Page, PollSettings, Reader, ShardRef};
+
+/// The default `Limit` of a `GetRecords` call: the service's largest.
+pub const DEFAULT_READ_LIMIT: usize = 10_000;
 
 /// Where a consumer without a checkpoint starts reading a shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,28 +45,71 @@ impl StartingPosition {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShardStats {
-    /// `MillisBehindLatest` of the last `GetRecords`.
+    /// `MillisBehindLatest` of the last page taken.
     pub millis_behind: Option<u64>,
     /// The shard ended (it was split or merged): nothing more to read.
     pub closed: bool,
     /// The children of a closed shard, to read next.
     pub child_shards: Vec<String>,
-    /// `GetRecords` calls made.
+    /// `GetRecords` calls made (for the pages taken).
     pub get_records_calls: u64,
     /// Iterators that had expired and were derived again.
     pub expired_iterators: u64,
     /// Calls throttled (`ProvisionedThroughputExceededException`).
     pub throttled: u64,
+    /// Pages taken: `GetRecords` answers or `SubscribeToShard` events.
+    pub pages: u64,
+    /// Readers started: the first, and one after each fetch from another
+    /// place than where the last one stood (a restart from the checkpoint).
+    pub readers: u64,
+    /// Enhanced fan-out: `SubscribeToShard` sessions opened.
+    pub subscriptions: u64,
+    /// Enhanced fan-out: subscriptions again after a session ended, failed
+    /// or went silent.
+    pub resubscriptions: u64,
+    /// Enhanced fan-out: `ResourceInUseException`s met.
+    pub resource_in_use: u64,
+}
+
+/// How a [`KinesisSource`] reads.
+#[derive(Debug, Clone)]
+enum Mode {
+    Poll(PollSettings),
+    FanOut {
+        consumer_arn: String,
+        settings: FanOutSettings,
+        stats: Arc<SubscriptionStats>,
+    },
 }
 
 /// A consumer source reading one shard of a stream.
 ///
-/// The pointer kept in the checkpoint is the sequence number of the last
-/// record handed out (`TRIM_HORIZON`, `LATEST` or `AT_TIMESTAMP:<ms>` before
-/// the first one) — never a shard iterator, which expires after 5 minutes.
-/// The iterator for the next read is cached in memory; an expired one is
-/// derived again from the pointer (`AFTER_SEQUENCE_NUMBER`), so nothing is
-/// lost or repeated.
+/// **Reading ahead.** A background reader keeps the next reads in flight
+/// while the consumer works: up to 3 pages and 8 MiB of record data ahead
+/// by default ([`with_prefetch`](Self::with_prefetch); the KCL's defaults).
+/// Polling (the default), it calls `GetRecords` of up to 10,000 records
+/// ([`with_read_limit`](Self::with_read_limit)), paced to the shard's read
+/// quota — at most 5 calls and 2 MiB of data per second — backing off when
+/// throttled, and waiting longer between reads that find nothing (200 ms
+/// for the first five, then doubling up to 1 s:
+/// [`with_max_idle_delay`](Self::with_max_idle_delay)). With enhanced
+/// fan-out ([`with_fan_out`](Self::with_fan_out)) it reads a
+/// `SubscribeToShard` subscription instead: its own 2 MiB/s per shard,
+/// records pushed as they arrive, subscribed again when a session ends, the
+/// connection drops or it goes silent. A fetch that finds nothing read yet
+/// waits for the next page (up to 500 ms) instead of returning at once, and
+/// tells the consumer not to sleep its idle delay on top.
+///
+/// What is read ahead lives in memory only: a page becomes the consumer's
+/// batch when the consumer takes it, and the checkpoint moves only with
+/// what it took — a `kill -9` at any moment loses and skips nothing.
+///
+/// **The pointer** kept in the checkpoint is the sequence number of the
+/// last record handed out (`TRIM_HORIZON`, `LATEST` or `AT_TIMESTAMP:<ms>`
+/// before the first one) — never a shard iterator, which expires after 5
+/// minutes. A fetch from another pointer than the one the reader stands at
+/// (a restart from the checkpoint) starts a new reader there; an expired
+/// iterator is derived again after the last record read.
 ///
 /// Records in the Kinesis Producer Library's aggregated format (see
 /// [`aggregation`](crate::aggregation)) are de-aggregated by default: each
@@ -83,39 +130,39 @@ pub struct ShardStats {
 /// ```
 pub struct KinesisSource {
     client: Client,
-    stream: String,
-    shard_id: String,
+    shard: ShardRef,
     start: StartingPosition,
     deaggregate: bool,
+    mode: Mode,
+    bound: Bound,
+    wait: Duration,
     cache: Option<Ahead>,
-    last_call: Option<DateTime<Utc>>,
-    min_interval: Duration,
-    throttle_retry: RetryPolicy,
+    reader: Option<Reader>,
     clock: SharedClock,
     stats: ShardStats,
 }
 
-/// What a fetch read past the pointer it returned: the next fetch from that
-/// pointer continues here.
+/// Records of a page not handed out yet (the fetch's limit cut it short):
+/// the next fetch from `pointer` continues with them.
 struct Ahead {
     /// The pointer the last fetch returned.
     pointer: Pointer,
-    /// User records read but not handed out yet (the fetch's limit cut the
-    /// user records of aggregates short).
     pending: VecDeque<SourceRecord>,
-    /// The iterator after the records read; `None` if the shard is closed
-    /// after `pending`.
-    iterator: Option<String>,
+    /// The shard is closed after `pending`.
+    closed: bool,
 }
 
 impl std::fmt::Debug for KinesisSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The cached iterator is left out: it is a credential-like token.
-        let pointer = self.cache.as_ref().map(|a| a.pointer.as_str());
+        let pointer = self.reader.as_ref().map(|r| r.at.as_str());
+        let mode = match &self.mode {
+            Mode::Poll(_) => "GetRecords",
+            Mode::FanOut { .. } => "SubscribeToShard",
+        };
         write!(
             f,
-            "KinesisSource {{ stream: {:?}, shard_id: {:?}, start: {:?}, deaggregate: {}, pointer: {pointer:?}, .. }}",
-            self.stream, self.shard_id, self.start, self.deaggregate
+            "KinesisSource {{ stream: {:?}, shard_id: {:?}, start: {:?}, deaggregate: {}, mode: {mode}, reader_at: {pointer:?}, .. }}",
+            self.shard.stream, self.shard.shard_id, self.start, self.deaggregate
         )
     }
 }
@@ -131,36 +178,115 @@ impl KinesisSource {
     ) -> Self {
         KinesisSource {
             client,
-            stream: stream.into(),
-            shard_id: shard_id.into(),
+            shard: ShardRef {
+                stream: stream.into(),
+                shard_id: shard_id.into(),
+            },
             start,
             deaggregate: true,
+            mode: Mode::Poll(PollSettings {
+                read_limit: DEFAULT_READ_LIMIT,
+                min_interval: Duration::from_millis(200),
+                max_idle: Duration::from_secs(1),
+                bytes_per_second: crate::SHARD_READ_BYTES_PER_SECOND as f64,
+                throttle_retry: RetryPolicy::waits([1, 2, 4, 8].map(Duration::from_secs))
+                    .with_max_attempts(8),
+            }),
+            bound: Bound {
+                pages: 3,
+                bytes: 8 * 1024 * 1024,
+            },
+            wait: Duration::from_millis(500),
             cache: None,
-            last_call: None,
-            min_interval: Duration::from_millis(200),
-            throttle_retry: RetryPolicy::waits([1, 2, 4, 8].map(Duration::from_secs))
-                .with_max_attempts(8),
+            reader: None,
             clock: Arc::new(SystemClock),
             stats: ShardStats::default(),
         }
     }
 
-    /// Uses another clock (for the rate limit and backoffs; virtual in tests).
+    /// Uses another clock (for the pacing and backoffs; virtual in tests).
     pub fn with_clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self
     }
 
+    fn poll_settings(&mut self) -> Option<&mut PollSettings> {
+        match &mut self.mode {
+            Mode::Poll(s) => Some(s),
+            Mode::FanOut { .. } => None,
+        }
+    }
+
     /// Waits after throttling (default: 1, 2, 4, 8 s; 8 attempts).
     pub fn with_throttle_retry(mut self, policy: RetryPolicy) -> Self {
-        self.throttle_retry = policy;
+        if let Some(s) = self.poll_settings() {
+            s.throttle_retry = policy;
+        }
         self
     }
 
     /// The least time between two `GetRecords` calls (default 200 ms: the
     /// Kinesis quota of 5 calls per second per shard).
     pub fn with_min_interval(mut self, interval: Duration) -> Self {
-        self.min_interval = interval;
+        if let Some(s) = self.poll_settings() {
+            s.min_interval = interval;
+        }
+        self
+    }
+
+    /// The longest wait between two `GetRecords` calls that find nothing
+    /// (default 1 s). The wait stays at the least interval for five empty
+    /// reads in a row, then doubles up to this.
+    pub fn with_max_idle_delay(mut self, delay: Duration) -> Self {
+        if let Some(s) = self.poll_settings() {
+            s.max_idle = delay;
+        }
+        self
+    }
+
+    /// The `Limit` of each `GetRecords` call (default and largest: 10,000).
+    /// The consumer's own `limit` (records per batch) is separate: a page
+    /// larger than it is handed out over several fetches.
+    pub fn with_read_limit(mut self, limit: usize) -> Self {
+        if let Some(s) = self.poll_settings() {
+            s.read_limit = limit.clamp(1, DEFAULT_READ_LIMIT);
+        }
+        self
+    }
+
+    /// How much is read ahead of the consumer: at most `pages` pages
+    /// (`GetRecords` answers or subscription events) and about `bytes` of
+    /// record data (a read starts only while less is held). Default: 3
+    /// pages, 8 MiB.
+    pub fn with_prefetch(mut self, pages: usize, bytes: usize) -> Self {
+        self.bound = Bound {
+            pages: pages.max(1),
+            bytes: bytes.max(1),
+        };
+        self
+    }
+
+    /// Reads by enhanced fan-out: `SubscribeToShard` as the registered
+    /// stream consumer `consumer_arn` (see
+    /// [`register_consumer`](crate::register_consumer)), with its own read
+    /// throughput of 2 MiB/s per shard, instead of `GetRecords`.
+    pub fn with_fan_out(mut self, consumer_arn: impl Into<String>) -> Self {
+        self.mode = Mode::FanOut {
+            consumer_arn: consumer_arn.into(),
+            settings: FanOutSettings::default(),
+            stats: Arc::new(SubscriptionStats::default()),
+        };
+        self
+    }
+
+    /// With enhanced fan-out: a subscription without an event this long is
+    /// dropped and subscribed again (default 15 s; AWS sends an event at
+    /// least every 5 s), and the waits between refused subscriptions.
+    pub fn with_fan_out_settings(mut self, silence: Duration, retry: RetryPolicy) -> Self {
+        if let Mode::FanOut { settings, .. } = &mut self.mode {
+            settings.silence = silence;
+            settings.retry = retry;
+        }
         self
     }
 
@@ -178,39 +304,6 @@ impl KinesisSource {
     /// What the source has seen so far.
     pub fn stats(&self) -> &ShardStats {
         &self.stats
-    }
-
-    fn invalid(&self, from: &Pointer, reason: &str) -> Error {
-        Error::InvalidPointer {
-            pointer: from.to_string(),
-            source_name: format!("Kinesis stream {} shard {}", self.stream, self.shard_id),
-            reason: reason.into(),
-        }
-    }
-
-    async fn derive(&mut self, from: &Pointer) -> Result<String> {
-        let req = self
-            .client
-            .get_shard_iterator()
-            .stream_name(&self.stream)
-            .shard_id(&self.shard_id);
-        let position = Position::from_pointer(from).map_err(|e| self.invalid(from, e.reason))?;
-        let req = position.iterator_request(req);
-        let out = req
-            .send()
-            .await
-            .map_err(|e| self.sdk_error("GetShardIterator", e))?;
-        out.shard_iterator.ok_or_else(|| self.no_iterator())
-    }
-
-    fn no_iterator(&self) -> Error {
-        KinesisError::Malformed {
-            operation: "GetShardIterator",
-            stream: self.stream.clone(),
-            shard: self.shard_id.clone(),
-            what: "no iterator in the answer",
-        }
-        .into()
     }
 
     /// The records one Kinesis record stands for, appended to `out`: itself,
@@ -245,13 +338,13 @@ impl KinesisSource {
                 );
             }
             Ok(Some(users)) if users.is_empty() => {
-                warn!(stream = %self.stream, shard = %self.shard_id, sequence_number = seq, "a KPL aggregate of no user records; it goes to the dead-letter queue");
+                warn!(stream = %self.shard.stream, shard = %self.shard.shard_id, sequence_number = seq, "a KPL aggregate of no user records; it goes to the dead-letter queue");
                 out.push_back(
                     SourceRecord::new(Pointer::from(seq), data.to_vec())
                         .with_keys(key, None)
                         .with_error(format!(
                             "Kinesis record {seq} of stream {}, shard {}: a KPL aggregate of no user records",
-                            self.stream, self.shard_id
+                            self.shard.stream, self.shard.shard_id
                         )),
                 );
             }
@@ -268,26 +361,26 @@ impl KinesisSource {
                 }
             }
             Err(e) => {
-                warn!(stream = %self.stream, shard = %self.shard_id, sequence_number = seq, error = %e, "an unreadable KPL aggregate; it goes to the dead-letter queue whole");
+                warn!(stream = %self.shard.stream, shard = %self.shard.shard_id, sequence_number = seq, error = %e, "an unreadable KPL aggregate; it goes to the dead-letter queue whole");
                 out.push_back(
                     SourceRecord::new(Pointer::from(seq), data.to_vec())
                         .with_keys(key, None)
                         .with_error(format!(
                             "Kinesis record {seq} of stream {}, shard {}: {e}",
-                            self.stream, self.shard_id
+                            self.shard.stream, self.shard.shard_id
                         )),
                 );
             }
         }
     }
 
-    /// Hands out up to `limit` of `pending`, keeping the rest (and the
-    /// iterator after them) for the next fetch.
+    /// Hands out up to `limit` of `pending`, keeping the rest for the next
+    /// fetch.
     fn hand_out(
         &mut self,
         from: &Pointer,
         mut pending: VecDeque<SourceRecord>,
-        iterator: Option<String>,
+        closed: bool,
         limit: usize,
     ) -> Fetched {
         let take = pending.len().min(limit.max(1));
@@ -295,64 +388,79 @@ impl KinesisSource {
         let next_pointer = records
             .last()
             .map_or_else(|| from.clone(), |r| r.pointer.clone());
-        let mut fetched = if pending.is_empty() && iterator.is_none() {
+        let mut fetched = if pending.is_empty() && closed {
             Fetched::new(records, None)
         } else {
-            self.cache = Some(Ahead {
-                pointer: next_pointer.clone(),
-                pending,
-                iterator,
-            });
+            if !pending.is_empty() {
+                self.cache = Some(Ahead {
+                    pointer: next_pointer.clone(),
+                    pending,
+                    closed,
+                });
+            }
             Fetched::new(records, Some(next_pointer))
         };
         fetched.millis_behind = self.stats.millis_behind;
+        // The reader waits for records itself: no idle delay on top.
+        fetched.idle_delay = Some(Duration::ZERO);
         fetched
     }
 
-    /// [`Error::Denied`] if the service refused the call, else
-    /// [`api_error`](Self::api_error).
-    fn sdk_error<E>(&self, operation: &'static str, e: aws_sdk_kinesis::error::SdkError<E>) -> Error
-    where
-        E: aws_sdk_kinesis::error::ProvideErrorMetadata,
-        aws_sdk_kinesis::error::SdkError<E>: Into<aws_sdk_kinesis::Error>,
-    {
-        self.denied(&e, operation)
-            .unwrap_or_else(|| self.api_error(operation, e))
-    }
-
-    fn denied<E: aws_sdk_kinesis::error::ProvideErrorMetadata>(
-        &self,
-        e: &aws_sdk_kinesis::error::SdkError<E>,
-        operation: &str,
-    ) -> Option<Error> {
-        unistream_aws::denied(e, &format!("kinesis:{operation}"), || {
-            format!("stream {}, shard {}", self.stream, self.shard_id)
-        })
-    }
-
-    fn api_error(
-        &self,
-        operation: &'static str,
-        source: impl Into<aws_sdk_kinesis::Error>,
-    ) -> Error {
-        KinesisError::Api {
-            operation,
-            stream: self.stream.clone(),
-            shard: Some(self.shard_id.clone()),
-            source: Box::new(source.into()),
-        }
-        .into()
-    }
-
-    /// Keeps to 5 `GetRecords` per second on the shard.
-    async fn pace(&mut self) {
-        if let Some(last) = self.last_call {
-            let since = (self.clock.now() - last).to_std().unwrap_or(Duration::ZERO);
-            if since < self.min_interval {
-                self.clock.sleep(self.min_interval - since).await;
+    /// A reader from `position`, standing at `at`.
+    fn start_reader(&mut self, at: Pointer, position: Position) -> Reader {
+        self.stats.readers += 1;
+        let (client, shard, clock) = (self.client.clone(), self.shard.clone(), self.clock.clone());
+        match &self.mode {
+            Mode::Poll(settings) => {
+                let settings = settings.clone();
+                Reader::start(at, self.bound, move |out| {
+                    reader::poll(client, shard, position, settings, clock, out)
+                })
+            }
+            Mode::FanOut {
+                consumer_arn,
+                settings,
+                stats,
+            } => {
+                let (consumer_arn, settings, stats) =
+                    (consumer_arn.clone(), settings.clone(), Arc::clone(stats));
+                Reader::start(at, self.bound, move |out| {
+                    Subscription {
+                        client,
+                        consumer_arn,
+                        stream: shard.stream,
+                        shard_id: shard.shard_id,
+                        floor: std::sync::Mutex::new(Floor::at_start(&position)),
+                        start: position,
+                        out,
+                        settings,
+                        clock,
+                        stats,
+                    }
+                    .run()
+                })
             }
         }
-        self.last_call = Some(self.clock.now());
+    }
+
+    /// Counts what a page says about the shard.
+    fn note(&mut self, page: &Page) {
+        let s = &mut self.stats;
+        s.pages += 1;
+        s.get_records_calls += page.calls;
+        s.throttled += page.throttled;
+        s.expired_iterators += page.expired;
+        s.millis_behind = page.millis_behind;
+        if let Some(children) = &page.closed {
+            s.closed = true;
+            s.child_shards.clone_from(children);
+        }
+        if let Mode::FanOut { stats, .. } = &self.mode {
+            let snapshot = stats.snapshot();
+            s.subscriptions = snapshot.sessions;
+            s.resubscriptions = snapshot.resubscriptions;
+            s.resource_in_use = snapshot.resource_in_use;
+        }
     }
 }
 
@@ -375,7 +483,7 @@ impl Source for KinesisSource {
             Ok(Some(users)) if users.is_empty() => {
                 let reason = format!(
                     "Kinesis record {} of stream {}, shard {}: a KPL aggregate of no user records",
-                    record.pointer, self.stream, self.shard_id
+                    record.pointer, self.shard.stream, self.shard.shard_id
                 );
                 record.with_error(reason)
             }
@@ -383,7 +491,7 @@ impl Source for KinesisSource {
             Err(e) => {
                 let reason = format!(
                     "Kinesis record {} of stream {}, shard {}: {e}",
-                    record.pointer, self.stream, self.shard_id
+                    record.pointer, self.shard.stream, self.shard.shard_id
                 );
                 record.with_error(reason)
             }
@@ -391,89 +499,55 @@ impl Source for KinesisSource {
     }
 
     async fn fetch(&mut self, from: &Pointer, limit: usize) -> Result<Fetched> {
-        let mut throttled = 0u32;
-        let mut expired = 0u32;
-        loop {
-            let iterator = match self.cache.take() {
-                Some(ahead) if ahead.pointer == *from => {
-                    if !ahead.pending.is_empty() {
-                        return Ok(self.hand_out(from, ahead.pending, ahead.iterator, limit));
-                    }
-                    match ahead.iterator {
-                        Some(it) => it,
-                        None => self.derive(from).await?,
-                    }
-                }
-                _ => self.derive(from).await?,
-            };
-            self.pace().await;
-            self.stats.get_records_calls += 1;
-            let read_limit = i32::try_from(limit.clamp(1, 10_000)).unwrap_or(10_000);
-            let out = match self
-                .client
-                .get_records()
-                .shard_iterator(&iterator)
-                .limit(read_limit)
-                .send()
-                .await
-            {
-                Ok(out) => out,
-                Err(e) if self.denied(&e, "GetRecords").is_some() => {
-                    return Err(self.sdk_error("GetRecords", e));
-                }
-                Err(e) => match e.into_service_error() {
-                    GetRecordsError::ExpiredIteratorException(_) if expired < 3 => {
-                        expired += 1;
-                        self.stats.expired_iterators += 1;
-                        info!(stream = %self.stream, shard = %self.shard_id, pointer = %from, "shard iterator expired; deriving it again from the checkpoint");
-                        continue;
-                    }
-                    GetRecordsError::ProvisionedThroughputExceededException(_)
-                        if self.throttle_retry.allows(throttled + 2) =>
-                    {
-                        throttled += 1;
-                        self.stats.throttled += 1;
-                        let wait = self.throttle_retry.delay_before(throttled + 1);
-                        warn!(stream = %self.stream, shard = %self.shard_id, ?wait, "GetRecords throttled; backing off");
-                        self.cache = Some(Ahead {
-                            pointer: from.clone(),
-                            pending: VecDeque::new(),
-                            iterator: Some(iterator),
-                        });
-                        self.clock.sleep(wait).await;
-                        continue;
-                    }
-                    e => {
-                        return Err(self.api_error("GetRecords", e));
-                    }
-                },
-            };
-            let millis_behind = out
-                .millis_behind_latest()
-                .and_then(|m| u64::try_from(m).ok());
-            self.stats.millis_behind = millis_behind;
-            // A fetch from a user record's pointer starts at its aggregate:
-            // the user records up to it were handed out before.
-            let resume = user_record(from.as_str());
-            let mut records = VecDeque::with_capacity(out.records().len());
-            for r in out.records() {
-                let skip_through = resume
-                    .filter(|(seq, _)| *seq == r.sequence_number())
-                    .map(|(_, sub)| sub);
-                self.expand(r, skip_through, &mut records);
-            }
-            debug!(stream = %self.stream, shard = %self.shard_id, kinesis_records = out.records().len(), records = records.len(), ?millis_behind, "GetRecords");
-            let next = out.next_shard_iterator().map(str::to_owned);
-            if next.is_none() {
-                self.stats.closed = true;
-                self.stats.child_shards = out
-                    .child_shards()
-                    .iter()
-                    .map(|c| c.shard_id().to_owned())
-                    .collect();
-                info!(stream = %self.stream, shard = %self.shard_id, children = ?self.stats.child_shards, "the shard is closed");
-            }
-            return Ok(self.hand_out(from, records, next, limit));
+        if let Some(ahead) = self.cache.take()
+            && ahead.pointer == *from
+        {
+            return Ok(self.hand_out(from, ahead.pending, ahead.closed, limit));
         }
+        if self.reader.as_ref().is_some_and(|r| r.at != *from) {
+            // The consumer went back to its checkpoint: read from there.
+            self.reader = None;
+        }
+        let reader = match &mut self.reader {
+            Some(reader) => reader,
+            None => {
+                let position =
+                    Position::from_pointer(from).map_err(|e| self.shard.invalid(from, e.reason))?;
+                let reader = self.start_reader(from.clone(), position);
+                self.reader.insert(reader)
+            }
+        };
+        let page = match reader.next(self.wait).await {
+            None => {
+                let mut fetched = Fetched::new(Vec::new(), Some(from.clone()));
+                fetched.millis_behind = self.stats.millis_behind;
+                fetched.idle_delay = Some(Duration::ZERO);
+                return Ok(fetched);
+            }
+            Some(Err(e)) => {
+                self.reader = None;
+                return Err(e);
+            }
+            Some(Ok(page)) => page,
+        };
+        // A fetch from a user record's pointer starts at its aggregate:
+        // the user records up to it were handed out before.
+        let resume = user_record(from.as_str());
+        let mut records = VecDeque::with_capacity(page.records.len());
+        for r in &page.records {
+            let skip_through = resume
+                .filter(|(seq, _)| *seq == r.sequence_number())
+                .map(|(_, sub)| sub);
+            self.expand(r, skip_through, &mut records);
+        }
+        if let (Some(reader), Some(last)) = (self.reader.as_mut(), records.back()) {
+            reader.at = last.pointer.clone();
+        }
+        self.note(&page);
+        let closed = page.closed.is_some();
+        if closed {
+            self.reader = None;
+        }
+        Ok(self.hand_out(from, records, closed, limit))
     }
 }

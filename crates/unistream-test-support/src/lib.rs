@@ -24,11 +24,15 @@
 //! # }
 //! ```
 
+mod fast_kinesis;
 mod latency;
 mod python;
+mod read_quota;
 
+pub use fast_kinesis::FastKinesis;
 pub use latency::LatencyHttpClient;
 pub use python::{interop_python, run_python};
+pub use read_quota::{READ_BYTES_PER_SECOND, READ_CALLS_PER_SECOND, ReadCounts, ReadQuotaProxy};
 /// The checkpoint store contract suite, published as
 /// [`unistream_core::testing`] (feature `testing`); kept at this path for
 /// the tests that use it.
@@ -65,6 +69,8 @@ pub struct Env {
     /// `moto`, `kinesis-local`, `localstack` (or what `UNISTREAM_IT_EMULATOR` says).
     pub emulator: String,
     config: SdkConfig,
+    /// Where Kinesis calls go when not to `endpoint` ([`Env::with_kinesis_at`]).
+    kinesis_at: Option<String>,
 }
 
 /// The number after `name` on the command line (`--records 5000`), or
@@ -127,7 +133,22 @@ impl Env {
             endpoint,
             emulator,
             config,
+            kinesis_at: None,
         }
+    }
+
+    /// The same environment with its Kinesis clients talking to `url` (e.g.
+    /// a [`FastKinesis`]); DynamoDB, S3 and SQS stay where they were.
+    pub fn with_kinesis_at(&self, url: &str) -> Env {
+        Env {
+            kinesis_at: Some(url.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    /// Where Kinesis calls go.
+    pub fn kinesis_endpoint(&self) -> &str {
+        self.kinesis_at.as_deref().unwrap_or(&self.endpoint)
     }
 
     /// The same environment with the SDK's retries turned off, for tests
@@ -181,7 +202,11 @@ impl Env {
 
     /// A Kinesis client.
     pub fn kinesis(&self) -> aws_sdk_kinesis::Client {
-        aws_sdk_kinesis::Client::new(&self.config)
+        let mut config = aws_sdk_kinesis::config::Builder::from(&self.config);
+        if let Some(url) = &self.kinesis_at {
+            config = config.endpoint_url(url);
+        }
+        aws_sdk_kinesis::Client::from_conf(config.build())
     }
 
     /// A DynamoDB client.

@@ -284,7 +284,8 @@ where
 
     /// Loops over [`process_batch`](Self::process_batch) until the stream
     /// is closed, shutdown is requested, or (with `stop_at_end`) nothing new
-    /// is left; waits `delay` after a pull that found nothing.
+    /// is left; waits `delay` after a pull that found nothing (or what the
+    /// source asked for: [`BatchReport::idle_delay`]).
     ///
     /// # Errors
     ///
@@ -302,8 +303,16 @@ where
                 if self.config.stop_at_end {
                     break;
                 }
+                // A source that waited for records itself asks for no
+                // delay on top (a zero delay of the configuration still
+                // sleeps a timer tick: a source that answers at once is
+                // not polled in a busy loop).
+                if report.idle_delay.is_some_and(|d| d.is_zero()) {
+                    continue;
+                }
+                let delay = report.idle_delay.unwrap_or(self.config.delay);
                 tokio::select! {
-                    _ = self.clock.sleep(self.config.delay) => {}
+                    _ = self.clock.sleep(delay) => {}
                     _ = self.shutdown.cancelled() => { summary.interrupted = true; }
                 }
             }
@@ -388,6 +397,7 @@ where
             report.millis_behind = fetched.millis_behind;
             if fetched.records.is_empty() && fetched.next_pointer.as_ref() == Some(&from) {
                 report.caught_up = true;
+                report.idle_delay = fetched.idle_delay;
                 report.batch_sequence = cp.batch_sequence();
                 return Ok(());
             }

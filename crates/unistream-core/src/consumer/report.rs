@@ -33,6 +33,12 @@ pub struct BatchReport {
     pub interrupted: bool,
     /// How far behind the stream's tip the pull was, if the source knows.
     pub millis_behind: Option<u64>,
+    /// After a pull that found nothing: how long to wait before the next,
+    /// if the source says ([`Fetched::idle_delay`]; `None`: the consumer's
+    /// `delay`).
+    ///
+    /// [`Fetched::idle_delay`]: crate::source::Fetched::idle_delay
+    pub idle_delay: Option<std::time::Duration>,
 }
 
 /// Totals of a [`Consumer::run`].
