@@ -20,7 +20,7 @@ use unistream::kinesis::{KinesisSource, StartingPosition};
 use unistream::local::Durability;
 use unistream::local::{AppendFile, FileCheckpointStore, FileDeadLetterQueue};
 use unistream::retry::RetryPolicy;
-use unistream_aws_examples::{first_shard, kinesis_client};
+use unistream_aws_examples::{first_shard, kinesis_client, with_efo};
 use unistream_examples::{AnnouncedDlq, DemoProcessor, exit_code, init_logging, run_verbose};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -37,6 +37,10 @@ struct Args {
     /// An emulator's endpoint (default: AWS, from the usual configuration).
     #[arg(long)]
     endpoint: Option<String>,
+    /// Read by enhanced fan-out (SubscribeToShard) as the stream consumer of
+    /// this name, registered if missing (default: polling with GetRecords).
+    #[arg(long, value_name = "NAME")]
+    efo: Option<String>,
     /// The stream.
     #[arg(long)]
     stream: String,
@@ -137,7 +141,8 @@ async fn run(args: Args) -> unistream::Result<()> {
     };
     let store =
         FileCheckpointStore::open(dir.join("checkpoint"), &consumer_id, Durability::Process)?;
-    let source = KinesisSource::new(client, &args.stream, &shard, start);
+    let source = KinesisSource::new(client.clone(), &args.stream, &shard, start);
+    let source = with_efo(source, &client, &args.stream, args.efo.as_deref()).await?;
     let mut consumer = Consumer::new(config, source, processor, store, dlq)?;
     cancel_on_signals(consumer.shutdown_token());
     if args.verbose {

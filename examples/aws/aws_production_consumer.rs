@@ -24,7 +24,7 @@ use unistream::local::Durability;
 use unistream::retry::RetryPolicy;
 use unistream::sqs_dlq::SqsDeadLetterQueue;
 use unistream_aws_examples::{
-    aws_clients, create_bucket_if_missing, create_table_if_missing, first_shard,
+    aws_clients, create_bucket_if_missing, create_table_if_missing, first_shard, with_efo,
 };
 use unistream_examples::{AnnouncedDlq, DemoProcessor, exit_code, init_logging, run_verbose};
 
@@ -34,6 +34,14 @@ struct Args {
     /// An emulator's endpoint (default: AWS, from the usual configuration).
     #[arg(long)]
     endpoint: Option<String>,
+    /// Read by enhanced fan-out (SubscribeToShard) as the stream consumer of
+    /// this name, registered if missing (default: polling with GetRecords).
+    #[arg(long, value_name = "NAME")]
+    efo: Option<String>,
+    /// Kinesis at another endpoint than the other services (e.g. a Kinesis
+    /// emulator next to moto; as `AWS_ENDPOINT_URL_KINESIS`).
+    #[arg(long, value_name = "URL")]
+    kinesis_endpoint: Option<String>,
     /// The stream (its first shard is read).
     #[arg(long)]
     stream: String,
@@ -107,7 +115,10 @@ fn aws(what: &str, e: impl std::fmt::Display) -> Error {
 async fn run(args: Args) -> unistream::Result<()> {
     unistream_examples::init_metrics(args.metrics_addr)?;
     let clients = aws_clients(args.endpoint.as_deref()).await;
-    let kinesis = clients.kinesis();
+    let kinesis = match &args.kinesis_endpoint {
+        Some(url) => unistream_aws_examples::kinesis_client(Some(url)).await,
+        None => clients.kinesis(),
+    };
     let ddb = clients.dynamodb();
     let s3 = clients.s3();
     let sqs = clients.sqs();
@@ -156,7 +167,13 @@ async fn run(args: Args) -> unistream::Result<()> {
         failures: Default::default(),
         work: std::time::Duration::from_millis(args.work_ms),
     };
-    let source = KinesisSource::new(kinesis, &args.stream, &shard, StartingPosition::TrimHorizon);
+    let source = KinesisSource::new(
+        kinesis.clone(),
+        &args.stream,
+        &shard,
+        StartingPosition::TrimHorizon,
+    );
+    let source = with_efo(source, &kinesis, &args.stream, args.efo.as_deref()).await?;
     let mut consumer = Consumer::new(cfg, source, processor, store, dlq)?;
     cancel_on_signals(consumer.shutdown_token());
     if args.verbose {

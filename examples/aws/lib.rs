@@ -105,3 +105,25 @@ pub async fn create_bucket_if_missing(
         .map_err(|e| backend("CreateBucket", aws_sdk_s3::error::DisplayErrorContext(e)))?;
     Ok(())
 }
+
+/// `source`, reading by enhanced fan-out as the stream consumer `efo` if one
+/// is given (registered if missing: `--efo NAME` of the examples).
+pub async fn with_efo(
+    source: unistream::kinesis::KinesisSource,
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    efo: Option<&str>,
+) -> unistream::Result<unistream::kinesis::KinesisSource> {
+    let Some(name) = efo else {
+        return Ok(source);
+    };
+    let arn = unistream::kinesis::register_consumer(
+        client,
+        stream,
+        name,
+        std::time::Duration::from_millis(500),
+        std::time::Duration::from_secs(120),
+    )
+    .await?;
+    Ok(source.with_fan_out(arn))
+}

@@ -275,13 +275,19 @@ fn it(args: ItArgs) -> Result<(), String> {
 
 /// Runs a bench binary through `cargo bench`, echoing its output; returns
 /// its `BENCH {json}` lines.
-fn bench(package: &str, name: &str, extra: &[&str]) -> Result<Vec<String>, String> {
+fn bench(
+    package: &str,
+    name: &str,
+    extra: &[&str],
+    env: &[(&str, String)],
+) -> Result<Vec<String>, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut args = vec!["bench", "--package", package, "--bench", name, "--"];
     args.extend_from_slice(extra);
     eprintln!("xtask: cargo {}", args.join(" "));
     let out = Command::new(cargo)
         .args(&args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .current_dir(root())
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -312,8 +318,40 @@ fn bench_all(args: BenchArgs) -> Result<(), String> {
     } else {
         (&[], &[])
     };
-    rows.extend(bench("unistream-buffer", "put", put)?);
-    rows.extend(bench("unistream-core", "consumer", consumer)?);
+    rows.extend(bench("unistream-buffer", "put", put, &[])?);
+    rows.extend(bench("unistream-core", "consumer", consumer, &[])?);
+    // The read bench: the fast Kinesis emulator behind the read-quota
+    // proxy, the checkpoint store on moto (started here unless an endpoint
+    // is given).
+    {
+        let given = std::env::var("AWS_ENDPOINT_URL")
+            .ok()
+            .filter(|e| !e.is_empty());
+        let (endpoint, _moto) = match given {
+            Some(url) => (url, None),
+            None => {
+                let server = emulator::start(Emulator::Moto)?;
+                (server.url(), Some(server))
+            }
+        };
+        let fast = emulator::fast_kinesis()?;
+        let env = [
+            ("AWS_ENDPOINT_URL", endpoint),
+            (
+                "UNISTREAM_IT_FAST_KINESIS",
+                fast.to_string_lossy().into_owned(),
+            ),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ];
+        rows.extend(bench(
+            "unistream-aws-examples",
+            "read",
+            if args.quick { &["--quick"] } else { &[] },
+            &env,
+        )?);
+    }
     if std::env::var_os("AWS_ENDPOINT_URL").is_some() {
         rows.extend(bench(
             "unistream-kinesis",
@@ -323,6 +361,7 @@ fn bench_all(args: BenchArgs) -> Result<(), String> {
             } else {
                 &[]
             },
+            &[],
         )?);
         // The producer against a quota-enforcing proxy in front of the
         // emulator (KPL aggregation, per-shard rate limits).
@@ -334,6 +373,7 @@ fn bench_all(args: BenchArgs) -> Result<(), String> {
             } else {
                 &[]
             },
+            &[],
         )?);
         // The production path (Kinesis + DynamoDB/S3 checkpoint + SQS DLQ,
         // 5 ms added to each DynamoDB, S3 and SQS call).
@@ -341,6 +381,7 @@ fn bench_all(args: BenchArgs) -> Result<(), String> {
             "unistream-aws-examples",
             "production",
             if args.quick { &["--quick"] } else { &[] },
+            &[],
         )?);
     } else {
         println!(

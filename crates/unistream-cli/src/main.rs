@@ -26,6 +26,7 @@ use clap::{Parser, Subcommand};
 
 mod aws;
 mod checkpoint;
+mod consumers;
 mod dlq;
 mod lag;
 mod leases;
@@ -63,6 +64,9 @@ enum Command {
     Leases(leases::Command),
     /// How far each shard's consumer is behind the stream.
     Lag(lag::Args),
+    /// A stream's enhanced fan-out consumers.
+    #[command(subcommand)]
+    Consumers(consumers::Command),
 }
 
 #[derive(Subcommand, Debug)]
@@ -115,6 +119,7 @@ async fn run(cli: Cli) -> unistream_core::Result<Output> {
         Command::Dlq(cmd) => dlq::run(cmd, &cli.aws).await,
         Command::Leases(cmd) => leases::run(cmd, &cli.aws).await,
         Command::Lag(args) => lag::run(args, &cli.aws).await,
+        Command::Consumers(cmd) => consumers::run(cmd, &cli.aws).await,
     }
 }
 

@@ -290,28 +290,27 @@ impl Reader {
         }
     }
 
-    /// The next page, waiting at most `wait`; `None` if none came in time.
-    /// (Real time, not the source's clock: it bounds how long a fetch
-    /// blocks, it is no backoff; a virtual clock's sleep would end at once.)
-    pub(crate) async fn next(&mut self, wait: Duration) -> Option<Result<Page>> {
-        let page = tokio::select! {
-            biased;
-            page = self.pages.recv() => page,
-            () = tokio::time::sleep(wait) => return None,
-        };
+    /// The next page, waiting for it: a reader sends one after every read
+    /// (an empty one when it found nothing), so this returns within a read
+    /// and the idle wait (polling: at most `max_idle` plus the call), or an
+    /// event's interval (fan-out: AWS sends one at least every 5 s; the
+    /// watchdog ends a silent subscription). Cancel-safe: dropping it loses
+    /// no page.
+    pub(crate) async fn next(&mut self) -> Result<Page> {
+        let page = self.pages.recv().await;
         match page {
             Some(Ok(page)) => {
                 self.held.take(page.bytes);
-                Some(Ok(page))
+                Ok(page)
             }
-            Some(Err(e)) => Some(Err(e)),
+            Some(Err(e)) => Err(e),
             // The task ended without a closing page or an error (it was
             // aborted): say so rather than wait forever.
-            None => Some(Err(Error::InvalidPointer {
+            None => Err(Error::InvalidPointer {
                 pointer: self.at.to_string(),
                 source_name: "Kinesis reader".into(),
                 reason: "the reader stopped".into(),
-            })),
+            }),
         }
     }
 }

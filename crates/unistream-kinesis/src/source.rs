@@ -97,8 +97,9 @@ enum Mode {
 /// `SubscribeToShard` subscription instead: its own 2 MiB/s per shard,
 /// records pushed as they arrive, subscribed again when a session ends, the
 /// connection drops or it goes silent. A fetch that finds nothing read yet
-/// waits for the next page (up to 500 ms) instead of returning at once, and
-/// tells the consumer not to sleep its idle delay on top.
+/// waits for the reader's next page (every read makes one, empty at the
+/// tip) instead of returning at once, and tells the consumer not to sleep
+/// its idle delay on top.
 ///
 /// What is read ahead lives in memory only: a page becomes the consumer's
 /// batch when the consumer takes it, and the checkpoint moves only with
@@ -135,7 +136,6 @@ pub struct KinesisSource {
     deaggregate: bool,
     mode: Mode,
     bound: Bound,
-    wait: Duration,
     cache: Option<Ahead>,
     reader: Option<Reader>,
     clock: SharedClock,
@@ -196,7 +196,6 @@ impl KinesisSource {
                 pages: 3,
                 bytes: 8 * 1024 * 1024,
             },
-            wait: Duration::from_millis(500),
             cache: None,
             reader: None,
             clock: Arc::new(SystemClock),
@@ -517,18 +516,12 @@ impl Source for KinesisSource {
                 self.reader.insert(reader)
             }
         };
-        let page = match reader.next(self.wait).await {
-            None => {
-                let mut fetched = Fetched::new(Vec::new(), Some(from.clone()));
-                fetched.millis_behind = self.stats.millis_behind;
-                fetched.idle_delay = Some(Duration::ZERO);
-                return Ok(fetched);
-            }
-            Some(Err(e)) => {
+        let page = match reader.next().await {
+            Err(e) => {
                 self.reader = None;
                 return Err(e);
             }
-            Some(Ok(page)) => page,
+            Ok(page) => page,
         };
         // A fetch from a user record's pointer starts at its aggregate:
         // the user records up to it were handed out before.

@@ -36,6 +36,7 @@ pub struct StreamConsumerBuilder<T, C = JsonCodec> {
     clock: SharedClock,
     get_records_interval: Option<Duration>,
     deaggregate: bool,
+    fan_out: Option<String>,
     on_change: Option<OnChange>,
     codec: C,
 }
@@ -76,6 +77,7 @@ impl<T: LeaseTable> StreamConsumerBuilder<T> {
             clock: Arc::new(SystemClock),
             get_records_interval: None,
             deaggregate: true,
+            fan_out: None,
             on_change: None,
             codec: JsonCodec::default(),
         }
@@ -144,6 +146,18 @@ impl<T: LeaseTable, C> StreamConsumerBuilder<T, C> {
         self
     }
 
+    /// Reads every shard by enhanced fan-out as the stream consumer
+    /// `consumer_name` (registered at the start of [`run`] if missing; see
+    /// `KinesisSource::with_fan_out`): each application gets its own 2 MiB/s
+    /// per shard, records pushed as they arrive. Default: polling
+    /// (`GetRecords`).
+    ///
+    /// [`run`]: crate::StreamConsumer::run
+    pub fn fan_out(mut self, consumer_name: impl Into<String>) -> Self {
+        self.fan_out = Some(consumer_name.into());
+        self
+    }
+
     /// Calls `f` with the shards held whenever they change. Default: none.
     pub fn on_change(mut self, f: impl FnMut(&[String]) + Send + 'static) -> Self {
         self.on_change = Some(Box::new(f));
@@ -208,6 +222,7 @@ impl<T: LeaseTable, C> StreamConsumerBuilder<T, C> {
             clock: self.clock,
             get_records_interval: self.get_records_interval,
             deaggregate: self.deaggregate,
+            fan_out: self.fan_out,
             on_change: self.on_change,
             codec,
         }
@@ -254,6 +269,8 @@ impl<T: LeaseTable, C> StreamConsumerBuilder<T, C> {
             clock: self.clock,
             get_records_interval: self.get_records_interval,
             deaggregate: self.deaggregate,
+            fan_out: self.fan_out,
+            fan_out_arn: None,
             on_change: self.on_change,
         })
     }

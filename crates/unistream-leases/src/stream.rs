@@ -127,6 +127,9 @@ pub struct StreamConsumer<T, P, K, D, C = JsonCodec> {
     pub(crate) clock: SharedClock,
     pub(crate) get_records_interval: Option<Duration>,
     pub(crate) deaggregate: bool,
+    /// The enhanced fan-out consumer's name, and its ARN once registered.
+    pub(crate) fan_out: Option<String>,
+    pub(crate) fan_out_arn: Option<String>,
     pub(crate) on_change: Option<OnChange>,
 }
 
@@ -213,6 +216,9 @@ where
         if let Some(i) = self.get_records_interval {
             source = source.with_min_interval(i);
         }
+        if let Some(arn) = &self.fan_out_arn {
+            source = source.with_fan_out(arn);
+        }
         let token = self.shutdown.child_token();
         let consumer = Consumer::new(
             config,
@@ -272,6 +278,18 @@ where
     /// retried: the worker stops as on shutdown (its shard consumers stop,
     /// its leases are released if it may) and returns it.
     pub async fn run(&mut self) -> Result<StreamSummary> {
+        if let (Some(name), None) = (&self.fan_out, &self.fan_out_arn) {
+            let arn = unistream_kinesis::register_consumer(
+                &self.kinesis,
+                &self.stream,
+                name,
+                Duration::from_millis(500),
+                Duration::from_secs(120),
+            )
+            .await?;
+            info!(stream = %self.stream, consumer = %name, %arn, "reading by enhanced fan-out");
+            self.fan_out_arn = Some(arn);
+        }
         let mut summary = StreamSummary::default();
         let mut tasks: FuturesUnordered<ShardRun> = FuturesUnordered::new();
         let mut running: HashMap<String, Running> = HashMap::new();

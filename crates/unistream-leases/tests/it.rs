@@ -379,11 +379,25 @@ async fn a_split_shard_is_processed_parent_first_by_the_stream_consumer() {
         eprintln!("SKIPPED: only kinesis-local models the end of a shard (moto never ends one)");
         return;
     }
+    split_parent_first(&env, false).await;
+}
+
+/// The same, read by enhanced fan-out from the fast Kinesis emulator
+/// (which models a shard's end; moto does not, nor `SubscribeToShard`).
+#[tokio::test]
+#[ignore = "needs the fast Kinesis emulator: run with `cargo xtask it`"]
+async fn a_split_shard_is_processed_parent_first_by_fan_out() {
+    let fast = unistream_test_support::FastKinesis::start(&[]);
+    let env = Env::from_env().await.with_kinesis_at(fast.url());
+    split_parent_first(&env, true).await;
+}
+
+async fn split_parent_first(env: &Env, fan_out: bool) {
     let stream = env.create_stream(1).await;
-    put(&env, &stream, 0..30).await;
+    put(env, &stream, 0..30).await;
     let parent = env.shards(&stream).await.remove(0).0;
     env.split_in_two(&stream).await;
-    put(&env, &stream, 30..60).await;
+    put(env, &stream, 30..60).await;
     let all = env.shards(&stream).await;
     let children: Vec<String> = all
         .iter()
@@ -399,12 +413,16 @@ async fn a_split_shard_is_processed_parent_first_by_the_stream_consumer() {
     let log: Log = Arc::default();
     let token = CancellationToken::new();
     let l = log.clone();
-    let mut worker = StreamConsumer::builder(env.kinesis(), table.clone())
+    let mut builder = StreamConsumer::builder(env.kinesis(), table.clone())
         .stream(&stream)
         .worker("w")
         .consumer(config("app", 100))
         .lease_config(LeaseConfig::new(Duration::from_secs(3)))
-        .shutdown(token.clone())
+        .shutdown(token.clone());
+    if fan_out {
+        builder = builder.fan_out("split-app");
+    }
+    let mut worker = builder
         .build(
             move |shard| Ok(Recorder::new("w", shard, &l)),
             move |id| FileCheckpointStore::open(&cp, id, Durability::Process),

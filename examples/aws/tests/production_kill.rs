@@ -21,7 +21,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use unistream_test_support::{Env, Service};
+use unistream_test_support::{Env, FastKinesis, Service};
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -98,11 +98,28 @@ fn file_len(path: &Path) -> u64 {
 #[test]
 #[ignore = "needs an AWS emulator: run with `cargo xtask it`"]
 fn kill_9_of_the_production_consumer_with_32_in_flight_loses_nothing() {
+    kill_test(false);
+}
+
+/// The same, reading by enhanced fan-out (`--efo`) from the fast Kinesis
+/// emulator (moto has no `SubscribeToShard`), sessions cut every 2 s.
+#[test]
+#[ignore = "needs an AWS emulator and the fast Kinesis emulator: run with `cargo xtask it`"]
+fn kill_9_of_the_fan_out_production_consumer_loses_nothing() {
+    kill_test(true);
+}
+
+fn kill_test(fan_out: bool) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let env = rt.block_on(Env::from_env());
-    if env.skip_unless(Service::DynamoDb) {
+    let moto = rt.block_on(Env::from_env());
+    if moto.skip_unless(Service::DynamoDb) {
         return;
     }
+    let fast = fan_out.then(|| FastKinesis::start(&["--session-ms", "2000"]));
+    let env = match &fast {
+        Some(f) => moto.with_kinesis_at(f.url()),
+        None => moto.clone(),
+    };
     let started = Instant::now();
     let (stream, table, bucket, queue_url) = rt.block_on(async {
         let stream = env.create_stream(1).await;
@@ -126,9 +143,12 @@ fn kill_9_of_the_production_consumer_with_32_in_flight_loses_nothing() {
     let concurrency = CONCURRENCY.to_string();
     let max_attempts = MAX_ATTEMPTS.to_string();
     let lock_expire = LOCK_EXPIRE.as_secs().to_string();
-    let args = [
+    let kinesis_endpoint = env.kinesis_endpoint().to_owned();
+    let mut args = vec![
         "--endpoint",
         &env.endpoint,
+        "--kinesis-endpoint",
+        &kinesis_endpoint,
         "--stream",
         &stream,
         "--table",
@@ -163,6 +183,9 @@ fn kill_9_of_the_production_consumer_with_32_in_flight_loses_nothing() {
         "--lock-expire-s",
         &lock_expire,
     ];
+    if fan_out {
+        args.extend(["--efo", "kill-test"]);
+    }
     let mut rng = kill_test_rng();
     let (mut kills, mut early, mut finished, mut runs) = (0, 0, 0, 0);
     while kills < KILLS {
@@ -278,7 +301,7 @@ fn kill_9_of_the_production_consumer_with_32_in_flight_loses_nothing() {
     // `--concurrency` records per kill.
     let duplicates = target.len() - in_target.len();
     eprintln!(
-        "AWS KILL TEST: {kills} kills mid-work, {early} early, {finished} runs finished before their kill, in {runs} runs; {} records, {duplicates} duplicates in the target, {} dead letters ({} distinct), {retries} retries; {:.0} s",
+        "AWS KILL TEST (fan-out: {fan_out}): {kills} kills mid-work, {early} early, {finished} runs finished before their kill, in {runs} runs; {} records, {duplicates} duplicates in the target, {} dead letters ({} distinct), {retries} retries; {:.0} s",
         next_id - 1,
         letters.len(),
         dead.len(),

@@ -393,7 +393,18 @@ where
                 }
             }
             let from = cp.start_pointer().clone();
-            let fetched = source.fetch(&from, config.limit).await?;
+            // A source may wait for records (one reading ahead waits for
+            // its next read): a shutdown does not wait for it. Nothing is
+            // taken until the fetch returns, so dropping it loses nothing.
+            let fetched = tokio::select! {
+                biased;
+                fetched = source.fetch(&from, config.limit) => fetched?,
+                () = shutdown.cancelled() => {
+                    report.interrupted = true;
+                    report.batch_sequence = cp.batch_sequence();
+                    return Ok(());
+                }
+            };
             report.millis_behind = fetched.millis_behind;
             if fetched.records.is_empty() && fetched.next_pointer.as_ref() == Some(&from) {
                 report.caught_up = true;
