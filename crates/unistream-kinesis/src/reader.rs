@@ -154,17 +154,31 @@ pub(crate) struct PollSettings {
 /// `min_interval`.
 const EMPTY_READS_BEFORE_IDLE: u32 = 5;
 
+/// The least wait after a read that found nothing.
+const MIN_IDLE: Duration = Duration::from_millis(50);
+
+/// The longest a `GetRecords` or `GetShardIterator` call may take before it
+/// is given up and made again (the SDK's client sets no timeout; a
+/// half-open connection would otherwise stall the shard for good).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl PollSettings {
     /// The wait before the next call, after one that returned `bytes` and
     /// followed `empties` empty reads in a row (this one included).
     pub(crate) fn interval(&self, bytes: usize, empties: u32) -> Duration {
         let quota = Duration::from_secs_f64(bytes as f64 / self.bytes_per_second.max(1.0));
+        // After an empty read, never less than 50 ms (a zero least interval
+        // must not poll an idle shard in a busy loop).
+        let base = if empties == 0 {
+            self.min_interval
+        } else {
+            self.min_interval.max(MIN_IDLE)
+        };
         let idle = match empties.checked_sub(EMPTY_READS_BEFORE_IDLE) {
-            None | Some(0) => self.min_interval,
-            Some(n) => self
-                .min_interval
+            None | Some(0) => base,
+            Some(n) => base
                 .saturating_mul(1u32 << n.min(16))
-                .min(self.max_idle.max(self.min_interval)),
+                .min(self.max_idle.max(base)),
         };
         quota.max(idle)
     }
@@ -337,9 +351,13 @@ pub(crate) async fn poll(
         };
         let it = match iterator.take() {
             Some(it) => it,
-            None => match shard.iterator(&client, &at).await {
-                Ok(it) => it,
-                Err(e) => return out.send(permit, Err(e)),
+            None => match tokio::time::timeout(CALL_TIMEOUT, shard.iterator(&client, &at)).await {
+                Ok(Ok(it)) => it,
+                Ok(Err(e)) => return out.send(permit, Err(e)),
+                Err(_) => {
+                    warn!(stream = %shard.stream, shard = %shard.shard_id, timeout = ?CALL_TIMEOUT, "GetShardIterator did not answer; calling again");
+                    continue;
+                }
             },
         };
         if let Some(due) = next_call {
@@ -351,12 +369,17 @@ pub(crate) async fn poll(
         let called = clock.now();
         counts.calls += 1;
         let read_limit = i32::try_from(settings.read_limit.clamp(1, 10_000)).unwrap_or(10_000);
-        let answer = client
+        let call = client
             .get_records()
             .shard_iterator(&it)
             .limit(read_limit)
-            .send()
-            .await;
+            .send();
+        let Ok(answer) = tokio::time::timeout(CALL_TIMEOUT, call).await else {
+            warn!(stream = %shard.stream, shard = %shard.shard_id, timeout = ?CALL_TIMEOUT, "GetRecords did not answer; calling again");
+            iterator = Some(it);
+            next_call = Some(clock.now());
+            continue;
+        };
         let answer = match answer {
             Ok(a) => a,
             Err(e) if shard.denied(&e, "GetRecords").is_some() => {
@@ -400,7 +423,10 @@ pub(crate) async fn poll(
         if let Some(last) = records.last() {
             at = Position::After(last.sequence_number().to_owned());
         }
-        empties = if records.is_empty() {
+        // An empty read behind the tip (an iterator walking through a
+        // sparse stretch of the shard) is no idleness: catch up at full pace.
+        let at_tip = millis_behind.is_none_or(|m| m == 0);
+        empties = if records.is_empty() && at_tip {
             empties.saturating_add(1)
         } else {
             0
@@ -458,5 +484,13 @@ mod tests {
         assert_eq!(s.interval(0, 1000), Duration::from_secs(1));
         // A page of 1 MiB waits half a second: 2 MiB/s.
         assert_eq!(s.interval(1024 * 1024, 0), Duration::from_millis(500));
+        // A zero least interval still waits after empty reads.
+        let fast = PollSettings {
+            min_interval: Duration::ZERO,
+            ..settings()
+        };
+        assert_eq!(fast.interval(0, 0), Duration::ZERO);
+        assert_eq!(fast.interval(0, 1), MIN_IDLE);
+        assert_eq!(fast.interval(0, 7), MIN_IDLE * 4);
     }
 }

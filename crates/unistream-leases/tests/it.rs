@@ -396,7 +396,11 @@ async fn split_parent_first(env: &Env, fan_out: bool) {
     let stream = env.create_stream(1).await;
     put(env, &stream, 0..30).await;
     let parent = env.shards(&stream).await.remove(0).0;
-    env.split_in_two(&stream).await;
+    if fan_out {
+        env.split_shard(&stream, &parent).await;
+    } else {
+        env.split_in_two(&stream).await;
+    }
     put(env, &stream, 30..60).await;
     let all = env.shards(&stream).await;
     let children: Vec<String> = all

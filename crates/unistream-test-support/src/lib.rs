@@ -273,8 +273,27 @@ impl Env {
             .collect()
     }
 
+    /// Splits `shard` of `stream` at the middle of the hash key space
+    /// (`SplitShard`; the fast emulator names the parent of the children
+    /// only this way) and waits for the children.
+    pub async fn split_shard(&self, stream: &str, shard: &str) {
+        self.kinesis()
+            .split_shard()
+            .stream_name(stream)
+            .shard_to_split(shard)
+            .new_starting_hash_key((1u128 << 127).to_string())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("split {stream}/{shard}: {e:?}"));
+        poll_until("the split", Duration::from_secs(20), || async {
+            self.shards(stream).await.len() >= 3
+        })
+        .await;
+    }
+
     /// Splits a one-shard stream into two (uniform scaling) and waits until
-    /// the children are listed. Only kinesis-local (or AWS) ends the parent.
+    /// the children are listed. Only kinesis-local (or AWS) ends the parent
+    /// and names it in the children.
     pub async fn split_in_two(&self, stream: &str) {
         self.kinesis()
             .update_shard_count()

@@ -13,7 +13,8 @@
 //! A refused call gets what AWS answers: HTTP 400 with
 //! `ProvisionedThroughputExceededException`. Each `SubscribeToShard`
 //! subscription (enhanced fan-out: its own quota) is paced to 2 MiB/s of
-//! the event stream's bytes. Everything else passes through unchanged.
+//! record data (the event stream is cut into its messages; each is passed
+//! on when the record bytes in it are due). Everything else passes through unchanged.
 //! The proxy learns which shard an iterator belongs to from the
 //! `GetShardIterator` and `GetRecords` answers it forwards.
 
@@ -39,6 +40,9 @@ pub const READ_BYTES_PER_SECOND: f64 = 2.0 * 1024.0 * 1024.0;
 pub const READ_CALLS_PER_SECOND: usize = 5;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The window the call quota is counted over (1 s, less 5 ms of slack).
+const WINDOW: Duration = Duration::from_millis(995);
 type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
 /// What the proxy counted.
@@ -53,7 +57,7 @@ pub struct ReadCounts {
     pub get_records_bytes: u64,
     /// `SubscribeToShard` calls forwarded.
     pub subscriptions: u64,
-    /// Event-stream bytes passed to subscribers.
+    /// Record data bytes passed to subscribers.
     pub subscription_bytes: u64,
 }
 
@@ -77,10 +81,13 @@ impl ShardQuota {
         let refill = now.duration_since(self.at).as_secs_f64() * READ_BYTES_PER_SECOND;
         self.budget = (self.budget + refill).min(READ_BYTES_PER_SECOND);
         self.at = now;
+        // A call leaves the window a few milliseconds early: a reader that
+        // spaces its calls 200 ms apart by its own clock is not refused for
+        // the jitter of the loopback (AWS does not count that finely either).
         while self
             .calls
             .front()
-            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+            .is_some_and(|t| now.duration_since(*t) >= WINDOW)
         {
             self.calls.pop_front();
         }
@@ -366,15 +373,18 @@ impl Inner {
         }
     }
 
-    /// The event stream of a subscription, paced to 2 MiB/s (one second's
-    /// bytes up front, then no faster than the rate).
+    /// The event stream of a subscription, paced to 2 MiB/s of record
+    /// data (one second's worth up front, then no faster than the rate):
+    /// the stream is cut into its event-stream messages, and each message
+    /// is passed on once the record bytes in it are due.
     fn paced(self: &Arc<Self>, mut body: Incoming) -> Body {
         let (mut tx, rx) = Channel::<Bytes, BoxError>::new(4);
         let inner = Arc::downgrade(self);
         let cut_at = self.state().cut_after.map(|d| Instant::now() + d);
         tokio::spawn(async move {
             let started = Instant::now();
-            let mut sent = 0f64;
+            let mut data = 0f64;
+            let mut pending = Vec::new();
             loop {
                 let frame = match cut_at {
                     Some(at) => tokio::select! {
@@ -387,24 +397,59 @@ impl Inner {
                     None => body.frame().await,
                 };
                 let Some(Ok(frame)) = frame else { break };
-                if let Some(data) = frame.data_ref() {
-                    sent += data.len() as f64;
+                let Ok(bytes) = frame.into_data() else {
+                    continue;
+                };
+                pending.extend_from_slice(&bytes);
+                while let Some((message, records)) = next_message(&mut pending) {
+                    data += records as f64;
                     let due = Duration::from_secs_f64(
-                        ((sent - READ_BYTES_PER_SECOND) / READ_BYTES_PER_SECOND).max(0.0),
+                        ((data - READ_BYTES_PER_SECOND) / READ_BYTES_PER_SECOND).max(0.0),
                     );
                     let wait = due.saturating_sub(started.elapsed());
                     if !wait.is_zero() {
                         tokio::time::sleep(wait).await;
                     }
                     if let Some(inner) = inner.upgrade() {
-                        inner.state().counts.subscription_bytes += data.len() as u64;
+                        inner.state().counts.subscription_bytes += records as u64;
+                    }
+                    if tx.send_data(message).await.is_err() {
+                        return;
                     }
                 }
-                if tx.send(frame).await.is_err() {
-                    break;
-                }
+            }
+            if !pending.is_empty() {
+                let _ = tx.send_data(Bytes::from(pending)).await;
             }
         });
         BodyExt::boxed(rx)
     }
+}
+
+/// The first whole event-stream message in `buf` (taken out of it), and
+/// the record data bytes it carries (base64-decoded `Records[].Data` of a
+/// `SubscribeToShardEvent`; 0 for any other message).
+fn next_message(buf: &mut Vec<u8>) -> Option<(Bytes, usize)> {
+    let total = u32::from_be_bytes(buf.get(0..4)?.try_into().ok()?) as usize;
+    let headers = u32::from_be_bytes(buf.get(4..8)?.try_into().ok()?) as usize;
+    if buf.len() < total || total < 16 {
+        return None;
+    }
+    let message: Vec<u8> = buf.drain(..total).collect();
+    let payload = message.get(12 + headers..total - 4).unwrap_or(&[]);
+    let records = serde_json::from_slice::<Value>(payload)
+        .ok()
+        .and_then(|v| v.get("Records").and_then(Value::as_array).cloned())
+        .map_or(0, |records| {
+            records
+                .iter()
+                .filter_map(|r| str_field(r, "Data"))
+                .map(|d| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(d)
+                        .map_or(d.len() * 3 / 4, |v| v.len())
+                })
+                .sum()
+        });
+    Some((Bytes::from(message), records))
 }

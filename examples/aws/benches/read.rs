@@ -265,7 +265,7 @@ impl Bench {
             bytes: records * rec(0).1.len() as u64,
             secs,
             writes: calls.put_item + calls.update_item + calls.put_object,
-            throttled: consumer.source().stats().throttled,
+            throttled: self.proxy.counts().throttled,
         }
     }
 }
