@@ -227,6 +227,8 @@ impl Held {
 #[derive(Debug)]
 pub(crate) struct Reader {
     pages: mpsc::Receiver<Result<Page>>,
+    /// An error [`ready`](Self::ready) took from the channel.
+    failed: Option<Error>,
     held: Arc<Held>,
     task: tokio::task::JoinHandle<()>,
     /// The pointer after the pages taken so far: a fetch from it continues
@@ -298,9 +300,29 @@ impl Reader {
         let task = tokio::spawn(run(sender));
         Reader {
             pages,
+            failed: None,
             held,
             task,
             at,
+        }
+    }
+
+    /// The next page if one is ready now (records only: an error, or the
+    /// end of the task, is left for [`next`](Self::next) to report).
+    pub(crate) fn ready(&mut self) -> Option<Page> {
+        if self.failed.is_some() {
+            return None;
+        }
+        match self.pages.try_recv() {
+            Ok(Ok(page)) => {
+                self.held.take(page.bytes);
+                Some(page)
+            }
+            Ok(Err(e)) => {
+                self.failed = Some(e);
+                None
+            }
+            Err(_) => None,
         }
     }
 
@@ -311,6 +333,9 @@ impl Reader {
     /// watchdog ends a silent subscription). Cancel-safe: dropping it loses
     /// no page.
     pub(crate) async fn next(&mut self) -> Result<Page> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         let page = self.pages.recv().await;
         match page {
             Some(Ok(page)) => {

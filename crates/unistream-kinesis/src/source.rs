@@ -527,16 +527,29 @@ impl Source for KinesisSource {
         // the user records up to it were handed out before.
         let resume = user_record(from.as_str());
         let mut records = VecDeque::with_capacity(page.records.len());
-        for r in &page.records {
-            let skip_through = resume
-                .filter(|(seq, _)| *seq == r.sequence_number())
-                .map(|(_, sub)| sub);
-            self.expand(r, skip_through, &mut records);
+        let mut page = page;
+        // The pages already read ahead join this one, up to `limit`: a
+        // backlog makes batches of the consumer's size, not of the
+        // service's page (fewer checkpoint writes per record).
+        loop {
+            for r in &page.records {
+                let skip_through = resume
+                    .filter(|(seq, _)| *seq == r.sequence_number())
+                    .map(|(_, sub)| sub);
+                self.expand(r, skip_through, &mut records);
+            }
+            if let (Some(reader), Some(last)) = (self.reader.as_mut(), records.back()) {
+                reader.at = last.pointer.clone();
+            }
+            self.note(&page);
+            if page.closed.is_some() || records.len() >= limit {
+                break;
+            }
+            match self.reader.as_mut().and_then(Reader::ready) {
+                Some(more) => page = more,
+                None => break,
+            }
         }
-        if let (Some(reader), Some(last)) = (self.reader.as_mut(), records.back()) {
-            reader.at = last.pointer.clone();
-        }
-        self.note(&page);
         let closed = page.closed.is_some();
         if closed {
             self.reader = None;
