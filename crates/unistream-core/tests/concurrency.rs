@@ -189,6 +189,19 @@ async fn run<H: Handler<Record = Rec>>(
 
 /// Runs to the end with `restarts` shutdowns on the way; checks the order.
 async fn check(seed: u64, concurrency: usize, slices: bool, restarts: usize) {
+    check_with(seed, concurrency, slices, restarts, None).await;
+}
+
+/// [`check`] with a checkpoint interval of `interval` records per write
+/// (more than run at once: records are marked ahead, behind their key's
+/// front).
+async fn check_with(
+    seed: u64,
+    concurrency: usize,
+    slices: bool,
+    restarts: usize,
+    interval: Option<usize>,
+) {
     let (n, keys) = (120, 9);
     let (source, key_of) = stream(n, keys, seed);
     let store = MemoryCheckpointStore::default();
@@ -203,7 +216,9 @@ async fn check(seed: u64, concurrency: usize, slices: bool, restarts: usize) {
             stop_after: (round < restarts)
                 .then(|| (log.lock().unwrap().starts.len() + 30, token.clone())),
         };
-        let cfg = config(concurrency, 50);
+        let cfg = config(concurrency, 50).checkpoint_interval(
+            interval.map(unistream_core::consumer::CheckpointInterval::records),
+        );
         let (source, store, dlq) = (source.clone(), store.clone(), dlq.clone());
         let summary = if slices {
             run(
@@ -257,6 +272,13 @@ async fn check(seed: u64, concurrency: usize, slices: bool, restarts: usize) {
 async fn concurrent_records_keep_key_order_across_retries_dlq_and_restarts() {
     for seed in 0..40 {
         check(seed, 8, false, (seed % 3) as usize).await;
+    }
+}
+
+#[tokio::test]
+async fn a_sequential_consumer_marking_ahead_keeps_order_across_retries_dlq_and_restarts() {
+    for seed in 0..40 {
+        check_with(seed, 1, false, (seed % 3) as usize, Some(40)).await;
     }
 }
 

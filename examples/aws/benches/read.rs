@@ -250,12 +250,19 @@ impl Bench {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let t = Instant::now();
+        let mut batches = 0u64;
         while count.done.load(std::sync::atomic::Ordering::Relaxed) < n {
-            consumer
+            let r = consumer
                 .process_batch()
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
+            batches += u64::from(r.fetched > 0);
         }
+        eprintln!(
+            "read bench: {batches} batches, store calls {:?}, source {:?}",
+            consumer.store().calls(),
+            consumer.source().stats()
+        );
         let secs = t.elapsed().as_secs_f64();
         let records = count.done.load(std::sync::atomic::Ordering::Relaxed);
         let calls = consumer.store().calls();
