@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use unistream::consumer::{Consumer, ConsumerConfig, cancel_on_signals};
 use unistream::kinesis::{KinesisSource, StartingPosition};
 use unistream::local::Durability;
@@ -23,10 +23,20 @@ use unistream::retry::RetryPolicy;
 use unistream_aws_examples::{first_shard, kinesis_client, with_efo};
 use unistream_examples::{AnnouncedDlq, DemoProcessor, exit_code, init_logging, run_verbose};
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Start {
-    TrimHorizon,
-    Latest,
+/// `--start`: `trim-horizon`, `latest`, or `at-timestamp:<RFC 3339 time>`.
+fn parse_start(s: &str) -> Result<StartingPosition, String> {
+    match s {
+        "trim-horizon" => Ok(StartingPosition::TrimHorizon),
+        "latest" => Ok(StartingPosition::Latest),
+        _ => {
+            let t = s.strip_prefix("at-timestamp:").ok_or_else(|| {
+                format!("{s:?}: expected trim-horizon, latest or at-timestamp:<RFC 3339 time>")
+            })?;
+            unistream::chrono::DateTime::parse_from_rfc3339(t)
+                .map(|t| StartingPosition::AtTimestamp(t.with_timezone(&unistream::chrono::Utc)))
+                .map_err(|e| format!("{t:?}: {e}"))
+        }
+    }
 }
 
 #[derive(Parser, Debug)]
@@ -47,9 +57,11 @@ struct Args {
     /// The shard (default: the stream's first shard).
     #[arg(long)]
     shard: Option<String>,
-    /// Where a consumer without a checkpoint starts.
-    #[arg(long, value_enum, default_value_t = Start::TrimHorizon)]
-    start: Start,
+    /// Where a consumer without a checkpoint starts: `trim-horizon`,
+    /// `latest`, or `at-timestamp:<RFC 3339 time>` (records written at or
+    /// after it).
+    #[arg(long, value_parser = parse_start, default_value = "trim-horizon")]
+    start: StartingPosition,
     /// Records per batch (the seed's 3).
     #[arg(long, default_value_t = 3)]
     limit: usize,
@@ -105,10 +117,7 @@ async fn run(args: Args) -> unistream::Result<()> {
         None => first_shard(&client, &args.stream).await?,
     };
     let consumer_id = format!("{}-{shard}", args.stream);
-    let start = match args.start {
-        Start::TrimHorizon => StartingPosition::TrimHorizon,
-        Start::Latest => StartingPosition::Latest,
-    };
+    let start = args.start;
     let config = ConsumerConfig::new(&consumer_id)
         .limit(args.limit)
         .concurrency(args.concurrency)

@@ -276,8 +276,9 @@ async fn concurrent_records_keep_key_order_across_retries_dlq_and_restarts() {
 }
 
 #[tokio::test]
-async fn a_sequential_consumer_marking_ahead_keeps_order_across_retries_dlq_and_restarts() {
+async fn records_marked_ahead_keep_key_order_across_retries_dlq_and_restarts() {
     for seed in 0..40 {
+        check_with(seed, 8, false, (seed % 3) as usize, Some(40)).await;
         check_with(seed, 1, false, (seed % 3) as usize, Some(40)).await;
     }
 }

@@ -550,8 +550,10 @@ impl Subscription {
                     error,
                 } => {
                     self.stats.resubscriptions.fetch_add(1, Relaxed);
+                    self.count("unistream_kinesis_resubscriptions_total");
                     if silent {
                         self.stats.watchdog_resubscriptions.fetch_add(1, Relaxed);
+                        self.count("unistream_kinesis_silent_subscriptions_total");
                     }
                     debug!(stream = %self.stream, shard = %self.shard_id, events, reason = %error, "subscribing again");
                     if events > 0 {
@@ -563,6 +565,7 @@ impl Subscription {
                 End::Refused { error, in_use } => {
                     if in_use {
                         self.stats.resource_in_use.fetch_add(1, Relaxed);
+                        self.count("unistream_kinesis_subscriptions_in_use_total");
                     }
                     error
                 }
@@ -586,6 +589,13 @@ impl Subscription {
     async fn fail(&self, error: Error) {
         warn!(stream = %self.stream, shard = %self.shard_id, error = %error, "the subscription stops");
         let _ = self.out.send_when_room(Err(error)).await;
+    }
+
+    /// Adds one to the counter `name` of this stream and shard (the
+    /// `metrics` facade: whatever recorder the program installed).
+    fn count(&self, name: &'static str) {
+        metrics::counter!(name, "stream" => self.stream.clone(), "shard" => self.shard_id.clone())
+            .increment(1);
     }
 
     fn stalled(&self, what: &str) -> Error {
@@ -669,6 +679,7 @@ impl Subscription {
             }
         };
         self.stats.sessions.fetch_add(1, Relaxed);
+        self.count("unistream_kinesis_subscriptions_total");
         debug!(stream = %self.stream, shard = %self.shard_id, %position, "SubscribeToShard session open");
         let mut events = output.event_stream;
         let mut delivered = 0u64;

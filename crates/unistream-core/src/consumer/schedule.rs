@@ -9,9 +9,10 @@
 //! - only the front of a lane (its oldest unfinished record) ever starts, so
 //!   a lane never has two records running and its records run in stream
 //!   order, across retries and the dead-letter queue;
-//! - in a sequential lane, records behind a running or marked front may be
-//!   marked ahead (the checkpoint interval); they start when they reach the
-//!   front;
+//! - records behind a running or marked front may be marked ahead (the
+//!   checkpoint interval: in a sequential lane always, in keyed lanes when
+//!   the interval marks more records per write than run at once); they
+//!   start when they reach the front;
 //! - a record is marked at most once per attempt and starts only after the
 //!   write that marked it is durable ([`Schedule::made_durable`]).
 
@@ -121,7 +122,7 @@ pub(super) struct Schedule {
 impl Schedule {
     /// A schedule of records in these lanes (`lane_of[i] < lanes`), all
     /// `Ready` except those `done`. `ahead`: marking behind the front is
-    /// allowed (sequential lanes only).
+    /// allowed.
     pub(super) fn new(
         lane_of: Vec<u32>,
         lanes: usize,

@@ -205,11 +205,17 @@ where
         let sequential = config.concurrency == 1 && max_slice == 1;
         let lookahead = in_flight_limit.max(config.checkpoint_interval.map_or(0, |i| i.records));
         let (lane_of, lane_count) = lanes(decoded, sequential);
+        // Marking behind a lane's front: always in the one lane of a
+        // sequential consumer; with keys, when the checkpoint interval asks
+        // for more records per write than run at once (else one write could
+        // mark only each key's front, and a batch of many records per key
+        // would take a write for each of them).
+        let ahead = sequential || lookahead > in_flight_limit;
         let mut sched = Schedule::new(
             lane_of,
             lane_count,
             |i| cp.trackers()[i].is_done(),
-            sequential,
+            ahead,
         );
         let mut dirty = Dirty::new(n);
 

@@ -18,11 +18,14 @@ where
     K: CheckpointStore,
     D: DeadLetterQueue,
 {
-    /// Whether candidates may be marked now: starting, room in flight, and
-    /// nothing marked left to start.
+    /// Whether candidates may be marked now: starting, room in flight,
+    /// nothing marked left to start, and room under `lookahead` (records
+    /// marked ahead of their key's front count until they run: without
+    /// room, a write would mark nothing).
     pub(super) fn can_mark(&self, starting: bool) -> bool {
         starting
             && self.sched.in_flight() < self.in_flight_limit
+            && self.sched.marked() + self.sched.in_flight() < self.lookahead
             && !self.sched.has_startable()
             && self.sched.has_candidate()
     }
