@@ -211,12 +211,7 @@ where
         // mark only each key's front, and a batch of many records per key
         // would take a write for each of them).
         let ahead = sequential || lookahead > in_flight_limit;
-        let mut sched = Schedule::new(
-            lane_of,
-            lane_count,
-            |i| cp.trackers()[i].is_done(),
-            ahead,
-        );
+        let mut sched = Schedule::new(lane_of, lane_count, |i| cp.trackers()[i].is_done(), ahead);
         let mut dirty = Dirty::new(n);
 
         let now = clock.now();
