@@ -43,40 +43,29 @@ async fn consumers_are_listed_and_deregistered() {
     let out = unistream(&[&["consumers", "list", "--stream", &stream][..], &at].concat());
     assert!(text(&out).contains("cli-app"), "{}", text(&out));
 
-    let out = unistream(
-        &[
+    let deregister = || {
+        let out = unistream(
             &[
-                "consumers",
-                "deregister",
-                "--stream",
-                &stream,
-                "--name",
-                "cli-app",
-            ][..],
-            &at,
-        ]
-        .concat(),
-    );
-    assert!(out.status.success(), "{}", text(&out));
+                &[
+                    "consumers",
+                    "deregister",
+                    "--stream",
+                    &stream,
+                    "--name",
+                    "cli-app",
+                ][..],
+                &at,
+            ]
+            .concat(),
+        );
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    deregister();
     poll_until("the consumer is gone", Duration::from_secs(10), || async {
         list()["consumers"].as_array().is_some_and(Vec::is_empty)
     })
     .await;
     // Deregistering one that is gone is no error (as documented).
-    let out = unistream(
-        &[
-            &[
-                "consumers",
-                "deregister",
-                "--stream",
-                &stream,
-                "--name",
-                "cli-app",
-            ][..],
-            &at,
-        ]
-        .concat(),
-    );
-    assert!(out.status.success(), "{}", text(&out));
+    deregister();
     env.delete_stream(&stream).await;
 }

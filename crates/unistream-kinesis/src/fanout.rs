@@ -29,7 +29,7 @@ use unistream_core::retry::RetryPolicy;
 
 use crate::error::KinesisError;
 use crate::position::Position;
-use crate::reader::{Page, PageSender};
+use crate::reader::{Page, PageSender, ShardRef};
 
 /// A consumer registered on a stream for enhanced fan-out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -441,8 +441,7 @@ fn shard_end(event: &SubscribeToShardEvent) -> Option<Vec<String>> {
 pub(crate) struct Subscription {
     pub(crate) client: Client,
     pub(crate) consumer_arn: String,
-    pub(crate) stream: String,
-    pub(crate) shard_id: String,
+    pub(crate) shard: ShardRef,
     pub(crate) start: Position,
     pub(crate) out: PageSender,
     pub(crate) settings: FanOutSettings,
@@ -505,7 +504,7 @@ impl std::fmt::Debug for Subscription {
         write!(
             f,
             "Subscription {{ consumer_arn: {:?}, shard_id: {:?}, start: {:?}, .. }}",
-            self.consumer_arn, self.shard_id, self.start
+            self.consumer_arn, self.shard.shard_id, self.start
         )
     }
 }
@@ -534,7 +533,7 @@ impl Subscription {
     /// denied or the consumer or shard is not found, else when the policy
     /// allows no more attempts.
     pub(crate) async fn run(self) {
-        debug!(stream = %self.stream, shard = %self.shard_id, start = %self.start, "subscribing to the shard");
+        debug!(stream = %self.shard.stream, shard = %self.shard.shard_id, start = %self.start, "subscribing to the shard");
         let mut continuation: Option<String> = None;
         let mut failures = 0u32;
         loop {
@@ -555,7 +554,7 @@ impl Subscription {
                         self.stats.watchdog_resubscriptions.fetch_add(1, Relaxed);
                         self.count("unistream_kinesis_silent_subscriptions_total");
                     }
-                    debug!(stream = %self.stream, shard = %self.shard_id, events, reason = %error, "subscribing again");
+                    debug!(stream = %self.shard.stream, shard = %self.shard.shard_id, events, reason = %error, "subscribing again");
                     if events > 0 {
                         failures = 0;
                         continue;
@@ -575,7 +574,7 @@ impl Subscription {
                 return self.fail(error).await;
             }
             let wait = self.settings.retry.delay_before(failures.saturating_add(1));
-            warn!(stream = %self.stream, shard = %self.shard_id, ?wait, error = %error, "SubscribeToShard failed; backing off");
+            warn!(stream = %self.shard.stream, shard = %self.shard.shard_id, ?wait, error = %error, "SubscribeToShard failed; backing off");
             let slept = tokio::select! {
                 () = self.clock.sleep(wait) => true,
                 () = self.out.closed() => false,
@@ -587,14 +586,14 @@ impl Subscription {
     }
 
     async fn fail(&self, error: Error) {
-        warn!(stream = %self.stream, shard = %self.shard_id, error = %error, "the subscription stops");
+        warn!(stream = %self.shard.stream, shard = %self.shard.shard_id, error = %error, "the subscription stops");
         let _ = self.out.send_when_room(Err(error)).await;
     }
 
     /// Adds one to the counter `name` of this stream and shard (the
     /// `metrics` facade: whatever recorder the program installed).
     fn count(&self, name: &'static str) {
-        metrics::counter!(name, "stream" => self.stream.clone(), "shard" => self.shard_id.clone())
+        metrics::counter!(name, "stream" => self.shard.stream.clone(), "shard" => self.shard.shard_id.clone())
             .increment(1);
     }
 
@@ -603,18 +602,13 @@ impl Subscription {
             "Kinesis",
             format!(
                 "SubscribeToShard on stream {}, shard {}: {what}",
-                self.stream, self.shard_id
+                self.shard.stream, self.shard.shard_id
             ),
         )
     }
 
     fn api_error(&self, source: impl Into<aws_sdk_kinesis::Error>) -> Error {
-        api_error(
-            "SubscribeToShard",
-            &self.stream,
-            Some(&self.shard_id),
-            source,
-        )
+        self.shard.api_error("SubscribeToShard", source)
     }
 
     /// Ends after `wait` on the clock; never if the watchdog is off.
@@ -629,7 +623,7 @@ impl Subscription {
     fn resource(&self) -> String {
         format!(
             "stream {}, shard {}, consumer {}",
-            self.stream, self.shard_id, self.consumer_arn
+            self.shard.stream, self.shard.shard_id, self.consumer_arn
         )
     }
 
@@ -644,7 +638,7 @@ impl Subscription {
             .client
             .subscribe_to_shard()
             .consumer_arn(&self.consumer_arn)
-            .shard_id(&self.shard_id)
+            .shard_id(&self.shard.shard_id)
             .starting_position(start)
             .send();
         let answer = tokio::select! {
@@ -680,7 +674,7 @@ impl Subscription {
         };
         self.stats.sessions.fetch_add(1, Relaxed);
         self.count("unistream_kinesis_subscriptions_total");
-        debug!(stream = %self.stream, shard = %self.shard_id, %position, "SubscribeToShard session open");
+        debug!(stream = %self.shard.stream, shard = %self.shard.shard_id, %position, "SubscribeToShard session open");
         let mut events = output.event_stream;
         let mut delivered = 0u64;
         let mut last = self.clock.now();
@@ -690,7 +684,7 @@ impl Subscription {
                 biased;
                 received = events.recv() => received,
                 () = self.watchdog(self.settings.silence.saturating_sub(waited)) => {
-                    info!(stream = %self.stream, shard = %self.shard_id, silence = ?self.settings.silence, "no event from the subscription; subscribing again");
+                    info!(stream = %self.shard.stream, shard = %self.shard.shard_id, silence = ?self.settings.silence, "no event from the subscription; subscribing again");
                     return End::Over { events: delivered, silent: true, error: self.stalled("no event") };
                 }
                 () = self.out.closed() => return End::Stop,
@@ -704,7 +698,7 @@ impl Subscription {
                     last = self.clock.now();
                 }
                 Ok(Some(other)) => {
-                    debug!(stream = %self.stream, shard = %self.shard_id, event = ?other, "an unknown event; skipped")
+                    debug!(stream = %self.shard.stream, shard = %self.shard.shard_id, event = ?other, "an unknown event; skipped")
                 }
                 Ok(None) => {
                     return End::Over {
@@ -765,9 +759,9 @@ impl Subscription {
         if !event.continuation_sequence_number.is_empty() {
             *continuation = Some(event.continuation_sequence_number);
         }
-        debug!(stream = %self.stream, shard = %self.shard_id, kinesis_records = event.records.len(), ?millis_behind, "SubscribeToShard event");
+        debug!(stream = %self.shard.stream, shard = %self.shard.shard_id, kinesis_records = event.records.len(), ?millis_behind, "SubscribeToShard event");
         if let Some(children) = &closed {
-            info!(stream = %self.stream, shard = %self.shard_id, ?children, "the shard is closed");
+            info!(stream = %self.shard.stream, shard = %self.shard.shard_id, ?children, "the shard is closed");
         }
         let go_on = closed.is_none();
         let mut records = event.records;
@@ -779,13 +773,13 @@ impl Subscription {
                 floor.passed(last.sequence_number());
             }
             if records.len() < before {
-                debug!(stream = %self.stream, shard = %self.shard_id, dropped = before - records.len(), "records at or before the last one handed on, sent again by the service; dropped");
+                debug!(stream = %self.shard.stream, shard = %self.shard.shard_id, dropped = before - records.len(), "records at or before the last one handed on, sent again by the service; dropped");
             }
         }
         let mut page = Page::new(records, millis_behind);
         page.closed = closed;
         if !self.out.send_when_room(Ok(page)).await {
-            debug!(stream = %self.stream, shard = %self.shard_id, "the reader is gone; the subscription stops");
+            debug!(stream = %self.shard.stream, shard = %self.shard.shard_id, "the reader is gone; the subscription stops");
             return false;
         }
         go_on

@@ -427,8 +427,7 @@ impl KinesisSource {
                     Subscription {
                         client,
                         consumer_arn,
-                        stream: shard.stream,
-                        shard_id: shard.shard_id,
+                        shard,
                         floor: std::sync::Mutex::new(Floor::at_start(&position)),
                         start: position,
                         out,

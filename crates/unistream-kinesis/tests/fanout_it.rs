@@ -165,6 +165,29 @@ async fn run_until<S, K>(
     watch.await.unwrap();
 }
 
+/// A consumer of `source` (a file checkpoint, the default processor
+/// settings of these tests) until `total` records were processed: what it
+/// processed, and what its source saw.
+async fn consume(
+    source: KinesisSource,
+    total: u64,
+    within: Duration,
+) -> (Log, unistream_kinesis::ShardStats) {
+    let log = Log::default();
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileCheckpointStore::open(dir.path(), "fanout-it", Durability::Process).unwrap();
+    let mut consumer = Consumer::new(
+        config(),
+        source,
+        log.clone(),
+        store,
+        MemoryDeadLetterQueue::default(),
+    )
+    .unwrap();
+    run_until(&mut consumer, &log, total, within).await;
+    (log, consumer.source().stats().clone())
+}
+
 async fn fan_out_env(fast: &FastKinesis) -> (Env, String, String, String) {
     let env = Env::from_env().await.with_kinesis_at(fast.url());
     let stream = env.create_stream(1).await;
@@ -202,20 +225,8 @@ async fn fan_out_reads_every_record_once_in_order_across_a_hundred_resubscriptio
         StartingPosition::TrimHorizon,
     )
     .with_fan_out(&arn);
-    let log = Log::default();
-    let dir = tempfile::tempdir().unwrap();
-    let store = FileCheckpointStore::open(dir.path(), "fanout-it", Durability::Process).unwrap();
-    let mut consumer = Consumer::new(
-        config(),
-        source,
-        log.clone(),
-        store,
-        MemoryDeadLetterQueue::default(),
-    )
-    .unwrap();
-    run_until(&mut consumer, &log, TOTAL, Duration::from_secs(240)).await;
+    let (log, stats) = consume(source, TOTAL, Duration::from_secs(240)).await;
     writer.await.unwrap();
-    let stats = consumer.source().stats().clone();
     println!("FAN-OUT RESUBSCRIPTIONS {stats:?}");
     log.assert_once_in_order(TOTAL);
     assert!(
@@ -261,20 +272,8 @@ async fn fan_out_subscribes_again_after_resource_in_use_and_dropped_connections(
         Duration::from_secs(5),
         RetryPolicy::waits([Duration::from_millis(50)]).with_max_attempts(10),
     );
-    let log = Log::default();
-    let dir = tempfile::tempdir().unwrap();
-    let store = FileCheckpointStore::open(dir.path(), "fanout-it", Durability::Process).unwrap();
-    let mut consumer = Consumer::new(
-        config(),
-        source,
-        log.clone(),
-        store,
-        MemoryDeadLetterQueue::default(),
-    )
-    .unwrap();
-    run_until(&mut consumer, &log, TOTAL, Duration::from_secs(60)).await;
+    let (log, stats) = consume(source, TOTAL, Duration::from_secs(60)).await;
     writer.await.unwrap();
-    let stats = consumer.source().stats().clone();
     println!("FAN-OUT FAULTS {stats:?} {:?}", proxy.counts());
     log.assert_once_in_order(TOTAL);
     assert_eq!(stats.resource_in_use, 3, "{stats:?}");

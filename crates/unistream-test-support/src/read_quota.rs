@@ -24,7 +24,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use http_body_util::{BodyExt, Full, channel::Channel};
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
@@ -353,20 +352,7 @@ impl Inner {
         if let Some(next) = str_field(&answer, "NextShardIterator") {
             s.iterators.insert(next.to_owned(), shard.to_owned());
         }
-        let bytes: usize = answer
-            .get("Records")
-            .and_then(Value::as_array)
-            .map_or(0, |records| {
-                records
-                    .iter()
-                    .filter_map(|r| str_field(r, "Data"))
-                    .map(|d| {
-                        base64::engine::general_purpose::STANDARD
-                            .decode(d)
-                            .map_or(d.len() * 3 / 4, |v| v.len())
-                    })
-                    .sum()
-            });
+        let bytes = data_bytes(&answer);
         s.counts.get_records_bytes += bytes as u64;
         if let Some(q) = s.shards.get_mut(shard) {
             q.budget -= bytes as f64;
@@ -426,6 +412,24 @@ impl Inner {
     }
 }
 
+/// The record data bytes of an answer or event: its `Records[].Data`,
+/// base64 text, counted decoded (from the text's length and padding).
+fn data_bytes(answer: &Value) -> usize {
+    answer
+        .get("Records")
+        .and_then(Value::as_array)
+        .map_or(0, |records| {
+            records
+                .iter()
+                .filter_map(|r| str_field(r, "Data"))
+                .map(|d| {
+                    (d.len() / 4 * 3)
+                        .saturating_sub(d.bytes().rev().take_while(|&b| b == b'=').count())
+                })
+                .sum()
+        })
+}
+
 /// The first whole event-stream message in `buf` (taken out of it), and
 /// the record data bytes it carries (base64-decoded `Records[].Data` of a
 /// `SubscribeToShardEvent`; 0 for any other message).
@@ -437,19 +441,6 @@ fn next_message(buf: &mut Vec<u8>) -> Option<(Bytes, usize)> {
     }
     let message: Vec<u8> = buf.drain(..total).collect();
     let payload = message.get(12 + headers..total - 4).unwrap_or(&[]);
-    let records = serde_json::from_slice::<Value>(payload)
-        .ok()
-        .and_then(|v| v.get("Records").and_then(Value::as_array).cloned())
-        .map_or(0, |records| {
-            records
-                .iter()
-                .filter_map(|r| str_field(r, "Data"))
-                .map(|d| {
-                    base64::engine::general_purpose::STANDARD
-                        .decode(d)
-                        .map_or(d.len() * 3 / 4, |v| v.len())
-                })
-                .sum()
-        });
+    let records = serde_json::from_slice::<Value>(payload).map_or(0, |v| data_bytes(&v));
     Some((Bytes::from(message), records))
 }
