@@ -15,6 +15,7 @@
 //! | [`checkpoint`] | the per-record status state machine and [`CheckpointStore`](checkpoint::CheckpointStore) |
 //! | [`source`] | [`Source`](source::Source): read records from a pointer |
 //! | [`dlq`] | [`DeadLetterQueue`](dlq::DeadLetterQueue) |
+//! | [`filter`] | [`FilterCriteria`](filter::FilterCriteria): Lambda's filter patterns |
 //! | [`consumer`] | the [`Consumer`](consumer::Consumer) engine and the [`Processor`](consumer::Processor) trait |
 //! | [`raw`] | [`RawRecord`](raw::RawRecord): any stream's records as they are, with the source's metadata |
 //! | [`memory`] | in-memory variants for tests |
@@ -28,6 +29,7 @@ pub mod clock;
 pub mod consumer;
 pub mod dlq;
 mod error;
+pub mod filter;
 pub mod memory;
 pub mod producer;
 pub mod raw;

@@ -374,6 +374,26 @@ impl Checkpoint {
         Ok(t)
     }
 
+    /// Settles a record that a filter dropped: `ignored` without an attempt
+    /// (no processor call, `attempts` stays 0).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTransition`] if the record was already attempted, is
+    /// done, or is not in the batch.
+    pub fn filter_out(&mut self, index: usize, now: DateTime<Utc>) -> Result<&Tracker> {
+        let t = self.tracker_mut(index)?;
+        if t.status != Status::Pending || t.attempts > 0 {
+            return Err(Error::InvalidTransition(format!(
+                "record {:?} is {:?} after {} attempts: only a pending record can be filtered out",
+                t.record_id, t.status, t.attempts
+            )));
+        }
+        t.status = Status::Ignored;
+        t.update_time = now;
+        Ok(t)
+    }
+
     /// Records that the dead-letter queue accepted an exhausted record.
     /// Idempotent: marking a record already marked changes nothing (a done
     /// record never changes).

@@ -6,6 +6,7 @@ use std::time::Duration;
 #[cfg(doc)]
 use super::Consumer;
 use crate::error::{Error, Result};
+use crate::filter::FilterCriteria;
 use crate::retry::RetryPolicy;
 
 /// What to do after a record is exhausted and sent to the dead-letter queue.
@@ -75,6 +76,33 @@ pub struct ConsumerConfig {
     /// finish before they are dropped (they stay `in_progress` and are
     /// retried after a restart, their attempt counted). Default 30 s.
     pub shutdown_grace: Duration,
+    /// Records older than this are not attempted again: they are exhausted
+    /// and go to the dead-letter queue (payload included) with an error
+    /// saying so (Lambda's `MaximumRecordAgeInSeconds`). Checked before
+    /// every attempt, and a retry wait ends at the record's age limit. A
+    /// record's age counts from the source's arrival time (Kinesis:
+    /// `ApproximateArrivalTimestamp`), else from the time the record
+    /// carries ([`Record::create_at`](crate::record::Record::create_at);
+    /// the Unix epoch means unknown), else from when this consumer first
+    /// read it. `None` (the default): no limit.
+    pub max_record_age: Option<Duration>,
+    /// An attempt (a processor call; for a slice, each call) that runs
+    /// longer than this is cancelled and counts as a failed attempt with an
+    /// error saying so; its key and its slot are freed. At most
+    /// [`lock_expire`](Self::lock_expire). `None` (the default): no limit.
+    pub attempt_timeout: Option<Duration>,
+    /// A slice whose call fails as a whole (an error, a timeout or a
+    /// malformed answer, not per-record outcomes) is split in halves,
+    /// recursively, until the failing records are alone (Lambda's
+    /// `BisectBatchOnFunctionError`). The calls of a bisection are one
+    /// attempt: a record that then succeeds has one attempt counted. One
+    /// failing record among `n` costs at most ⌈log₂ n⌉ + 1 extra calls.
+    /// Default `false`. Ignored by a [`Processor`](super::Processor).
+    pub bisect_on_error: bool,
+    /// Records that match none of these patterns are settled as ignored
+    /// without an attempt (Lambda's `FilterCriteria`); see
+    /// [`FilterCriteria`]. `None` (the default): every record is processed.
+    pub filter: Option<FilterCriteria>,
 }
 
 /// Fewer checkpoint writes for processors that accept replays: the
@@ -132,6 +160,10 @@ impl ConsumerConfig {
             slice_size: 100,
             checkpoint_interval: None,
             shutdown_grace: Duration::from_secs(30),
+            max_record_age: None,
+            attempt_timeout: None,
+            bisect_on_error: false,
+            filter: None,
         }
     }
 
@@ -222,7 +254,49 @@ impl ConsumerConfig {
         self
     }
 
+    /// Sets [`max_record_age`](Self::max_record_age): records older than this go to the dead-letter queue without another attempt.
+    #[must_use]
+    pub fn max_record_age(mut self, max_record_age: impl Into<Option<Duration>>) -> Self {
+        self.max_record_age = max_record_age.into();
+        self
+    }
+
+    /// Sets [`attempt_timeout`](Self::attempt_timeout): attempts running longer are cancelled and count as failed.
+    #[must_use]
+    pub fn attempt_timeout(mut self, attempt_timeout: impl Into<Option<Duration>>) -> Self {
+        self.attempt_timeout = attempt_timeout.into();
+        self
+    }
+
+    /// Sets [`bisect_on_error`](Self::bisect_on_error): split a failed slice until the failing records are alone.
+    #[must_use]
+    pub fn bisect_on_error(mut self, bisect_on_error: bool) -> Self {
+        self.bisect_on_error = bisect_on_error;
+        self
+    }
+
+    /// Sets [`filter`](Self::filter): keep only the records that match one of the patterns.
+    #[must_use]
+    pub fn filter(mut self, filter: impl Into<Option<FilterCriteria>>) -> Self {
+        self.filter = filter.into();
+        self
+    }
+
     pub(super) fn validate(&self) -> Result<()> {
+        if self.max_record_age.is_some_and(|a| a.is_zero()) {
+            return Err(Error::Config("max_record_age must be above 0".into()));
+        }
+        if let Some(t) = self.attempt_timeout {
+            if t.is_zero() {
+                return Err(Error::Config("attempt_timeout must be above 0".into()));
+            }
+            if t > self.lock_expire {
+                return Err(Error::Config(format!(
+                    "attempt_timeout ({t:?}) must be at most lock_expire ({:?}): else an attempt could outlive its lock and run twice",
+                    self.lock_expire
+                )));
+            }
+        }
         if self.limit == 0 {
             return Err(Error::Config("limit must be at least 1".into()));
         }

@@ -34,6 +34,14 @@ pub(super) fn batch(consumer: &str, r: &BatchReport, took: Duration, failed: boo
         "unistream_consumer_records_dead_lettered_total",
         r.dead_lettered as u64,
     );
+    count(
+        "unistream_consumer_records_filtered_total",
+        r.filtered as u64,
+    );
+    count(
+        "unistream_consumer_records_aged_out_total",
+        r.aged_out as u64,
+    );
     count("unistream_consumer_attempts_total", u64::from(r.attempts));
     count(
         "unistream_consumer_failed_attempts_total",
@@ -111,6 +119,10 @@ pub(super) struct EngineMetrics {
     commit: Timed,
     /// Records whose attempt is running now.
     in_flight: Gauge,
+    /// Calls cancelled at the attempt timeout.
+    pub(super) timed_out: Counter,
+    /// Extra calls made by bisecting failed slices.
+    pub(super) bisect_calls: Counter,
     /// Whether writes are timed (a recorder took a latency histogram).
     timing: bool,
 }
@@ -129,6 +141,14 @@ impl EngineMetrics {
             commit,
             in_flight: ::metrics::gauge!(
                 "unistream_consumer_records_in_flight",
+                "consumer" => consumer.to_owned()
+            ),
+            timed_out: ::metrics::counter!(
+                "unistream_consumer_attempts_timed_out_total",
+                "consumer" => consumer.to_owned()
+            ),
+            bisect_calls: ::metrics::counter!(
+                "unistream_consumer_bisect_calls_total",
                 "consumer" => consumer.to_owned()
             ),
             timing,

@@ -56,7 +56,8 @@ mod work;
 
 pub use config::{CheckpointInterval, ConsumerConfig, OnExhausted};
 pub use processor::{
-    Attempt, Handler, Outcome, Processor, SliceItem, SliceProcessor, SliceResult, Slices,
+    Attempt, AttemptTimedOut, Call, Handler, Outcome, Processor, SliceItem, SliceProcessor,
+    SliceResult, Slices,
 };
 pub use report::{BatchReport, RunSummary};
 pub use signal::cancel_on_signals;
@@ -122,7 +123,12 @@ pub struct Consumer<S, P: Handler, K, D, C = JsonCodec> {
     lock_counter: u64,
     state: Option<BatchState<P::Record>>,
     metrics: metrics::EngineMetrics,
+    keep: Option<Keep<P::Record>>,
 }
+
+/// A predicate on the decoded record and what the source knows of it:
+/// `false` filters the record out.
+type Keep<R> = Box<dyn Fn(&R, &SourceRecord) -> bool + Send + Sync>;
 
 impl<S, P: Handler, K, D, C> std::fmt::Debug for Consumer<S, P, K, D, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -166,6 +172,7 @@ where
             lock_counter: 0,
             state: None,
             metrics,
+            keep: None,
         })
     }
 }
@@ -226,6 +233,7 @@ impl<S, P: Handler, K, D, C> Consumer<S, P, K, D, C> {
             lock_counter: self.lock_counter,
             state: None,
             metrics: self.metrics,
+            keep: self.keep,
         }
     }
 }
@@ -249,6 +257,44 @@ where
     /// `process_batch` / `run` return with `interrupted` set.
     pub fn with_shutdown(mut self, token: CancellationToken) -> Self {
         self.shutdown = token;
+        self
+    }
+
+    /// Keeps only the records for which `keep` answers `true` (applied
+    /// with [`ConsumerConfig::filter`], if any: a record must pass both).
+    /// A record filtered out is settled as ignored before any attempt: no
+    /// processor call, no attempt counted, counted in
+    /// `unistream_consumer_records_filtered_total` and
+    /// [`BatchReport::filtered`]. Records that cannot be decoded are never
+    /// filtered: they go to the dead-letter queue.
+    ///
+    /// ```
+    /// # use unistream_core::consumer::*;
+    /// # use unistream_core::memory::*;
+    /// # use unistream_core::raw::{RawCodec, RawRecord};
+    /// # use unistream_core::BoxError;
+    /// # struct Count;
+    /// # impl Processor for Count {
+    /// #     type Record = RawRecord;
+    /// #     async fn process(&self, _: &RawRecord, _: &Attempt<'_>) -> Result<Outcome, BoxError> { Ok(Outcome::Succeeded) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> unistream_core::Result<()> {
+    /// let source = MemorySource::new(vec![b"keep".to_vec(), b"skip".to_vec()]);
+    /// source.close();
+    /// let mut consumer = Consumer::new(
+    ///     ConsumerConfig::new("c"), source, Count, MemoryCheckpointStore::default(), MemoryDeadLetterQueue::default(),
+    /// )?
+    /// .with_codec(RawCodec)
+    /// .with_filter(|r: &RawRecord, _| r.data != b"skip");
+    /// let summary = consumer.run().await?;
+    /// assert_eq!((summary.succeeded, summary.filtered, summary.attempts), (1, 1, 1));
+    /// # Ok(()) }
+    /// ```
+    pub fn with_filter(
+        mut self,
+        keep: impl Fn(&P::Record, &SourceRecord) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.keep = Some(Box::new(keep));
         self
     }
 
@@ -362,6 +408,7 @@ where
             lock_counter,
             state,
             metrics: m,
+            keep,
         } = self;
         let st = match state {
             Some(st) => st,
@@ -417,7 +464,10 @@ where
                 .iter()
                 .zip(&fetched.records)
                 .map(|(d, r)| record_id(d, r));
-            cp.start_batch(ids, fetched.next_pointer, clock.now())?;
+            let now = clock.now();
+            cp.start_batch(ids, fetched.next_pointer, now)?;
+            report.filtered =
+                filter_out(config, keep.as_deref(), cp, &fetched.records, &decoded, now)?;
             // Saved by the engine's first write, with the first attempts.
             new_batch = true;
             report.fetched = fetched.records.len();
@@ -471,6 +521,33 @@ where
             }
         }
     }
+}
+
+/// Settles as ignored (before any attempt) the decoded records of a new
+/// batch that the configured criteria or the predicate drop; returns how
+/// many.
+fn filter_out<R>(
+    config: &ConsumerConfig,
+    keep: Option<&(dyn Fn(&R, &SourceRecord) -> bool + Send + Sync)>,
+    cp: &mut Checkpoint,
+    records: &[SourceRecord],
+    decoded: &[std::result::Result<R, ErrorInfo>],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<usize> {
+    if config.filter.is_none() && keep.is_none() {
+        return Ok(0);
+    }
+    let mut dropped = 0;
+    for (i, (r, d)) in records.iter().zip(decoded).enumerate() {
+        let Ok(record) = d else { continue };
+        let kept = config.filter.as_ref().is_none_or(|f| f.matches(r))
+            && keep.is_none_or(|k| k(record, r));
+        if !kept {
+            cp.filter_out(i, now)?;
+            dropped += 1;
+        }
+    }
+    Ok(dropped)
 }
 
 /// A record the source could not read keeps the source's error; the others

@@ -25,6 +25,12 @@ pub struct BatchReport {
     pub ignored: usize,
     /// Records handed to the dead-letter queue in this call.
     pub dead_lettered: usize,
+    /// Records of the new batch that a filter dropped (settled as ignored
+    /// without an attempt; not counted in `ignored`).
+    pub filtered: usize,
+    /// Records that reached `max_record_age` and were exhausted without
+    /// another attempt (their letters are counted in `dead_lettered`).
+    pub aged_out: usize,
     /// The pull found nothing new.
     pub caught_up: bool,
     /// The stream is closed and fully processed.
@@ -59,6 +65,10 @@ pub struct RunSummary {
     pub ignored: u64,
     /// Records sent to the dead-letter queue.
     pub dead_lettered: u64,
+    /// Records dropped by a filter.
+    pub filtered: u64,
+    /// Records that reached `max_record_age`.
+    pub aged_out: u64,
     /// The run ended because the stream is closed.
     pub closed: bool,
     /// The run ended on a shutdown request.
@@ -74,6 +84,8 @@ impl RunSummary {
         self.succeeded += r.succeeded as u64;
         self.ignored += r.ignored as u64;
         self.dead_lettered += r.dead_lettered as u64;
+        self.filtered += r.filtered as u64;
+        self.aged_out += r.aged_out as u64;
         self.closed = r.closed;
         self.interrupted = r.interrupted;
     }

@@ -15,7 +15,7 @@ use tracing::warn;
 
 use super::config::ConsumerConfig;
 use super::metrics::{EngineMetrics, Write};
-use super::processor::{Attempt, Handler, Outcome, SliceItem};
+use super::processor::{Attempt, Call, Handler, Outcome, SliceItem};
 use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::clock::SharedClock;
 use crate::dlq::{DeadLetter, DeadLetterQueue};
@@ -182,6 +182,7 @@ pub(super) async fn send_letter<D: DeadLetterQueue>(
 /// The item of record `index` for the processor (`None` if it is not
 /// decoded: only decoded records are ever marked).
 pub(super) fn one_item<'a, R>(
+    consumer_id: &'a str,
     cp: &Checkpoint,
     records: &'a [SourceRecord],
     decoded: &'a [std::result::Result<R, ErrorInfo>],
@@ -200,7 +201,8 @@ pub(super) fn one_item<'a, R>(
         .with_keys(
             records[index].partition_key.as_deref(),
             records[index].explicit_hash_key.as_deref(),
-        ),
+        )
+        .with_context(consumer_id, &records[index].data, t.lock_expire_time),
     ))
 }
 
@@ -212,17 +214,19 @@ fn lock_of(cp: &Checkpoint, index: usize) -> String {
 /// Hands `indices` to the handler in one call.
 pub(super) fn launch<'a, H: Handler>(
     handler: &'a H,
+    call: Call<'a>,
     cp: &Checkpoint,
     records: &'a [SourceRecord],
     decoded: &'a [std::result::Result<H::Record, ErrorInfo>],
     indices: Vec<usize>,
 ) -> Pin<Box<dyn Future<Output = Done> + Send + 'a>> {
+    let consumer_id = call.consumer_id;
     if let [index] = indices[..]
-        && let Some(item) = one_item(cp, records, decoded, index)
+        && let Some(item) = one_item(consumer_id, cp, records, decoded, index)
     {
         let lock = lock_of(cp, index);
         return Box::pin(async move {
-            let result = handler.handle_one(item).await;
+            let result = handler.handle_one(item, call).await;
             Done::One {
                 index,
                 lock,
@@ -233,13 +237,13 @@ pub(super) fn launch<'a, H: Handler>(
     let mut items = Vec::with_capacity(indices.len());
     let mut locks = Vec::with_capacity(indices.len());
     for &i in &indices {
-        if let Some(item) = one_item(cp, records, decoded, i) {
+        if let Some(item) = one_item(consumer_id, cp, records, decoded, i) {
             items.push(item);
             locks.push(lock_of(cp, i));
         }
     }
     Box::pin(async move {
-        let results = handler.handle(&items).await;
+        let results = handler.handle(&items, call).await;
         Done::Unit {
             indices,
             locks,

@@ -42,7 +42,7 @@ use tracing::{info, warn};
 use super::config::{ConsumerConfig, OnExhausted};
 use super::letters::Letters;
 use super::metrics::EngineMetrics;
-use super::processor::Handler;
+use super::processor::{Call, Handler};
 use super::report::BatchReport;
 use super::schedule::Schedule;
 use super::work::{Dirty, Done, Running, dead_letter, lanes, launch, one_item, send_letter};
@@ -106,6 +106,28 @@ fn remaining(now: DateTime<Utc>, at: DateTime<Utc>) -> Duration {
     (at - now).to_std().unwrap_or(Duration::ZERO)
 }
 
+/// When record `record` (tracker `t`) reaches `max_record_age`, if there
+/// is one: its age counts from the source's arrival time, else the time
+/// the record carries (the Unix epoch means unknown), else when this
+/// consumer first read it.
+pub(super) fn age_deadline<R: Record>(
+    config: &ConsumerConfig,
+    record: &SourceRecord,
+    decoded: Option<&R>,
+    t: &crate::checkpoint::Tracker,
+) -> Option<DateTime<Utc>> {
+    let max = config.max_record_age?;
+    let born = record
+        .arrival_time
+        .or_else(|| {
+            decoded
+                .map(Record::create_at)
+                .filter(|&c| c != DateTime::UNIX_EPOCH)
+        })
+        .unwrap_or(t.create_time);
+    Some(until(born, max))
+}
+
 /// Runs the unfinished records of the checkpoint's batch. `new_batch`: the
 /// batch was just started in memory and is not saved yet (its first write is
 /// `save_batch`).
@@ -152,6 +174,8 @@ struct BatchRun<'a, 'c, H: Handler, K, D> {
     sequential: bool,
     /// Records marked ahead of the ones in flight, at most.
     lookahead: usize,
+    /// What each call of user code is given.
+    call: Call<'a>,
 
     sched: Schedule,
     dirty: Dirty,
@@ -204,6 +228,14 @@ where
         let in_flight_limit = config.concurrency.max(max_slice);
         let sequential = config.concurrency == 1 && max_slice == 1;
         let lookahead = in_flight_limit.max(config.checkpoint_interval.map_or(0, |i| i.records));
+        let call = Call {
+            consumer_id: &config.consumer_id,
+            timeout: config.attempt_timeout,
+            bisect: config.bisect_on_error,
+            clock,
+            timeouts: &parts.metrics.timed_out,
+            bisect_calls: &parts.metrics.bisect_calls,
+        };
         let (lane_of, lane_count) = lanes(decoded, sequential);
         // Marking behind a lane's front: always in the one lane of a
         // sequential consumer; with keys, when the checkpoint interval asks
@@ -236,7 +268,9 @@ where
                 (Ok(_), Status::Failed) => {
                     let wait = config.retry.delay_before(t.attempts + 1);
                     if !wait.is_zero() {
-                        sched.wait(i, until(now, wait));
+                        let at = until(now, wait);
+                        let deadline = age_deadline(config, &records[i], d.as_ref().ok(), t);
+                        sched.wait(i, deadline.map_or(at, |d| at.min(d)));
                     }
                 }
                 (Ok(_), _) => {}
@@ -253,6 +287,7 @@ where
             in_flight_limit,
             sequential,
             lookahead,
+            call,
             sched,
             dirty,
             letters: Letters::default(),
@@ -335,7 +370,13 @@ where
     /// step's start), or `None` if a shutdown's grace ran out first (the
     /// attempt dropped, retried after a restart).
     async fn run_in_place(&mut self, i: usize) -> Result<Option<DateTime<Utc>>> {
-        let Some(item) = one_item(self.cp, self.records, self.decoded, i) else {
+        let Some(item) = one_item(
+            &self.parts.config.consumer_id,
+            self.cp,
+            self.records,
+            self.decoded,
+            i,
+        ) else {
             return Err(Error::InvalidTransition(format!(
                 "record {i} was started but is not decoded"
             )));
@@ -346,7 +387,7 @@ where
             self.parts.config.shutdown_grace,
         );
         self.parts.metrics.in_flight(self.sched.in_flight());
-        let attempt = self.parts.handler.handle_one(item);
+        let attempt = self.parts.handler.handle_one(item, self.call);
         tokio::pin!(attempt);
         // A processor that is ready at once costs no waiting machinery.
         let mut result = match (&mut attempt).now_or_never() {
@@ -396,20 +437,26 @@ where
                 break;
             };
             if self.max_slice == 1 || self.cp.trackers()[i].attempts > 1 {
-                self.running
-                    .push(launch(handler, self.cp, records, decoded, vec![i]));
+                self.running.push(launch(
+                    handler,
+                    self.call,
+                    self.cp,
+                    records,
+                    decoded,
+                    vec![i],
+                ));
                 continue;
             }
             unit.push(i);
             if unit.len() == self.max_slice {
                 let full = std::mem::take(&mut unit);
                 self.running
-                    .push(launch(handler, self.cp, records, decoded, full));
+                    .push(launch(handler, self.call, self.cp, records, decoded, full));
             }
         }
         if !unit.is_empty() {
             self.running
-                .push(launch(handler, self.cp, records, decoded, unit));
+                .push(launch(handler, self.call, self.cp, records, decoded, unit));
         }
         self.parts.metrics.in_flight(self.sched.in_flight());
     }

@@ -166,8 +166,17 @@ where
                     self.letters.unsaved(i);
                     self.exhausted(i);
                 } else {
-                    let wait = self.parts.config.retry.delay_before(t.attempts + 1);
-                    self.sched.failed(i, until(now, wait));
+                    let config = self.parts.config;
+                    let at = until(now, config.retry.delay_before(t.attempts + 1));
+                    // A retry wait ends at the record's age limit, where it
+                    // goes to the dead-letter queue.
+                    let deadline = super::age_deadline(
+                        config,
+                        &self.records[i],
+                        self.decoded[i].as_ref().ok(),
+                        t,
+                    );
+                    self.sched.failed(i, deadline.map_or(at, |d| at.min(d)));
                 }
             }
         }

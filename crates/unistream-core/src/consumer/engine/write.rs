@@ -94,6 +94,9 @@ where
                     continue;
                 }
             }
+            if self.aged_out(i, now)? {
+                continue;
+            }
             match self.cp.begin_attempt(i, &self.lock, now) {
                 Ok(_) => self.dirty.add(i),
                 Err(Error::RecordLocked {
@@ -107,6 +110,34 @@ where
             }
         }
         Ok(())
+    }
+
+    /// Whether record `i` reached `max_record_age` at `now` (and is not
+    /// locked by another owner): then it is exhausted without another
+    /// attempt, with an error saying so, and its letter waits for the write.
+    fn aged_out(&mut self, i: usize, now: DateTime<Utc>) -> Result<bool> {
+        let config = self.parts.config;
+        let t = &self.cp.trackers()[i];
+        let Some(deadline) =
+            super::age_deadline(config, &self.records[i], self.decoded[i].as_ref().ok(), t)
+        else {
+            return Ok(false);
+        };
+        if now < deadline || t.is_locked(now) {
+            return Ok(false);
+        }
+        let max = config.max_record_age.unwrap_or_default();
+        let error = crate::error::ErrorInfo::new(format!(
+            "the record reached the max record age ({max:?}, at {deadline}) after {} attempts: not attempted again",
+            t.attempts
+        ));
+        info!(consumer = %config.consumer_id, record_id = %t.record_id, attempts = t.attempts, ?max, "record reached the max record age; sending it to the dead-letter queue");
+        self.cp.exhaust(i, error, now)?;
+        self.dirty.add(i);
+        self.letters.unsaved(i);
+        self.exhausted(i);
+        self.report.aged_out += 1;
+        Ok(true)
     }
 
     /// Writes everything changed since the last write: `save_batch` for the
