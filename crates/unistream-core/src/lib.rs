@@ -16,10 +16,11 @@
 //! | [`source`] | [`Source`](source::Source): read records from a pointer |
 //! | [`dlq`] | [`DeadLetterQueue`](dlq::DeadLetterQueue) |
 //! | [`filter`] | [`FilterCriteria`](filter::FilterCriteria): Lambda's filter patterns |
+//! | [`idempotency`] | [`Idempotent`](idempotency::Idempotent): effects at most once per key, over an [`IdempotencyStore`](idempotency::IdempotencyStore) |
 //! | [`consumer`] | the [`Consumer`](consumer::Consumer) engine and the [`Processor`](consumer::Processor) trait |
 //! | [`raw`] | [`RawRecord`](raw::RawRecord): any stream's records as they are, with the source's metadata |
 //! | [`memory`] | in-memory variants for tests |
-//! | `testing` | (feature `testing`) the contract suite to check your own [`CheckpointStore`](checkpoint::CheckpointStore) with |
+//! | `testing` | (feature `testing`) the contract suites to check your own [`CheckpointStore`](checkpoint::CheckpointStore) and [`IdempotencyStore`](idempotency::IdempotencyStore) with |
 
 #![warn(missing_docs)]
 
@@ -30,6 +31,7 @@ pub mod consumer;
 pub mod dlq;
 mod error;
 pub mod filter;
+pub mod idempotency;
 pub mod memory;
 pub mod producer;
 pub mod raw;

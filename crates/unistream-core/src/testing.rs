@@ -52,6 +52,8 @@
 //! dependency: `unistream-core = { version = "…", features = ["testing"] }`
 //! in your `[dev-dependencies]`.
 
+pub mod idempotency;
+
 use std::future::Future;
 use std::time::Duration;
 
