@@ -12,6 +12,8 @@
 //!   a `kill -9` at any instant leaves it readable and correct.
 //! - [`FileDeadLetterQueue`]: a JSON-lines file of failed records with their
 //!   failure metadata; [`redrive_file`] puts them back into a stream.
+//! - [`FileIdempotencyStore`]: idempotency keys, one small file each,
+//!   replaced atomically.
 //!
 //! And their plumbing, which the write-ahead log (`unistream-buffer`) shares:
 //!
@@ -42,6 +44,7 @@ mod checkpoint;
 mod dlq;
 mod frame_file;
 pub mod framing;
+mod idempotency;
 mod sink;
 mod stream;
 
@@ -49,6 +52,7 @@ pub use append::{AppendFile, lock_exclusive};
 pub use checkpoint::FileCheckpointStore;
 pub use dlq::{FileDeadLetterQueue, redrive_file};
 pub use frame_file::{FrameFile, KIND_PADDING};
+pub use idempotency::FileIdempotencyStore;
 pub use sink::FileSink;
 pub use stream::{FilePosition, FileSource};
 
