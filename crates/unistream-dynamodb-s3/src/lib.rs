@@ -59,6 +59,7 @@ mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod idempotency;
 mod item;
 mod layout;
 mod load;
@@ -67,6 +68,7 @@ mod store;
 mod write;
 
 pub use error::StoreError;
+pub use idempotency::DynamoDbIdempotencyStore;
 pub use load::Peeked;
 pub use store::{
     DynamoDbS3CheckpointStore, DynamoDbS3CheckpointStoreBuilder, ITEM_LIMIT_BYTES, StoreCalls,

@@ -796,3 +796,31 @@ async fn repair_refuses_a_live_lock_dry_runs_and_fences_the_running_consumer() {
     ));
     f.cleanup().await;
 }
+
+#[tokio::test]
+#[ignore = "needs an AWS emulator: cargo xtask it"]
+async fn the_dynamodb_idempotency_store_passes_the_contract() {
+    let env = Env::from_env().await;
+    if env.skip_unless(Service::DynamoDb) {
+        return;
+    }
+    let table = env.create_table("id").await;
+    let store = unistream_dynamodb_s3::DynamoDbIdempotencyStore::new(env.dynamodb(), &table);
+    unistream_core::testing::idempotency::check_all(&store, "ddb", Utc::now()).await;
+    // An item that is not an idempotency item is an error, never a claim.
+    env.dynamodb()
+        .put_item()
+        .table_name(&table)
+        .item(
+            "id",
+            aws_sdk_dynamodb::types::AttributeValue::S("foreign".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let err = unistream_core::idempotency::IdempotencyStore::get(&store, "foreign")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(&table), "{err}");
+    env.delete_table(&table).await;
+}

@@ -128,7 +128,8 @@ pub struct Consumer<S, P: Handler, K, D, C = JsonCodec> {
 
 /// A predicate on the decoded record and what the source knows of it:
 /// `false` filters the record out.
-type Keep<R> = Box<dyn Fn(&R, &SourceRecord) -> bool + Send + Sync>;
+type Keep<R> = Box<KeepFn<R>>;
+type KeepFn<R> = dyn Fn(&R, &SourceRecord) -> bool + Send + Sync;
 
 impl<S, P: Handler, K, D, C> std::fmt::Debug for Consumer<S, P, K, D, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -528,7 +529,7 @@ where
 /// many.
 fn filter_out<R>(
     config: &ConsumerConfig,
-    keep: Option<&(dyn Fn(&R, &SourceRecord) -> bool + Send + Sync)>,
+    keep: Option<&KeepFn<R>>,
     cp: &mut Checkpoint,
     records: &[SourceRecord],
     decoded: &[std::result::Result<R, ErrorInfo>],
