@@ -1,6 +1,9 @@
 //! Shared pieces of the example programs: the seed's record type, its demo
 //! processor, sink and dead-letter queue with their seed-style output, and
-//! the demo output blocks.
+//! the demo output blocks; the failure-control flags ([`Controls`]).
+
+mod controls;
+pub use controls::{Controls, DemoSlices};
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -198,6 +201,13 @@ pub struct DemoProcessor {
     pub work: Duration,
 }
 
+impl DemoProcessor {
+    /// Whether attempt `number` of `record` fails (poisoned, or by chance).
+    pub fn fails(&self, record: &MyRecord, number: u32) -> bool {
+        self.poison.contains(&record.id) || chance(self.seed, &record.id, number) < self.fail_rate
+    }
+}
+
 impl Processor for DemoProcessor {
     type Record = MyRecord;
 
@@ -209,9 +219,7 @@ impl Processor for DemoProcessor {
             log.append(format!("{} {}\n", record.id, attempt.number).as_bytes())?;
         }
         let s = record.to_json();
-        let fails = self.poison.contains(&record.id)
-            || chance(self.seed, &record.id, attempt.number) < self.fail_rate;
-        if fails {
+        if self.fails(record, attempt.number) {
             self.failures.fetch_add(1, Ordering::Relaxed);
             if self.verbose {
                 println!("❌ {s}");

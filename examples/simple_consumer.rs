@@ -17,12 +17,19 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use unistream::Error;
+use unistream::checkpoint::CheckpointStore;
 use unistream::consumer::{Consumer, ConsumerConfig, OnExhausted, cancel_on_signals};
+use unistream::consumer::{Handler, Slices};
+use unistream::dlq::DeadLetterQueue;
+use unistream::idempotency::Idempotent;
 use unistream::local::Durability;
+use unistream::local::FileIdempotencyStore;
 use unistream::local::{AppendFile, FileCheckpointStore, FileDeadLetterQueue, FileSource};
 use unistream::retry::RetryPolicy;
+use unistream::source::Source;
 use unistream_examples::{
-    AnnouncedDlq, DemoProcessor, exit_code, init_logging, run_verbose, write_sample_stream,
+    AnnouncedDlq, Controls, DemoProcessor, DemoSlices, MyRecord, exit_code, init_logging,
+    run_verbose, write_sample_stream,
 };
 
 #[derive(Parser, Debug)]
@@ -87,6 +94,10 @@ struct Args {
     /// 127.0.0.1:9898).
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Lambda's failure controls; `--idempotent` keeps its keys in
+    /// DIR/idempotency/.
+    #[command(flatten)]
+    controls: Controls,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -136,6 +147,7 @@ async fn run(args: Args) -> unistream::Result<()> {
             OnExhausted::Continue
         })
         .stop_at_end(args.until_end);
+    let config = args.controls.apply(config)?;
 
     let processor = DemoProcessor {
         target: AppendFile::open(dir.join("target.jsonl"), durability)?,
@@ -156,20 +168,48 @@ async fn run(args: Args) -> unistream::Result<()> {
         verbose: args.verbose,
     };
     let store = FileCheckpointStore::open(dir.join("checkpoint"), &args.consumer_id, durability)?;
-    let mut consumer = Consumer::new(config, FileSource::new(&stream), processor, store, dlq)?;
-    cancel_on_signals(consumer.shutdown_token());
+    let source = FileSource::new(&stream);
+    let c = &args.controls;
+    let keys = || FileIdempotencyStore::open(dir.join("idempotency"), durability);
+    match (c.slice_size > 0, c.idempotent) {
+        (false, false) => drive(&args, Consumer::new(config, source, processor, store, dlq)?).await,
+        (false, true) => {
+            let p = Idempotent::new(processor, keys()?);
+            drive(&args, Consumer::new(config, source, p, store, dlq)?).await
+        }
+        (true, false) => {
+            let p = Slices(DemoSlices(processor));
+            drive(&args, Consumer::new(config, source, p, store, dlq)?).await
+        }
+        (true, true) => {
+            let p = Slices(Idempotent::new(DemoSlices(processor), keys()?));
+            drive(&args, Consumer::new(config, source, p, store, dlq)?).await
+        }
+    }
+}
 
+/// Runs the consumer until the end (or a signal), printing as asked.
+async fn drive<S, H, K, D>(args: &Args, mut consumer: Consumer<S, H, K, D>) -> unistream::Result<()>
+where
+    S: Source,
+    H: Handler<Record = MyRecord>,
+    K: CheckpointStore,
+    D: DeadLetterQueue,
+{
+    cancel_on_signals(consumer.shutdown_token());
     if !args.verbose {
         let started = Instant::now();
         let s = consumer.run().await?;
         let secs = started.elapsed().as_secs_f64();
         eprintln!(
-            "done: {} records fetched in {} pulls, {} succeeded, {} ignored, {} dead-lettered, {} failed attempts; {:.3} s ({:.0} records/s)",
+            "done: {} records fetched in {} pulls, {} succeeded, {} ignored, {} filtered, {} dead-lettered ({} aged out), {} failed attempts; {:.3} s ({:.0} records/s)",
             s.fetched,
             s.pulls,
             s.succeeded,
             s.ignored,
+            s.filtered,
             s.dead_lettered,
+            s.aged_out,
             s.failures,
             secs,
             s.fetched as f64 / secs.max(1e-9)

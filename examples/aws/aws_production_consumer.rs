@@ -16,17 +16,25 @@ use std::time::Duration;
 
 use clap::Parser;
 use unistream::Error;
+use unistream::checkpoint::CheckpointStore;
 use unistream::consumer::{Consumer, ConsumerConfig, cancel_on_signals};
+use unistream::consumer::{Handler, Slices};
+use unistream::dlq::DeadLetterQueue;
+use unistream::dynamodb_s3::DynamoDbIdempotencyStore;
 use unistream::dynamodb_s3::DynamoDbS3CheckpointStore;
+use unistream::idempotency::{IdempotencyConfig, Idempotent};
 use unistream::kinesis::{KinesisSource, StartingPosition};
 use unistream::local::AppendFile;
 use unistream::local::Durability;
 use unistream::retry::RetryPolicy;
+use unistream::source::Source;
 use unistream::sqs_dlq::SqsDeadLetterQueue;
 use unistream_aws_examples::{
     aws_clients, create_bucket_if_missing, create_table_if_missing, first_shard, with_efo,
 };
-use unistream_examples::{AnnouncedDlq, DemoProcessor, exit_code, init_logging, run_verbose};
+use unistream_examples::{
+    AnnouncedDlq, Controls, DemoProcessor, DemoSlices, exit_code, init_logging, run_verbose,
+};
 
 #[derive(Parser, Debug)]
 #[command(about = "Kinesis consumer with a DynamoDB + S3 checkpoint and an SQS dead-letter queue")]
@@ -99,6 +107,10 @@ struct Args {
     /// 127.0.0.1:9898).
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Lambda's failure controls; `--idempotent` keeps its keys in `--table`
+    /// (items `<consumer id>#<record id>`).
+    #[command(flatten)]
+    controls: Controls,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -145,7 +157,10 @@ async fn run(args: Args) -> unistream::Result<()> {
         )
         .lock_expire(Duration::from_secs(args.lock_expire_s))
         .stop_at_end(args.until_end);
-    let store = DynamoDbS3CheckpointStore::builder(ddb, s3)
+    let cfg = args.controls.apply(cfg)?;
+    let keys = DynamoDbIdempotencyStore::new(ddb.clone(), &args.table);
+    let keys_config = IdempotencyConfig::default().namespace(&consumer_id);
+    let store = DynamoDbS3CheckpointStore::builder(ddb.clone(), s3)
         .table(&args.table)
         .key(&consumer_id)
         .bucket(&args.bucket)
@@ -174,15 +189,40 @@ async fn run(args: Args) -> unistream::Result<()> {
         StartingPosition::TrimHorizon,
     );
     let source = with_efo(source, &kinesis, &args.stream, args.efo.as_deref()).await?;
-    let mut consumer = Consumer::new(cfg, source, processor, store, dlq)?;
+    let c = &args.controls;
+    match (c.slice_size > 0, c.idempotent) {
+        (false, false) => drive(&args, Consumer::new(cfg, source, processor, store, dlq)?).await,
+        (false, true) => {
+            let p = Idempotent::new(processor, keys).with_config(keys_config);
+            drive(&args, Consumer::new(cfg, source, p, store, dlq)?).await
+        }
+        (true, false) => {
+            let p = Slices(DemoSlices(processor));
+            drive(&args, Consumer::new(cfg, source, p, store, dlq)?).await
+        }
+        (true, true) => {
+            let p = Idempotent::new(DemoSlices(processor), keys).with_config(keys_config);
+            drive(&args, Consumer::new(cfg, source, Slices(p), store, dlq)?).await
+        }
+    }
+}
+
+/// Runs the consumer until the end (or a signal), printing as asked.
+async fn drive<S, H, K, D>(args: &Args, mut consumer: Consumer<S, H, K, D>) -> unistream::Result<()>
+where
+    S: Source,
+    H: Handler<Record = unistream_examples::MyRecord>,
+    K: CheckpointStore,
+    D: DeadLetterQueue,
+{
     cancel_on_signals(consumer.shutdown_token());
     if args.verbose {
         run_verbose(&mut consumer, args.until_end, Duration::from_secs(1)).await?;
     } else {
         let s = consumer.run().await?;
         eprintln!(
-            "done: {} records fetched, {} succeeded, {} dead-lettered, {} failed attempts",
-            s.fetched, s.succeeded, s.dead_lettered, s.failures
+            "done: {} records fetched, {} succeeded, {} dead-lettered ({} aged out), {} filtered, {} failed attempts",
+            s.fetched, s.succeeded, s.dead_lettered, s.aged_out, s.filtered, s.failures
         );
     }
     Ok(())

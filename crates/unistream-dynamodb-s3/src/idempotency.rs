@@ -26,6 +26,8 @@
 //! 100 for a slice of 100, the same write units).
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
@@ -56,6 +58,52 @@ pub struct DynamoDbIdempotencyStore {
     client: Client,
     table: String,
     pk: String,
+    calls: Arc<Counters>,
+}
+
+/// How many calls a [`DynamoDbIdempotencyStore`] made (clones share them),
+/// and the write units they cost as AWS bills them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IdempotencyCalls {
+    /// `PutItem`: claims (also those refused) and single completions.
+    pub put_item: u64,
+    /// `BatchWriteItem` calls (completions of a slice, 25 per call).
+    pub batch_write_item: u64,
+    /// Items written by `BatchWriteItem`.
+    pub batch_items: u64,
+    /// `DeleteItem`: releases after failed effects, forgets.
+    pub delete_item: u64,
+    /// `GetItem`.
+    pub get_item: u64,
+    /// Write units: per started KB of each item written (a refused
+    /// conditional write is billed too), at least 1 per delete.
+    pub write_units: u64,
+}
+
+impl IdempotencyCalls {
+    /// Every call counted here.
+    pub fn total(&self) -> u64 {
+        self.put_item + self.batch_write_item + self.delete_item + self.get_item
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    put_item: AtomicU64,
+    batch_write_item: AtomicU64,
+    batch_items: AtomicU64,
+    delete_item: AtomicU64,
+    get_item: AtomicU64,
+    write_units: AtomicU64,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+fn units(item: &HashMap<String, AttributeValue>) -> u64 {
+    crate::item::write_units(crate::load::item_size(item), 0)
 }
 
 const BATCH: usize = 25;
@@ -82,6 +130,21 @@ impl DynamoDbIdempotencyStore {
             client,
             table: table.into(),
             pk: "id".into(),
+            calls: Arc::default(),
+        }
+    }
+
+    /// The calls made so far.
+    pub fn calls(&self) -> IdempotencyCalls {
+        let c = &self.calls;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        IdempotencyCalls {
+            put_item: get(&c.put_item),
+            batch_write_item: get(&c.batch_write_item),
+            batch_items: get(&c.batch_items),
+            delete_item: get(&c.delete_item),
+            get_item: get(&c.get_item),
+            write_units: get(&c.write_units),
         }
     }
 
@@ -204,6 +267,16 @@ impl DynamoDbIdempotencyStore {
             .unwrap_or_default();
         let mut wait = Duration::from_millis(50);
         for _ in 0..8 {
+            add(&self.calls.batch_write_item, 1);
+            add(&self.calls.batch_items, requests.len() as u64);
+            add(
+                &self.calls.write_units,
+                requests
+                    .iter()
+                    .filter_map(|r| r.put_request())
+                    .map(|p| units(p.item()))
+                    .sum(),
+            );
             let out = self
                 .client
                 .batch_write_item()
@@ -244,6 +317,8 @@ impl IdempotencyStore for DynamoDbIdempotencyStore {
             OR (owner_consumer = :consumer AND owner_pointer = :pointer AND owner_attempt < :attempt)))";
         // A claim that raced with another write is tried again (a few times).
         for _ in 0..3 {
+            add(&self.calls.put_item, 1);
+            add(&self.calls.write_units, units(&item));
             let put = self
                 .client
                 .put_item()
@@ -292,10 +367,13 @@ impl IdempotencyStore for DynamoDbIdempotencyStore {
     }
 
     async fn complete(&self, completion: &Completion) -> Result<()> {
+        let item = self.write_item(&completion.item)?;
+        add(&self.calls.put_item, 1);
+        add(&self.calls.write_units, units(&item));
         self.client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(self.write_item(&completion.item)?))
+            .set_item(Some(item))
             .send()
             .await
             .map_err(|e| self.error("PutItem", &completion.item.key, e))?;
@@ -323,6 +401,8 @@ impl IdempotencyStore for DynamoDbIdempotencyStore {
     }
 
     async fn release(&self, key: &str, owner: &Owner) -> Result<()> {
+        add(&self.calls.delete_item, 1);
+        add(&self.calls.write_units, 1);
         let deleted = self
             .client
             .delete_item()
@@ -354,6 +434,7 @@ impl IdempotencyStore for DynamoDbIdempotencyStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<IdempotencyItem>> {
+        add(&self.calls.get_item, 1);
         let out = self
             .client
             .get_item()
@@ -367,6 +448,8 @@ impl IdempotencyStore for DynamoDbIdempotencyStore {
     }
 
     async fn forget(&self, key: &str) -> Result<()> {
+        add(&self.calls.delete_item, 1);
+        add(&self.calls.write_units, 1);
         self.client
             .delete_item()
             .table_name(&self.table)

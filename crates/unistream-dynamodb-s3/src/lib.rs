@@ -68,7 +68,7 @@ mod store;
 mod write;
 
 pub use error::StoreError;
-pub use idempotency::DynamoDbIdempotencyStore;
+pub use idempotency::{DynamoDbIdempotencyStore, IdempotencyCalls};
 pub use load::Peeked;
 pub use store::{
     DynamoDbS3CheckpointStore, DynamoDbS3CheckpointStoreBuilder, ITEM_LIMIT_BYTES, StoreCalls,

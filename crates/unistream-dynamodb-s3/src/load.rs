@@ -20,7 +20,7 @@ use crate::write::{StoredRecord, created_of};
 
 /// The size DynamoDB counts for an item as read (strings, numbers and maps
 /// of strings; anything else is counted as 8 bytes).
-fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
+pub(crate) fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
     fn value(v: &AttributeValue) -> usize {
         match v {
             AttributeValue::S(s) => s.len(),

@@ -91,7 +91,7 @@
 
 pub use unistream_core::{
     BoxError, CancellationToken, Error, ErrorInfo, Result, checkpoint, clock, consumer, dlq,
-    memory, producer, raw, record, retry, sink, source,
+    filter, idempotency, memory, producer, raw, record, retry, sink, source,
 };
 
 /// The `chrono` a [`Record`]'s time is of (so a program needs no
@@ -130,15 +130,15 @@ pub mod buffer {
 
 /// The local-file backends, the embedded default: a JSON-lines stream
 /// ([`FileSource`], [`FileSink`]), the
-/// journaled checkpoint store, the dead-letter file, crash-safe line appends
+/// journaled checkpoint store, the dead-letter file, the idempotency keys' directory, crash-safe line appends
 /// and [`Durability`]. The plumbing they share with the
 /// file buffer (frames, memory-mapped appends, locks) is in the
 /// `unistream-local` crate itself.
 #[cfg(feature = "local")]
 pub mod local {
     pub use unistream_local::{
-        AppendFile, Durability, FileCheckpointStore, FileDeadLetterQueue, FilePosition, FileSink,
-        FileSource,
+        AppendFile, Durability, FileCheckpointStore, FileDeadLetterQueue, FileIdempotencyStore,
+        FilePosition, FileSink, FileSource,
     };
 }
 

@@ -98,7 +98,18 @@ fn file_len(path: &Path) -> u64 {
 #[test]
 #[ignore = "needs an AWS emulator: run with `cargo xtask it`"]
 fn kill_9_of_the_production_consumer_with_32_in_flight_loses_nothing() {
-    kill_test(false);
+    kill_test(false, false);
+}
+
+/// The same (same seed) with `--idempotent`: the effect (the target write)
+/// is duplicated only for records killed inside it — between the claim of
+/// their key and its completion: the keys found `in_progress` in the table
+/// after a kill — and records put again after their effect completed (as a
+/// redrive puts a letter back) run nothing.
+#[test]
+#[ignore = "needs an AWS emulator: run with `cargo xtask it`"]
+fn kill_9_of_the_idempotent_production_consumer_duplicates_only_effects_cut_by_a_kill() {
+    kill_test(false, true);
 }
 
 /// The same, reading by enhanced fan-out (`--efo`) from the fast Kinesis
@@ -106,10 +117,42 @@ fn kill_9_of_the_production_consumer_with_32_in_flight_loses_nothing() {
 #[test]
 #[ignore = "needs an AWS emulator and the fast Kinesis emulator: run with `cargo xtask it`"]
 fn kill_9_of_the_fan_out_production_consumer_loses_nothing() {
-    kill_test(true);
+    kill_test(true, false);
 }
 
-fn kill_test(fan_out: bool) {
+/// The record ids whose idempotency key is `in_progress` in `table` (keys
+/// `<consumer id>#<record id>`): effects a kill cut short.
+async fn in_progress_keys(env: &Env, table: &str) -> HashSet<String> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let mut ids = HashSet::new();
+    let mut start = None;
+    loop {
+        let out = env
+            .dynamodb()
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        for item in out.items() {
+            if let (Some(AttributeValue::S(key)), Some(AttributeValue::S(status))) =
+                (item.get("id"), item.get("status"))
+                && status == "in_progress"
+                && let Some((_, id)) = key.split_once('#')
+            {
+                ids.insert(id.to_owned());
+            }
+        }
+        start = out.last_evaluated_key;
+        if start.is_none() {
+            return ids;
+        }
+    }
+}
+
+fn kill_test(fan_out: bool, idempotent: bool) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let moto = rt.block_on(Env::from_env());
     if moto.skip_unless(Service::DynamoDb) {
@@ -186,6 +229,11 @@ fn kill_test(fan_out: bool) {
     if fan_out {
         args.extend(["--efo", "kill-test"]);
     }
+    if idempotent {
+        args.push("--idempotent");
+    }
+    // Records whose effect a kill cut short (idempotent runs).
+    let mut cut: HashSet<String> = HashSet::new();
     let mut rng = kill_test_rng();
     let (mut kills, mut early, mut finished, mut runs) = (0, 0, 0, 0);
     while kills < KILLS {
@@ -217,6 +265,9 @@ fn kill_test(fan_out: bool) {
             RunEnd::KilledEarly => early += 1,
             RunEnd::Finished => finished += 1,
         }
+        if idempotent && !matches!(end, RunEnd::Finished) {
+            cut.extend(rt.block_on(in_progress_keys(&env, &table)));
+        }
         if !matches!(end, RunEnd::Finished) && (kills + early) % 2 == 0 {
             // Let the killed run's record locks expire (see the top).
             std::thread::sleep(LOCK_EXPIRE + Duration::from_millis(100));
@@ -225,7 +276,7 @@ fn kill_test(fan_out: bool) {
         rt.block_on(put(&env, &stream, next_id..next_id + MORE));
         next_id += MORE;
     }
-    let out = Command::new(&bin).args(args).output().unwrap();
+    let out = Command::new(&bin).args(&args).output().unwrap();
     assert!(
         out.status.success(),
         "final run: {}",
@@ -300,9 +351,31 @@ fn kill_test(fan_out: bool) {
     // result not yet written, when its consumer was killed: at most
     // `--concurrency` records per kill.
     let duplicates = target.len() - in_target.len();
+    let mut copies: HashMap<&String, usize> = HashMap::new();
+    for id in &target {
+        *copies.entry(id).or_default() += 1;
+    }
+    let duplicated: Vec<&&String> = copies
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id)
+        .collect();
+    if idempotent {
+        let outside: Vec<&&&String> = duplicated
+            .iter()
+            .filter(|id| !cut.contains(id.as_str()))
+            .collect();
+        assert!(
+            outside.is_empty(),
+            "with --idempotent, records duplicated although no kill cut their effect: {outside:?} (cut: {} keys)",
+            cut.len()
+        );
+    }
     eprintln!(
-        "AWS KILL TEST (fan-out: {fan_out}): {kills} kills mid-work, {early} early, {finished} runs finished before their kill, in {runs} runs; {} records, {duplicates} duplicates in the target, {} dead letters ({} distinct), {retries} retries; {:.0} s",
+        "AWS KILL TEST (fan-out: {fan_out}, idempotent: {idempotent}): {kills} kills mid-work, {early} early, {finished} runs finished before their kill, in {runs} runs; {} records, {duplicates} duplicates in the target ({} records; {} effects cut by a kill), {} dead letters ({} distinct), {retries} retries; {:.0} s",
         next_id - 1,
+        duplicated.len(),
+        cut.len(),
         letters.len(),
         dead.len(),
         started.elapsed().as_secs_f64()
@@ -315,6 +388,40 @@ fn kill_test(fan_out: bool) {
         retries > 0 && !dead.is_empty(),
         "the run had no retries or no dead letters: the failures were not exercised"
     );
+
+    if idempotent {
+        // A redrive puts a letter's bytes back into the stream: records
+        // whose effect completed, put again, run nothing.
+        let again: Vec<u64> = in_target
+            .iter()
+            .filter(|id| !dead.contains(*id))
+            .filter_map(|id| id.parse::<u64>().ok())
+            .take(20)
+            .collect();
+        assert_eq!(again.len(), 20);
+        let before = target.len();
+        for id in &again {
+            rt.block_on(put(&env, &stream, *id..*id + 1));
+        }
+        let out = Command::new(&bin).args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "redrive run: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let after = ids_in(&dir.path().join("target.jsonl"), |v| {
+            v["id"]
+                .as_str()
+                .expect("a target line has an id")
+                .to_owned()
+        });
+        assert_eq!(
+            after.len(),
+            before,
+            "records put again after their effect completed ran it again"
+        );
+        eprintln!("AWS KILL TEST (idempotent): 20 completed records put again: 0 effects run");
+    }
 
     rt.block_on(async {
         env.delete_stream(&stream).await;
