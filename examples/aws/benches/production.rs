@@ -36,6 +36,12 @@
 //! - **Item size** at `limit` 100, 1,000 and 10,000: one batch each
 //!   (concurrency 64, no failures), the largest item written.
 //!
+//! - **Idempotent processing** (`Idempotent` over `DynamoDbIdempotencyStore`,
+//!   in the checkpoint table under a namespace, 5 ms added to its calls
+//!   too): concurrency 64 and slices of 100, each next to the same case
+//!   without it (the ratio is ours with / without, same run), with the
+//!   idempotency store's writes, calls and write units per record.
+//!
 //! Each row is also printed as a `BENCH {json}` line for `cargo xtask
 //! bench`. Without `AWS_ENDPOINT_URL` (e.g. under `cargo test`) it says so
 //! and does nothing; under `cargo test` with one it runs a small version.
@@ -50,7 +56,8 @@ use unistream::consumer::{
     Attempt, Consumer, ConsumerConfig, Handler, Outcome, Processor, SliceItem, SliceProcessor,
     SliceResult, Slices,
 };
-use unistream::dynamodb_s3::{DynamoDbS3CheckpointStore, StoreCalls};
+use unistream::dynamodb_s3::{DynamoDbIdempotencyStore, DynamoDbS3CheckpointStore, StoreCalls};
+use unistream::idempotency::{IdempotencyConfig, Idempotent};
 use unistream::kinesis::{KinesisSource, StartingPosition};
 use unistream::record::{JsonCodec, Record, iso8601};
 use unistream::sqs_dlq::SqsDeadLetterQueue;
@@ -183,6 +190,17 @@ impl Setup {
             bucket,
             queue,
         }
+    }
+
+    /// A fresh idempotency store over the checkpoint table, 5 ms slower
+    /// per call (its own counters).
+    fn keys(&self) -> DynamoDbIdempotencyStore {
+        DynamoDbIdempotencyStore::new(self.slow.dynamodb(), &self.table)
+    }
+
+    /// Keys under a namespace of their own, apart from the checkpoints.
+    fn keys_config(&self) -> IdempotencyConfig {
+        IdempotencyConfig::default().namespace(unique_name("keys"))
     }
 
     async fn delete(&self) {
@@ -426,6 +444,61 @@ fn main() {
                 Err(e) => report_error(&name, &e),
             }
         }
+        println!();
+        println!(
+            "idempotent processing: Idempotent over DynamoDB (5 ms per call), vs the same case without it"
+        );
+        let n = records;
+        let plain64 = setup.consume(Noop, LIMIT, 64, n).await;
+        let keys = setup.keys();
+        let idem64 = setup
+            .consume(Idempotent::new(Noop, keys.clone()).with_config(setup.keys_config()), LIMIT, 64, n)
+            .await;
+        idempotent_row("concurrency 64", &plain64, &idem64, &keys);
+        let plain_slices = setup.consume(Slices(NoopSlices), LIMIT, 1, n).await;
+        let keys = setup.keys();
+        let idem_slices = setup
+            .consume(
+                Slices(Idempotent::new(NoopSlices, keys.clone()).with_config(setup.keys_config())),
+                LIMIT,
+                1,
+                n,
+            )
+            .await;
+        idempotent_row("slices of 100", &plain_slices, &idem_slices, &keys);
         setup.delete().await;
     });
+}
+
+/// A case with idempotency next to the same without: records/s of both,
+/// the ratio, and the idempotency store's cost per record.
+fn idempotent_row(
+    case: &str,
+    plain: &unistream::Result<Measured>,
+    idem: &unistream::Result<Measured>,
+    keys: &DynamoDbIdempotencyStore,
+) {
+    let name = format!("unistream, limit {LIMIT}, {case}, idempotent");
+    let (p, i) = match (plain, idem) {
+        (Ok(p), Ok(i)) => (p, i),
+        (Err(e), _) | (_, Err(e)) => return report_error(&name, e),
+    };
+    let c = keys.calls();
+    let n = i.records as f64;
+    let writes = (c.put_item + c.batch_items + c.delete_item) as f64 / n;
+    let calls = c.total() as f64 / n;
+    let units = c.write_units as f64 / n;
+    let ratio = i.rate() / p.rate();
+    println!(
+        "{name:<52} {:>7} {:>10.0} vs {:.0} without: {ratio:.2}x; idempotency writes/rec {writes:.3}, calls/rec {calls:.3}, WU/rec {units:.3}",
+        i.records,
+        i.rate(),
+        p.rate()
+    );
+    println!(
+        "BENCH {{\"bench\":\"production\",\"case\":{name:?},\"records\":{},\"records_per_s\":{:.0},\"without_records_per_s\":{:.0},\"ratio\":{ratio:.3},\"idempotency_writes_per_record\":{writes:.4},\"idempotency_calls_per_record\":{calls:.4},\"idempotency_write_units_per_record\":{units:.4}}}",
+        i.records,
+        i.rate(),
+        p.rate()
+    );
 }
