@@ -27,7 +27,8 @@ use std::time::Duration;
 use clap::Parser;
 use unistream::checkpoint::CheckpointStore;
 use unistream::consumer::{Attempt, ConsumerConfig, Outcome, Processor, cancel_on_signals};
-use unistream::dynamodb_s3::DynamoDbS3CheckpointStore;
+use unistream::dynamodb_s3::{DynamoDbIdempotencyStore, DynamoDbS3CheckpointStore};
+use unistream::idempotency::{IdempotencyConfig, Idempotent};
 use unistream::kinesis::StartingPosition;
 use unistream::leases::{DynamoDbLeaseTable, LEASE_KEY, LeaseConfig, StreamConsumer};
 use unistream::local::Durability;
@@ -35,7 +36,7 @@ use unistream::local::{AppendFile, FileCheckpointStore, FileDeadLetterQueue};
 use unistream::retry::RetryPolicy;
 use unistream::{BoxError, CancellationToken};
 use unistream_aws_examples::{aws_clients, create_bucket_if_missing, create_table_if_missing};
-use unistream_examples::{MyRecord, RandomError, chance, exit_code, init_logging};
+use unistream_examples::{Controls, MyRecord, RandomError, chance, exit_code, init_logging};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -108,6 +109,11 @@ struct Args {
     /// 127.0.0.1:9898).
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Lambda's failure controls (one record per call here: no
+    /// `--slice-size`); `--idempotent` keeps its keys in the checkpoint
+    /// table (items `<app>#<record id>`).
+    #[command(flatten)]
+    controls: Controls,
 }
 
 /// Appends one line per attempt; fails at random.
@@ -142,6 +148,23 @@ impl Processor for Recorder {
     }
 }
 
+/// The recorder, or the recorder whose effect runs once per record id.
+enum Shard {
+    Plain(Recorder),
+    Idempotent(Idempotent<Recorder, DynamoDbIdempotencyStore, MyRecord>),
+}
+
+impl Processor for Shard {
+    type Record = MyRecord;
+
+    async fn process(&self, r: &MyRecord, a: &Attempt<'_>) -> Result<Outcome, BoxError> {
+        match self {
+            Shard::Plain(p) => p.process(r, a).await,
+            Shard::Idempotent(p) => p.process(r, a).await,
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
@@ -165,6 +188,18 @@ async fn run(args: Args) -> unistream::Result<()> {
         .concurrency(args.concurrency)
         .retry(RetryPolicy::waits([Duration::ZERO]).with_max_attempts(args.max_attempts))
         .delay(Duration::from_millis(args.delay_ms));
+    if args.controls.slice_size > 0 {
+        return Err(unistream::Error::Config(
+            "--slice-size: this example's processor takes one record per call".into(),
+        ));
+    }
+    let consumer = args.controls.apply(consumer)?;
+    let keys = args.controls.idempotent.then(|| {
+        (
+            DynamoDbIdempotencyStore::new(ddb.clone(), &args.checkpoint_table),
+            IdempotencyConfig::default().namespace(&app),
+        )
+    });
     let (table, bucket) = (args.checkpoint_table.clone(), args.bucket.clone());
     let leases = DynamoDbLeaseTable::new(ddb.clone(), &args.lease_table);
     let worker_setup = Worker {
@@ -172,6 +207,7 @@ async fn run(args: Args) -> unistream::Result<()> {
         kinesis,
         leases,
         consumer,
+        keys,
     };
     match args.checkpoint_dir.clone() {
         Some(dir) => {
@@ -202,6 +238,8 @@ struct Worker<'a> {
     kinesis: aws_sdk_kinesis::Client,
     leases: DynamoDbLeaseTable,
     consumer: ConsumerConfig,
+    /// The idempotency keys, with `--idempotent`.
+    keys: Option<(DynamoDbIdempotencyStore, IdempotencyConfig)>,
 }
 
 impl Worker<'_> {
@@ -219,6 +257,7 @@ impl Worker<'_> {
         cancel_on_signals(shutdown.clone());
         let name = worker.clone();
         let me = worker.clone();
+        let keys = self.keys;
         let mut stream = StreamConsumer::builder(self.kinesis, self.leases)
             .stream(&args.stream)
             .worker(&worker)
@@ -230,13 +269,19 @@ impl Worker<'_> {
             .on_change(move |held| println!("{me} holds {held:?}"))
             .build(
                 move |shard| {
-                    Ok(Recorder {
+                    let recorder = Recorder {
                         work,
                         worker: name.clone(),
                         shard: shard.to_owned(),
                         out: AppendFile::open(&out_path, Durability::Process)?,
                         fail_rate,
                         seed,
+                    };
+                    Ok(match &keys {
+                        Some((store, config)) => Shard::Idempotent(
+                            Idempotent::new(recorder, store.clone()).with_config(config.clone()),
+                        ),
+                        None => Shard::Plain(recorder),
                     })
                 },
                 make_store,

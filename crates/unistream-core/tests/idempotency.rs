@@ -190,3 +190,56 @@ async fn a_slice_claims_concurrently_and_completes_in_two_writes_per_record() {
     // 49 records: claim + completion; k7: claim, release, claim, completion.
     assert_eq!(keys.writes(), 49 * 2 + 4);
 }
+
+/// Hangs inside its effect on the first attempt of `hang`.
+#[derive(Clone, Default)]
+struct Hangs {
+    runs: Arc<Mutex<Vec<(String, u32)>>>,
+}
+
+impl Processor for Hangs {
+    type Record = RawRecord;
+    async fn process(&self, r: &RawRecord, a: &Attempt<'_>) -> Result<Outcome, BoxError> {
+        let d = String::from_utf8_lossy(&r.data).into_owned();
+        self.runs.lock().unwrap().push((d.clone(), a.number));
+        if d == "hang" && a.number == 1 {
+            std::future::pending::<()>().await;
+        }
+        Ok(Outcome::Succeeded)
+    }
+}
+
+#[tokio::test]
+async fn a_timed_out_effect_leaves_its_claim_to_the_next_attempt_at_once() {
+    let clock = VirtualClock::default();
+    let keys = MemoryIdempotencyStore::default();
+    let hangs = Hangs::default();
+    // Claims would hold for the whole 15-minute lock; the next attempt of
+    // the same record takes the claim over without waiting for it.
+    let idem = Idempotent::new(hangs.clone(), keys.clone()).with_clock(clock.clone());
+    let t0 = clock.now();
+    let mut c = Consumer::new(
+        config(1).attempt_timeout(Duration::from_secs(10)),
+        source(&["hang", "next"]),
+        idem,
+        MemoryCheckpointStore::default(),
+        MemoryDeadLetterQueue::default(),
+    )
+    .unwrap()
+    .with_codec(RawCodec)
+    .with_clock(clock.clone());
+    let summary = c.run().await.unwrap();
+    assert_eq!((summary.succeeded, summary.failures), (2, 1), "{summary:?}");
+    let runs = hangs.runs.lock().unwrap().clone();
+    assert_eq!(runs[..2], [("hang".to_owned(), 1), ("hang".to_owned(), 2)]);
+    assert!(
+        keys.items()
+            .values()
+            .all(|i| i.status == ItemStatus::Completed)
+    );
+    let took = clock.now() - t0;
+    assert!(
+        took < chrono::Duration::minutes(1),
+        "waited {took} for the claim"
+    );
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use unistream_core::checkpoint::CheckpointStore;
 use unistream_core::clock::{Clock, SharedClock, SystemClock};
-use unistream_core::consumer::{ConsumerConfig, Processor};
+use unistream_core::consumer::{ConsumerConfig, Handler};
 use unistream_core::dlq::DeadLetterQueue;
 use unistream_core::record::{Codec, JsonCodec};
 use unistream_core::{Error, Result};
@@ -228,7 +228,8 @@ impl<T: LeaseTable, C> StreamConsumerBuilder<T, C> {
         }
     }
 
-    /// The worker, making each shard's processor, checkpoint store and
+    /// The worker, making each shard's processor (a `Processor`, or
+    /// `Slices` of a `SliceProcessor`), checkpoint store and
     /// dead-letter queue with these (given the shard id, the shard
     /// consumer's id, and the shard id).
     ///
@@ -243,7 +244,7 @@ impl<T: LeaseTable, C> StreamConsumerBuilder<T, C> {
         make_dlq: impl FnMut(&str) -> Result<D> + Send + 'static,
     ) -> Result<StreamConsumer<T, P, K, D, C>>
     where
-        P: Processor + 'static,
+        P: Handler + 'static,
         K: CheckpointStore + 'static,
         D: DeadLetterQueue + 'static,
         C: Codec<P::Record> + Clone,

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use unistream_core::checkpoint::CheckpointStore;
 use unistream_core::clock::SharedClock;
-use unistream_core::consumer::{Consumer, ConsumerConfig, Processor, RunSummary};
+use unistream_core::consumer::{Consumer, ConsumerConfig, Handler, RunSummary};
 use unistream_core::dlq::DeadLetterQueue;
 use unistream_core::record::{Codec, JsonCodec};
 use unistream_core::{Error, Result};
@@ -165,7 +165,7 @@ enum Stop {
 impl<T, P, K, D, C> StreamConsumer<T, P, K, D, C>
 where
     T: LeaseTable,
-    P: Processor + 'static,
+    P: Handler + 'static,
     K: CheckpointStore + 'static,
     D: DeadLetterQueue + 'static,
     C: Codec<P::Record> + Clone,
