@@ -40,7 +40,11 @@
 //!   in the checkpoint table under a namespace, 5 ms added to its calls
 //!   too): concurrency 64 and slices of 100, each next to the same case
 //!   without it (the ratio is ours with / without, same run), with the
-//!   idempotency store's writes, calls and write units per record.
+//!   idempotency store's writes, calls and write units per record; and the
+//!   same over a latency model (`Delayed`: the memory store behind 5 ms
+//!   per call, calls overlapping — DynamoDB's shape; moto serves about a
+//!   hundred conditional writes per second in all, which bounds the rows
+//!   above). `--idempotent-only` runs only these and what they compare to.
 //!
 //! Each row is also printed as a `BENCH {json}` line for `cargo xtask
 //! bench`. Without `AWS_ENDPOINT_URL` (e.g. under `cargo test`) it says so
@@ -51,13 +55,18 @@ use std::time::{Duration, Instant};
 use aws_sdk_kinesis::types::ShardIteratorType;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use unistream::BoxError;
 use unistream::consumer::{
     Attempt, Consumer, ConsumerConfig, Handler, Outcome, Processor, SliceItem, SliceProcessor,
     SliceResult, Slices,
 };
 use unistream::dynamodb_s3::{DynamoDbIdempotencyStore, DynamoDbS3CheckpointStore, StoreCalls};
-use unistream::idempotency::{IdempotencyConfig, Idempotent};
+use unistream::idempotency::{
+    Claim, Claimed, Completion, IdempotencyConfig, IdempotencyItem, IdempotencyStore, Idempotent,
+    MemoryIdempotencyStore, Owner,
+};
 use unistream::kinesis::{KinesisSource, StartingPosition};
 use unistream::record::{JsonCodec, Record, iso8601};
 use unistream::sqs_dlq::SqsDeadLetterQueue;
@@ -371,6 +380,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let smoke = !args.iter().any(|a| a == "--bench");
     let quick = args.iter().any(|a| a == "--quick");
+    // Only the idempotent cases (and the cases they are compared with).
+    let idempotent_only = args.iter().any(|a| a == "--idempotent-only");
     let (records, sequential, item_limits): (u64, u64, &[usize]) = if smoke {
         (1_000, 500, &[100])
     } else if quick {
@@ -424,6 +435,7 @@ fn main() {
             }
         };
         let n = sequential;
+        if !idempotent_only {
         row("concurrency 1", n, setup.consume(Noop, LIMIT, 1, n).await);
         let n = records;
         row("concurrency 16", n, setup.consume(Noop, LIMIT, 16, n).await);
@@ -444,6 +456,7 @@ fn main() {
                 Err(e) => report_error(&name, &e),
             }
         }
+        }
         println!();
         println!(
             "idempotent processing: Idempotent over DynamoDB (5 ms per call), vs the same case without it"
@@ -454,7 +467,7 @@ fn main() {
         let idem64 = setup
             .consume(Idempotent::new(Noop, keys.clone()).with_config(setup.keys_config()), LIMIT, 64, n)
             .await;
-        idempotent_row("concurrency 64", &plain64, &idem64, &keys);
+        idempotent_row("concurrency 64", &plain64, &idem64, Cost::of_dynamodb(&keys));
         let plain_slices = setup.consume(Slices(NoopSlices), LIMIT, 1, n).await;
         let keys = setup.keys();
         let idem_slices = setup
@@ -465,9 +478,103 @@ fn main() {
                 n,
             )
             .await;
-        idempotent_row("slices of 100", &plain_slices, &idem_slices, &keys);
+        idempotent_row("slices of 100", &plain_slices, &idem_slices, Cost::of_dynamodb(&keys));
+        println!();
+        println!(
+            "idempotent processing, latency model: keys in memory behind {} ms per call (injected latency: DynamoDB's shape without moto's request ceiling)",
+            LATENCY.as_millis()
+        );
+        let keys = Delayed::default();
+        let idem64 = setup
+            .consume(Idempotent::new(Noop, keys.clone()), LIMIT, 64, n)
+            .await;
+        idempotent_row("concurrency 64, 5 ms store", &plain64, &idem64, keys.cost());
+        let keys = Delayed::default();
+        let idem_slices = setup
+            .consume(Slices(Idempotent::new(NoopSlices, keys.clone())), LIMIT, 1, n)
+            .await;
+        idempotent_row("slices of 100, 5 ms store", &plain_slices, &idem_slices, keys.cost());
         setup.delete().await;
     });
+}
+
+/// What an idempotency store's calls cost, in total.
+struct Cost {
+    writes: u64,
+    calls: u64,
+    /// Write units (DynamoDB's, as billed; the latency model: one per write).
+    units: u64,
+}
+
+impl Cost {
+    fn of_dynamodb(keys: &DynamoDbIdempotencyStore) -> Cost {
+        let c = keys.calls();
+        Cost {
+            writes: c.put_item + c.batch_items + c.delete_item,
+            calls: c.total(),
+            units: c.write_units,
+        }
+    }
+}
+
+/// A device that injects latency in front of the memory store, as
+/// `LatencyHttpClient` does in front of moto: every call waits
+/// [`LATENCY`] first, and calls overlap (DynamoDB's shape: latency-bound,
+/// no request ceiling); completions of a slice go 25 per call, as
+/// `DynamoDbIdempotencyStore` batches them.
+#[derive(Clone, Default)]
+struct Delayed {
+    keys: MemoryIdempotencyStore,
+    calls: Arc<AtomicU64>,
+}
+
+impl Delayed {
+    async fn call(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(LATENCY).await;
+    }
+    fn cost(&self) -> Cost {
+        let writes = self.keys.writes();
+        Cost {
+            writes,
+            calls: self.calls.load(Ordering::Relaxed),
+            units: writes,
+        }
+    }
+}
+
+impl IdempotencyStore for Delayed {
+    async fn claim(&self, claim: &Claim) -> unistream::Result<Claimed> {
+        self.call().await;
+        self.keys.claim(claim).await
+    }
+    async fn complete(&self, completion: &Completion) -> unistream::Result<()> {
+        self.call().await;
+        self.keys.complete(completion).await
+    }
+    async fn complete_many(&self, completions: &[Completion]) -> unistream::Result<()> {
+        // As the DynamoDB store: 25 per call, the calls at once.
+        let calls = completions.chunks(25).map(|chunk| async move {
+            self.call().await;
+            self.keys.complete_many(chunk).await
+        });
+        futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .collect()
+    }
+    async fn release(&self, key: &str, owner: &Owner) -> unistream::Result<()> {
+        self.call().await;
+        self.keys.release(key, owner).await
+    }
+    async fn get(&self, key: &str) -> unistream::Result<Option<IdempotencyItem>> {
+        self.call().await;
+        self.keys.get(key).await
+    }
+    async fn forget(&self, key: &str) -> unistream::Result<()> {
+        self.call().await;
+        self.keys.forget(key).await
+    }
 }
 
 /// A case with idempotency next to the same without: records/s of both,
@@ -476,18 +583,17 @@ fn idempotent_row(
     case: &str,
     plain: &unistream::Result<Measured>,
     idem: &unistream::Result<Measured>,
-    keys: &DynamoDbIdempotencyStore,
+    cost: Cost,
 ) {
     let name = format!("unistream, limit {LIMIT}, {case}, idempotent");
     let (p, i) = match (plain, idem) {
         (Ok(p), Ok(i)) => (p, i),
         (Err(e), _) | (_, Err(e)) => return report_error(&name, e),
     };
-    let c = keys.calls();
     let n = i.records as f64;
-    let writes = (c.put_item + c.batch_items + c.delete_item) as f64 / n;
-    let calls = c.total() as f64 / n;
-    let units = c.write_units as f64 / n;
+    let writes = cost.writes as f64 / n;
+    let calls = cost.calls as f64 / n;
+    let units = cost.units as f64 / n;
     let ratio = i.rate() / p.rate();
     println!(
         "{name:<52} {:>7} {:>10.0} vs {:.0} without: {ratio:.2}x; idempotency writes/rec {writes:.3}, calls/rec {calls:.3}, WU/rec {units:.3}",
