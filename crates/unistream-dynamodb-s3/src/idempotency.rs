@@ -252,7 +252,7 @@ impl DynamoDbIdempotencyStore {
 
     /// Completions in one `BatchWriteItem` (at most 25), re-sending what
     /// DynamoDB leaves unprocessed.
-    async fn write_batch(&self, completions: &[Completion]) -> Result<()> {
+    async fn write_batch(&self, completions: &[&Completion]) -> Result<()> {
         let mut requests = Vec::with_capacity(completions.len());
         for c in completions {
             let put = PutRequest::builder()
@@ -382,17 +382,11 @@ impl IdempotencyStore for DynamoDbIdempotencyStore {
 
     async fn complete_many(&self, completions: &[Completion]) -> Result<()> {
         // One key twice in a batch is refused by DynamoDB: the last wins.
-        let mut last: HashMap<&str, &Completion> = HashMap::new();
-        for c in completions {
-            last.insert(&c.item.key, c);
-        }
-        let unique: Vec<Completion> = completions
+        let mut seen = std::collections::HashSet::new();
+        let unique: Vec<&Completion> = completions
             .iter()
-            .filter(|c| {
-                last.get(c.item.key.as_str())
-                    .is_some_and(|l| std::ptr::eq(*l, *c))
-            })
-            .cloned()
+            .rev()
+            .filter(|c| seen.insert(c.item.key.as_str()))
             .collect();
         // The chunks overlap: a slice of 100 completes in one round trip.
         let written =

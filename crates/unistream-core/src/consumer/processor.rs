@@ -373,9 +373,6 @@ impl<P: Processor> Handler for P {
         item: SliceItem<'a, Self::Record>,
         call: Call<'a>,
     ) -> std::result::Result<Outcome, BoxError> {
-        if call.timeout.is_none() {
-            return self.process(item.record, &item.attempt).await;
-        }
         call.run(self.process(item.record, &item.attempt)).await
     }
 
